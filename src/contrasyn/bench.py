@@ -1,0 +1,230 @@
+"""The benchmark harness: every (task, method, seed) cell in one protocol, resumable.
+
+Each finished cell appends one row to ``results.jsonl`` (the source of truth) and the CSV
+``results.csv`` and Markdown ``table.md`` are rewritten from it, so a killed benchmark
+rerun with the same arguments skips what is done. Columns follow SPEC.md ("Results files");
+methods with several scores add ``auroc_<score>`` and ``val_auroc_<score>`` columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contrasyn.baselines.knn import PixelKNN
+from contrasyn.config import RunConfig, merge, save_config
+from contrasyn.data import default_resize_policy, to_model_input
+from contrasyn.data.base import ImageDataset
+from contrasyn.errors import ConfigError
+from contrasyn.metrics import auroc, evaluate
+from contrasyn.protocol import OneClassTask, one_class_task
+from contrasyn.score import SCORES, Scorer
+from contrasyn.trainer import resolve_device, train
+
+METHODS = ("knn", "csi")
+KEY = ("dataset", "method", "normal_class", "seed", "preset")
+COLUMNS = (
+    *KEY,
+    "score",
+    "auroc",
+    "aupr",
+    "fpr95",
+    "auroc_per_class_mean",
+    "train_seconds",
+    "score_seconds",
+    "n_train",
+    "n_test",
+)
+
+
+def _inputs(images: np.ndarray, dataset: str, cfg: RunConfig) -> torch.Tensor:
+    return to_model_input(
+        images, cfg.train.image_size, cfg.train.channels, default_resize_policy(dataset)
+    )
+
+
+def _subsample(images: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or len(images) <= limit:
+        return images
+    keep = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
+    return images[keep]
+
+
+def run_cell(
+    task: OneClassTask,
+    method: str,
+    seed: int,
+    cfg: RunConfig,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train and score one method on one task; returns the metrics row (without the key)."""
+    row: dict = {}
+    test_x = _inputs(task.test_images, task.dataset, cfg)
+    if method == "knn":
+        train_x = _inputs(task.train_images, task.dataset, cfg)
+        t0 = time.perf_counter()
+        knn = PixelKNN().fit(train_x)
+        t1 = time.perf_counter()
+        scores = {"knn": knn.anomaly_score(test_x).numpy()}
+        val = (
+            {"knn": knn.anomaly_score(_inputs(task.val_images, task.dataset, cfg)).numpy()}
+            if task.val_images is not None
+            else None
+        )
+        default = "knn"
+    elif method == "csi":
+        cfg = merge(cfg, {"train": {"seed": seed}, "score": {"seed": seed}})
+        images = _subsample(task.train_images, cfg.train.max_train, seed)
+        train_x = _inputs(images, task.dataset, cfg)
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.json")
+        t0 = time.perf_counter()
+        model = train(train_x, cfg.train, run_dir, progress=progress)
+        t1 = time.perf_counter()
+        scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
+        scores = {k: -v.numpy() for k, v in scorer.score_samples(model, test_x).items()}
+        val = None
+        if task.val_images is not None:
+            val_x = _inputs(task.val_images, task.dataset, cfg)
+            val = {k: -v.numpy() for k, v in scorer.score_samples(model, val_x).items()}
+        default = cfg.score.score
+    else:
+        raise ConfigError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    t2 = time.perf_counter()
+    row.update(score=default, **evaluate(task.test_is_anomaly, scores[default], task.test_labels))
+    row.update(
+        train_seconds=round(t1 - t0, 2),
+        score_seconds=round(t2 - t1, 2),
+        n_train=len(train_x),
+        n_test=len(test_x),
+    )
+    if len(scores) > 1:
+        for name in SCORES:
+            row[f"auroc_{name}"] = auroc(task.test_is_anomaly, scores[name])
+    if val is not None:
+        for name, s in val.items():
+            row[f"val_auroc_{name}"] = auroc(task.val_is_anomaly, s)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            run_dir / "test_scores.npz",
+            is_anomaly=task.test_is_anomaly,
+            labels=task.test_labels,
+            **scores,
+        )
+    return row
+
+
+def read_rows(out: Path) -> list[dict]:
+    path = out / "results.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_tables(out: Path, rows: list[dict]) -> None:
+    """Rewrite ``results.csv`` and ``table.md`` from the rows (all columns kept)."""
+    columns = list(COLUMNS) + sorted({k for r in rows for k in r} - set(COLUMNS))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "table.md").write_text(markdown_table(rows) + "\n")
+
+
+def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
+    """Per-class AUROC (mean +- std over seeds) for each method, with the mean over classes;
+    the best method of each row in bold."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    classes = sorted({r["normal_class"] for r in rows})
+    names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
+    lines = ["| class | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+
+    def cell(values: list[float]) -> tuple[float, str]:
+        if not values:
+            return float("-inf"), "-"
+        m = float(np.mean(values))
+        text = f"{m:.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+        return m, text
+
+    per_method_means: dict[str, list[float]] = {m: [] for m in methods}
+    for c in classes:
+        cells = []
+        for m in methods:
+            vals = [r[metric] for r in rows if r["method"] == m and r["normal_class"] == c]
+            cells.append(cell(vals))
+            if vals:
+                per_method_means[m].append(float(np.mean(vals)))
+        best = max(v for v, _ in cells)
+        lines.append(
+            f"| {c} {names[c]} | "
+            + " | ".join(f"**{t}**" if v == best and t != "-" else t for v, t in cells)
+            + " |"
+        )
+    means = [
+        cell(per_method_means[m])
+        if len(per_method_means[m]) == len(classes)
+        else (float("-inf"), "-")
+        for m in methods
+    ]
+    best = max(v for v, _ in means)
+    lines.append(
+        "| **mean** | "
+        + " | ".join(
+            f"**{float(v):.3f}**" if v == best and t != "-" else (f"{v:.3f}" if t != "-" else "-")
+            for v, t in means
+        )
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def run_benchmark(
+    ds: ImageDataset,
+    classes: Sequence[int],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    preset: str,
+    cfg: RunConfig,
+    out: str | Path,
+    val_normal: int = 500,
+    progress: bool = True,
+    log=print,
+) -> list[dict]:
+    """Run every cell not already in ``out/results.jsonl``; returns all rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / f"preset-{preset}.json")
+    rows = read_rows(out)
+    done = {tuple(r[k] for k in KEY) for r in rows}
+    torch.set_num_threads(torch.get_num_threads())
+    log(f"device {resolve_device(cfg.train.device)}; {len(done)} cell(s) already done in {out}")
+    for c in classes:
+        task = one_class_task(ds, c, val_normal=val_normal, val_seed=0)
+        for method in methods:
+            for seed in seeds:
+                key = (ds.name, method, int(c), int(seed), preset)
+                if key in done:
+                    continue
+                run_dir = out / "runs" / ds.name / method / f"class{c}" / f"seed{seed}"
+                row = dict(zip(KEY, key, strict=True), class_name=ds.class_names[c])
+                row.update(run_cell(task, method, seed, cfg, run_dir, progress))
+                rows.append(row)
+                with (out / "results.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                write_tables(out, rows)
+                log(
+                    f"{ds.name} class {c} ({ds.class_names[c]}) {method} seed {seed}: "
+                    f"AUROC {row['auroc']:.4f} ({row['score']}), train {row['train_seconds']} s, "
+                    f"score {row['score_seconds']} s"
+                )
+    write_tables(out, rows)
+    return rows

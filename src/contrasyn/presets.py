@@ -1,0 +1,65 @@
+"""Named configurations. ``paper`` is the paper's/CSI's recipe (for GPUs); ``cpu`` trains one
+Fashion-MNIST class in minutes on 2 CPU cores; ``tiny`` is for tests and smoke runs.
+
+Why the ``cpu`` preset looks as it does (SPEC.md, "Calibration"): ResNet-18 at width 16
+(1/4 of the paper's, ~0.7 M parameters) on a 1000-image subsample of the class (the bank
+size barely matters), batch 32 x 4 rotations x 2 views, LARS at the paper's peak learning
+rate (base 0.1 at 32 images, x10 warm-up over 2 epochs, cosine to 0), 20 epochs (620
+steps), and test-time ensembles of R = 4 draws. Precision ``auto`` uses bf16 only where the
+hardware has native bf16 (on CPUs without it, bf16 autocast is ~10x slower than fp32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contrasyn.config import RunConfig, ScoreConfig, TrainConfig, merge
+from contrasyn.errors import ConfigError
+
+PRESETS: dict[str, RunConfig] = {
+    "paper": RunConfig(
+        TrainConfig(
+            width=64,
+            batch_size=128,
+            epochs=1000,
+            warmup_epochs=10,
+            precision="auto",
+            checkpoint_every=10,
+        ),
+        ScoreConfig(score="paper", ensemble=10),
+    ),
+    "cpu": RunConfig(
+        TrainConfig(
+            width=16,
+            batch_size=32,
+            lr_reference_batch=32,
+            epochs=20,
+            warmup_epochs=2,
+            max_train=1000,
+            precision="auto",
+            channels_last=True,
+            checkpoint_every=5,
+        ),
+        ScoreConfig(score="feat", ensemble=4),
+    ),
+    "tiny": RunConfig(
+        TrainConfig(
+            width=4,
+            batch_size=16,
+            lr_reference_batch=16,
+            epochs=3,
+            warmup_epochs=1,
+            max_train=200,
+            checkpoint_every=1,
+            log_every=1,
+        ),
+        ScoreConfig(score="feat", ensemble=1, batch_size=128),
+    ),
+}
+
+
+def get_preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A copy of preset ``name`` with nested ``overrides`` ({"train": {...}, "score": {...}})."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return merge(PRESETS[name], overrides or {})

@@ -1,0 +1,159 @@
+"""Outlier scores against a bank of training features (SPEC.md, "Outlier score").
+
+All scores here are *normality* scores M(x): higher means more normal. The anomaly score is
+``-M(x)``. Three scores are computed from the same forward passes, so they can be reported
+side by side at no extra cost:
+
+- ``paper`` (eq. 11): ``max_x' sum_S ||z_S(x)|| sim(z_S(x), z_S(x'))``, averaged over R
+  draws of T (``M_ens``). Since ``||a|| cos(a, b) = <a, b/||b||>`` the sum over S is one inner
+  product between the concatenation of the K unnormalised test vectors and the
+  concatenation of the K normalised bank vectors, so the max is a single bank search.
+- ``csi``: CSI's ``s_CSI-ens``: per shift, the max of ``<z_k(x), z_k(x')/||z_k(x')||>``
+  weighted by 1 / the mean training norm, plus the shift head's logit of the true rotation
+  weighted by 1 / its mean training value, averaged over the K shifts.
+- ``feat``: the mean over shifts of the cosine 1-NN similarity of the penultimate features
+  (before the projection head): the most stable score in our calibration runs.
+
+Features of every image are averaged over the R draws (CSI's ensemble); the training bank
+holds, for every training image and shift, that average. The search is a chunked matrix
+product on the model's device whose memory stays bounded whatever the bank size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from contrasyn.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
+from contrasyn.config import ScoreConfig, TrainConfig
+from contrasyn.errors import ConfigError
+from contrasyn.nets import CSINet
+from contrasyn.trainer import autocast
+
+SCORES = ("paper", "csi", "feat")
+
+
+def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tensor:
+    """``max_j <queries[i], bank[j]>`` for every i, holding at most chunk x chunk products."""
+    if queries.shape[1] != bank.shape[1]:
+        raise ValueError(f"dimension mismatch: queries {queries.shape[1]}, bank {bank.shape[1]}")
+    out = torch.empty(len(queries), device=queries.device, dtype=queries.dtype)
+    for i in range(0, len(queries), chunk):
+        q = queries[i : i + chunk]
+        best = torch.full((len(q),), float("-inf"), device=q.device, dtype=q.dtype)
+        for j in range(0, len(bank), chunk):
+            best = torch.maximum(best, (q @ bank[j : j + chunk].T).amax(dim=1))
+        out[i : i + chunk] = best
+    return out
+
+
+@dataclass
+class DrawFeatures:
+    """Per image and shift: projection z (N, K, d), penultimate h (N, K, e), true-shift logit."""
+
+    z: Tensor
+    h: Tensor
+    logit: Tensor
+
+
+@torch.no_grad()
+def embed(
+    model: CSINet,
+    images: Tensor,
+    num_shifts: int,
+    augment: SimCLRAugment | None,
+    batch_size: int,
+    precision: str = "fp32",
+) -> DrawFeatures:
+    """One draw: ``T(S_k(flip(x)))`` for every k, through F in eval mode (BN running stats)."""
+    model.eval()
+    device = next(model.parameters()).device
+    flip = HorizontalFlip() if augment is not None else None
+    zs, hs, logits = [], [], []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device)
+        b = len(x)
+        if flip is not None:
+            x = flip(x)
+        views = rotate_shifts(x, num_shifts)
+        if augment is not None:
+            views = augment(views)
+        with autocast(precision, device):
+            out = model(views)
+        labels = torch.arange(num_shifts, device=device).repeat_interleave(b)
+        true_logit = out.shift.float().gather(1, labels[:, None]).squeeze(1)
+        # rows are shift-major (k * b + i); bring them to (b, K, d)
+        zs.append(out.z.float().view(num_shifts, b, -1).transpose(0, 1))
+        hs.append(out.h.float().view(num_shifts, b, -1).transpose(0, 1))
+        logits.append(true_logit.view(num_shifts, b).T)
+    return DrawFeatures(torch.cat(zs), torch.cat(hs), torch.cat(logits))
+
+
+class Scorer:
+    """Builds the training bank (``fit``) and scores new images (``score_samples``).
+
+    ``score_samples`` returns a dict ``{score name: normality (N,)}`` for every score in
+    ``SCORES``; ``ScoreConfig.score`` names the one the detector reports by default.
+    """
+
+    def __init__(self, train_cfg: TrainConfig, cfg: ScoreConfig) -> None:
+        if cfg.score not in SCORES:
+            raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {cfg.score!r}")
+        if cfg.ensemble < 1:
+            raise ConfigError(f"ensemble must be >= 1 draws, got {cfg.ensemble}")
+        self.train_cfg, self.cfg = train_cfg, cfg
+        self.augment = SimCLRAugment(
+            train_cfg.jitter,
+            train_cfg.jitter_p,
+            train_cfg.gray_p,
+            fixed_crop_scale=cfg.crop_scale,
+            blur=False,
+        )
+
+    def _draws(self, model: CSINet, images: Tensor):
+        for r in range(self.cfg.ensemble):
+            torch.manual_seed(self.cfg.seed + r)
+            yield embed(
+                model,
+                images,
+                self.train_cfg.num_shifts,
+                self.augment,
+                self.cfg.batch_size,
+                self.train_cfg.precision,
+            )
+
+    @staticmethod
+    def _mean(draws: list[DrawFeatures]) -> DrawFeatures:
+        return DrawFeatures(
+            *(torch.stack([getattr(d, f) for d in draws]).mean(0) for f in ("z", "h", "logit"))
+        )
+
+    def fit(self, model: CSINet, images: Tensor) -> Scorer:
+        """Bank of the training images' features, averaged over the R draws, and the weights."""
+        bank = self._mean(list(self._draws(model, images)))
+        self.bank_z_ = torch.nn.functional.normalize(bank.z, dim=2)  # (M, K, d)
+        self.bank_h_ = torch.nn.functional.normalize(bank.h, dim=2)
+        self.weight_sim_ = 1.0 / bank.z.norm(dim=2).mean(0)  # (K,)
+        self.weight_shift_ = 1.0 / bank.logit.mean(0)  # (K,)
+        return self
+
+    def score_samples(self, model: CSINet, images: Tensor) -> dict[str, Tensor]:
+        chunk = self.cfg.chunk
+        paper = torch.zeros(len(images), device=self.bank_z_.device)
+        draws = []
+        for d in self._draws(model, images):
+            paper += max_inner_product(d.z.flatten(1), self.bank_z_.flatten(1), chunk)
+            draws.append(d)
+        mean = self._mean(draws)
+        k = self.train_cfg.num_shifts
+        sim = torch.stack(
+            [max_inner_product(mean.z[:, s], self.bank_z_[:, s], chunk) for s in range(k)], dim=1
+        )
+        csi = (sim * self.weight_sim_ + mean.logit * self.weight_shift_).mean(1)
+        h = torch.nn.functional.normalize(mean.h, dim=2)
+        feat = torch.stack(
+            [max_inner_product(h[:, s], self.bank_h_[:, s], chunk) for s in range(k)], dim=1
+        ).mean(1)
+        return {"paper": (paper / len(draws)).cpu(), "csi": csi.cpu(), "feat": feat.cpu()}

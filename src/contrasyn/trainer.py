@@ -1,0 +1,224 @@
+"""Training loop for the ``csi`` variant: F on L_CSI over shifted instances (CSI, eq. 4).
+
+One readable loop: shuffle, build 2 views x K rotations on the device, one forward, L_CSI,
+LARS step on CSI's warm-up + cosine schedule. Loss components go to ``metrics.jsonl``;
+checkpoints (safetensors + JSON) are written every ``checkpoint_every`` epochs and at the
+end, and ``train`` resumes from ``out_dir/last`` when it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from contrasyn.augment import HorizontalFlip, SimCLRAugment, shifted_views
+from contrasyn.checkpoint import load_checkpoint, save_checkpoint
+from contrasyn.config import TrainConfig, from_dict, to_dict
+from contrasyn.errors import ConfigError, ContrasynError
+from contrasyn.losses import csi_loss
+from contrasyn.nets import CSINet
+from contrasyn.optim import LARS, warmup_cosine_lr
+
+
+class TrainingError(ContrasynError):
+    """Training diverged (a loss became NaN or infinite)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit name must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether the device has native bf16 matrix units (without them autocast is ~10x slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast for ``bf16``, and for ``auto`` where the hardware runs bf16 natively."""
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ConfigError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def build_model(cfg: TrainConfig) -> CSINet:
+    return CSINet(cfg.width, cfg.channels, cfg.stem, cfg.proj_dim, cfg.num_shifts)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> LARS | torch.optim.SGD:
+    sgd = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    if cfg.optimizer == "lars":
+        return LARS(sgd, trust_coef=cfg.lars_trust)
+    if cfg.optimizer == "sgd":
+        return sgd
+    raise ConfigError(f"optimizer must be 'lars' or 'sgd', got {cfg.optimizer!r}")
+
+
+def build_augment(cfg: TrainConfig) -> SimCLRAugment:
+    return SimCLRAugment(cfg.jitter, cfg.jitter_p, cfg.gray_p, cfg.crop_scale, blur=cfg.blur)
+
+
+def _sgd_state(optimizer) -> dict:
+    return optimizer.optim.state if isinstance(optimizer, LARS) else optimizer.state
+
+
+def _state_tensors(model: nn.Module, optimizer) -> dict[str, Tensor]:
+    """Everything needed to resume exactly: weights, momentum buffers, RNG state."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = _sgd_state(optimizer)
+    for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
+        buf = state[p].get("momentum_buffer")
+        if buf is not None:
+            tensors[f"optim.momentum.{i}"] = buf
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    return tensors
+
+
+def _restore(model: nn.Module, optimizer, tensors: dict[str, Tensor]) -> None:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = _sgd_state(optimizer)
+    for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
+        key = f"optim.momentum.{i}"
+        if key in tensors:
+            state[p]["momentum_buffer"] = tensors[key].to(p.device)
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CSINet, TrainConfig]:
+    """The trained F and its config from a checkpoint written by ``train``."""
+    tensors, meta = load_checkpoint(stem, device)
+    cfg = from_dict(TrainConfig, meta["config"])
+    model = build_model(cfg).to(device)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model.eval(), cfg
+
+
+def train(
+    images: Tensor,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> CSINet:
+    """Train F on ``images`` (N, C, H, W) in [0, 1]; returns the model in eval mode.
+
+    With ``out_dir`` the run is checkpointed and resumable: rerunning the same call after an
+    interruption continues from the last saved epoch with the same RNG state.
+    """
+    if images.ndim != 4 or images.shape[1] != cfg.channels:
+        raise ConfigError(
+            f"training images must be (N, {cfg.channels}, H, W), got {tuple(images.shape)}"
+        )
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = build_optimizer(model, cfg)
+    augment, flip = build_augment(cfg), HorizontalFlip()
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory)
+
+    batch = min(cfg.batch_size, len(images))
+    steps_per_epoch = max(len(images) // batch, 1)
+    out = Path(out_dir) if out_dir is not None else None
+    start_epoch = 0
+    if out is not None and (out / "last.safetensors").exists():
+        tensors, meta = load_checkpoint(out / "last", device)
+        if meta["config"] != to_dict(cfg):
+            raise ConfigError(f"{out}: a run with a different config is there; use another --out")
+        _restore(model, optimizer, tensors)
+        start_epoch = meta["epoch"]
+    log = (out / "metrics.jsonl").open("a") if out is not None else None
+
+    def checkpoint(epoch: int) -> None:
+        if out is not None:
+            meta = {"config": to_dict(cfg), "epoch": epoch, "step": epoch * steps_per_epoch}
+            save_checkpoint(out / "last", _state_tensors(model, optimizer), meta)
+
+    total = cfg.epochs * steps_per_epoch
+    bar = tqdm(
+        total=total,
+        initial=start_epoch * steps_per_epoch,
+        disable=not progress,
+        desc=f"train {cfg.method}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    model.train()
+    tick = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        order = torch.randperm(
+            len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
+        )
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            lr = warmup_cosine_lr(
+                epoch + i / steps_per_epoch,
+                cfg.lr,
+                cfg.epochs,
+                cfg.warmup_epochs,
+                cfg.warmup_multiplier,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = images[order[i * batch : (i + 1) * batch]].to(device, non_blocking=True)
+            views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
+            with autocast(cfg.precision, device):
+                outputs = model(views.contiguous(memory_format=memory))
+            loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
+            if not math.isfinite(loss.total.item()):
+                raise TrainingError(
+                    f"L_CSI became {loss.total.item()} at epoch {epoch}, step {step} "
+                    f"(L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g}); "
+                    f"the last good checkpoint is kept{f' in {out}' if out else ''}. "
+                    "Lower the learning rate or use precision fp32."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimizer.step()
+            bar.update(1)
+            if log is not None and (step % cfg.log_every == 0 or step == total - 1):
+                now = time.perf_counter()
+                record = {
+                    "step": step,
+                    "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
+                    "lr": lr,
+                    "loss": loss.total.item(),
+                    "loss_con": loss.con.item(),
+                    "loss_cls": loss.cls.item(),
+                    "seconds": round(now - tick, 3),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{loss.total.item():.3f}", lr=f"{lr:.3g}", refresh=False)
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            checkpoint(epoch + 1)
+    bar.close()
+    if log is not None:
+        log.close()
+    return model.eval()
