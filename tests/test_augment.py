@@ -137,7 +137,9 @@ def test_jitter_brightness_only_multiplies() -> None:
     out = ColorJitter(0.4, 0.0, 0.0, 0.0, p=1.0)(x)
     ratio = out / x
     per_image = ratio.flatten(1)
-    torch.testing.assert_close(per_image, per_image[:, :1].expand_as(per_image), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        per_image, per_image[:, :1].expand_as(per_image), rtol=1e-4, atol=1e-4
+    )
     assert per_image.min() >= 0.6 - 1e-4 and per_image.max() <= 1.4 + 1e-4
 
 
@@ -227,7 +229,10 @@ def test_shifted_views_with_augment_and_random_flip() -> None:
     torch.manual_seed(11)
     x = _images(5, 3, 8)
     views, labels = shifted_views(x, SimCLRAugment(), k=4)
-    assert views.shape == (40, 3, 8, 8) and labels.tolist() == [r for r in range(4) for _ in range(5)] * 2
+    assert (
+        views.shape == (40, 3, 8, 8)
+        and labels.tolist() == [r for r in range(4) for _ in range(5)] * 2
+    )
     assert labels.dtype == torch.int64
     # the two views differ (independent draws of T)
     assert not torch.allclose(views[:20], views[20:])

@@ -87,13 +87,12 @@ def test_network_normalises_its_input() -> None:
     handle = net.stem[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].clone()))
     x = torch.rand(2, 3, 8, 8)
     net(x)
+    # constant 0.5 reaches the stem as zeros, 0 as -1 and 1 as +1
+    net(torch.tensor([0.5, 0.0, 1.0]).view(3, 1, 1, 1).expand(3, 3, 8, 8))
     handle.remove()
     torch.testing.assert_close(seen[0], (x - 0.5) / 0.5)
-    # constant 0.5 reaches the stem as zeros
-    net(torch.full((1, 3, 8, 8), 0.5))
-    net.stem[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].clone()))
-    net(torch.full((1, 3, 8, 8), 0.5))
-    torch.testing.assert_close(seen[-1], torch.zeros(1, 3, 8, 8))
+    expected = torch.tensor([0.0, -1.0, 1.0]).view(3, 1, 1, 1).expand(3, 3, 8, 8)
+    torch.testing.assert_close(seen[1], expected)
 
 
 def test_eval_mode_is_deterministic_and_batch_independent() -> None:

@@ -161,5 +161,9 @@ def test_schedule_defaults_follow_csi() -> None:
 
 
 def test_schedule_without_warmup() -> None:
-    assert warmup_cosine_lr(0.0, 0.2, 10, warmup_epochs=0, warmup_multiplier=1) == pytest.approx(0.2)
-    assert warmup_cosine_lr(5.0, 0.2, 10, warmup_epochs=0, warmup_multiplier=1) == pytest.approx(0.1)
+    assert warmup_cosine_lr(0.0, 0.2, 10, warmup_epochs=0, warmup_multiplier=1) == pytest.approx(
+        0.2
+    )
+    assert warmup_cosine_lr(5.0, 0.2, 10, warmup_epochs=0, warmup_multiplier=1) == pytest.approx(
+        0.1
+    )

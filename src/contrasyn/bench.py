@@ -9,6 +9,7 @@ methods with several scores add ``auroc_<score>`` and ``val_auroc_<score>`` colu
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from contrasyn.baselines.knn import PixelKNN
-from contrasyn.config import RunConfig, merge, save_config
+from contrasyn.config import RunConfig, merge, save_config, to_dict
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
@@ -143,6 +144,8 @@ def write_tables(out: Path, rows: list[dict]) -> None:
 def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
     """Per-class AUROC (mean +- std over seeds) for each method, with the mean over classes;
     the best method of each row in bold."""
+    if not rows:
+        return "(no results)"
     methods = list(dict.fromkeys(r["method"] for r in rows))
     classes = sorted({r["normal_class"] for r in rows})
     names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
@@ -195,27 +198,42 @@ def run_benchmark(
     preset: str,
     cfg: RunConfig,
     out: str | Path,
-    val_normal: int = 500,
+    val_normal: int | None = None,
     progress: bool = True,
     log=print,
 ) -> list[dict]:
-    """Run every cell not already in ``out/results.jsonl``; returns all rows."""
+    """Run every cell not already in ``out/results.jsonl``; returns all rows.
+
+    ``val_normal`` normal train images per task are held out for validation (default: 10%
+    of the class, at most 500). Rows record a hash of the configuration; resuming into a
+    folder whose rows for this preset were made with another configuration is refused.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / f"preset-{preset}.json")
+    config_sha = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
     rows = read_rows(out)
+    clash = {r["config_sha"] for r in rows if r["preset"] == preset} - {config_sha}
+    if clash:
+        raise ConfigError(
+            f"{out} holds {preset!r} results made with another configuration "
+            f"(config {', '.join(sorted(clash))}, now {config_sha}); use another --out"
+        )
+    save_config(cfg, out / f"preset-{preset}.json")
     done = {tuple(r[k] for k in KEY) for r in rows}
-    torch.set_num_threads(torch.get_num_threads())
     log(f"device {resolve_device(cfg.train.device)}; {len(done)} cell(s) already done in {out}")
     for c in classes:
-        task = one_class_task(ds, c, val_normal=val_normal, val_seed=0)
+        n_normal = int((ds.train_labels == c).sum())
+        n_val = min(500, n_normal // 10) if val_normal is None else val_normal
+        task = one_class_task(ds, c, val_normal=n_val, val_seed=0)
         for method in methods:
             for seed in seeds:
                 key = (ds.name, method, int(c), int(seed), preset)
                 if key in done:
                     continue
                 run_dir = out / "runs" / ds.name / method / f"class{c}" / f"seed{seed}"
-                row = dict(zip(KEY, key, strict=True), class_name=ds.class_names[c])
+                row = dict(
+                    zip(KEY, key, strict=True), class_name=ds.class_names[c], config_sha=config_sha
+                )
                 row.update(run_cell(task, method, seed, cfg, run_dir, progress))
                 rows.append(row)
                 with (out / "results.jsonl").open("a") as f:

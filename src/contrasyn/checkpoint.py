@@ -84,7 +84,11 @@ def load_checkpoint(
         raise CheckpointError(
             f"{tensor_path}: unreadable or truncated safetensors file ({e})"
         ) from e
-    if header is None or json.loads(header) != meta:
+    try:
+        header_meta = json.loads(header) if header is not None else None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{tensor_path}: damaged metadata header ({e})") from e
+    if header_meta != meta:
         raise CheckpointError(
             f"{meta_path} does not match {tensor_path} (edited, or from another save); "
             "refusing to load a mixed checkpoint"

@@ -21,9 +21,12 @@ def _parse_classes(text: str, num_classes: int) -> list[int]:
     if text == "all":
         return list(range(num_classes))
     try:
-        return [int(c) for c in text.split(",") if c.strip()]
-    except ValueError as e:
-        raise ConfigError(f"--classes takes 'all' or comma-separated indices, got {text!r}") from e
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        classes = []
+    if not classes:
+        raise ConfigError(f"--classes takes 'all' or comma-separated indices, got {text!r}")
+    return classes
 
 
 def _parse_list(text: str, kind: type = str) -> list:
@@ -188,9 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--val-normal",
             type=int,
-            default=500,
+            default=None,
             help="normal train images held out (with as many other-class train "
-            "images) to validate score choices; never the test split (default 500)",
+            "images) to validate score choices; never the test split "
+            "(default: 10%% of the class, at most 500)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
 

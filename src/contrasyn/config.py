@@ -54,6 +54,28 @@ class TrainConfig:
     checkpoint_every: int = 10
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        for name in (
+            "width",
+            "image_size",
+            "batch_size",
+            "epochs",
+            "checkpoint_every",
+            "log_every",
+            "num_shifts",
+            "proj_dim",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"train.channels must be 1 or 3, got {self.channels}")
+        if self.max_train is not None and self.max_train < 2:
+            raise ConfigError(f"train.max_train must be >= 2 or null, got {self.max_train}")
+        if self.channels_last and self.width <= 4:
+            # torch 2.13 CPU corrupts memory in the backward pass of a channels-last 1x1
+            # stride-2 convolution with <= 4 input channels (the block shortcuts here).
+            raise ConfigError("train.channels_last needs train.width > 4 (a PyTorch CPU bug)")
+
     @property
     def lr(self) -> float:
         """Base learning rate scaled linearly with the batch (CSI: 0.1 at 128 images)."""

@@ -41,7 +41,7 @@ def aupr(is_anomaly: np.ndarray, score: np.ndarray) -> float:
 def fpr_at_tpr(is_anomaly: np.ndarray, score: np.ndarray, tpr: float = 0.95) -> float:
     """Fraction of anomalies scored at or below the threshold that keeps ``tpr`` of normals."""
     y, s = _check(is_anomaly, score)
-    threshold = np.quantile(s[~y], tpr, method="higher")
+    threshold = np.quantile(s[~y], tpr, method="inverted_cdf")
     return float((s[y] <= threshold).mean())
 
 

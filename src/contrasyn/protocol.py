@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class OneClassTask:
 
 def resolve_classes(ds: ImageDataset, normal: int | str | Sequence[int | str]) -> tuple[int, ...]:
     """Class indices from indices or names; errors name the dataset and the valid range."""
-    items = [normal] if isinstance(normal, int | str) else list(normal)
+    items = [normal] if isinstance(normal, Integral | str) else list(normal)
     out = []
     for item in items:
         if isinstance(item, str) and not item.isdigit():

@@ -21,9 +21,11 @@ product on the model's device whose memory stays bounded whatever the bank size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
@@ -112,48 +114,58 @@ class Scorer:
             blur=False,
         )
 
-    def _draws(self, model: CSINet, images: Tensor):
-        for r in range(self.cfg.ensemble):
-            torch.manual_seed(self.cfg.seed + r)
-            yield embed(
-                model,
-                images,
-                self.train_cfg.num_shifts,
-                self.augment,
-                self.cfg.batch_size,
-                self.train_cfg.precision,
-            )
-
-    @staticmethod
-    def _mean(draws: list[DrawFeatures]) -> DrawFeatures:
-        return DrawFeatures(
-            *(torch.stack([getattr(d, f) for d in draws]).mean(0) for f in ("z", "h", "logit"))
-        )
+    def _mean_features(
+        self, model: CSINet, images: Tensor, on_draw: Callable[[DrawFeatures], None] | None = None
+    ) -> DrawFeatures:
+        """Features averaged over the R draws (draw r seeded with ``seed + r``, so train and
+        test images see the same draws); ``on_draw`` sees each draw as it is computed. The
+        caller's RNG state is left untouched."""
+        device = next(model.parameters()).device
+        total: DrawFeatures | None = None
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for r in range(self.cfg.ensemble):
+                torch.manual_seed(self.cfg.seed + r)
+                d = embed(
+                    model,
+                    images,
+                    self.train_cfg.num_shifts,
+                    self.augment,
+                    self.cfg.batch_size,
+                    self.train_cfg.precision,
+                )
+                if on_draw is not None:
+                    on_draw(d)
+                total = (
+                    d
+                    if total is None
+                    else DrawFeatures(total.z + d.z, total.h + d.h, total.logit + d.logit)
+                )
+        n = self.cfg.ensemble
+        return DrawFeatures(total.z / n, total.h / n, total.logit / n)
 
     def fit(self, model: CSINet, images: Tensor) -> Scorer:
         """Bank of the training images' features, averaged over the R draws, and the weights."""
-        bank = self._mean(list(self._draws(model, images)))
-        self.bank_z_ = torch.nn.functional.normalize(bank.z, dim=2)  # (M, K, d)
-        self.bank_h_ = torch.nn.functional.normalize(bank.h, dim=2)
+        bank = self._mean_features(model, images)
+        self.bank_z_ = F.normalize(bank.z, dim=2)  # (M, K, d)
+        self.bank_h_ = F.normalize(bank.h, dim=2)
         self.weight_sim_ = 1.0 / bank.z.norm(dim=2).mean(0)  # (K,)
         self.weight_shift_ = 1.0 / bank.logit.mean(0)  # (K,)
         return self
 
     def score_samples(self, model: CSINet, images: Tensor) -> dict[str, Tensor]:
-        chunk = self.cfg.chunk
+        chunk, k = self.cfg.chunk, self.train_cfg.num_shifts
         paper = torch.zeros(len(images), device=self.bank_z_.device)
-        draws = []
-        for d in self._draws(model, images):
-            paper += max_inner_product(d.z.flatten(1), self.bank_z_.flatten(1), chunk)
-            draws.append(d)
-        mean = self._mean(draws)
-        k = self.train_cfg.num_shifts
+
+        def add_paper(d: DrawFeatures) -> None:
+            paper.add_(max_inner_product(d.z.flatten(1), self.bank_z_.flatten(1), chunk))
+
+        mean = self._mean_features(model, images, add_paper)
         sim = torch.stack(
             [max_inner_product(mean.z[:, s], self.bank_z_[:, s], chunk) for s in range(k)], dim=1
         )
         csi = (sim * self.weight_sim_ + mean.logit * self.weight_shift_).mean(1)
-        h = torch.nn.functional.normalize(mean.h, dim=2)
+        h = F.normalize(mean.h, dim=2)
         feat = torch.stack(
             [max_inner_product(h[:, s], self.bank_h_[:, s], chunk) for s in range(k)], dim=1
         ).mean(1)
-        return {"paper": (paper / len(draws)).cpu(), "csi": csi.cpu(), "feat": feat.cpu()}
+        return {"paper": (paper / self.cfg.ensemble).cpu(), "csi": csi.cpu(), "feat": feat.cpu()}

@@ -106,9 +106,33 @@ def _restore(model: nn.Module, optimizer, tensors: dict[str, Tensor]) -> None:
         key = f"optim.momentum.{i}"
         if key in tensors:
             state[p]["momentum_buffer"] = tensors[key].to(p.device)
-    torch.set_rng_state(tensors["rng.cpu"])
+    torch.set_rng_state(tensors["rng.cpu"].cpu())
     if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+        torch.cuda.set_rng_state(tensors["rng.cuda"].cpu())
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON record per logged step. On resume, records at or past the
+    resumed step (logged after the last checkpoint by the interrupted run) are dropped, so
+    the file reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, resume_step: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] < resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._file = path.open("a")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CSINet, TrainConfig]:
@@ -153,7 +177,7 @@ def train(
             raise ConfigError(f"{out}: a run with a different config is there; use another --out")
         _restore(model, optimizer, tensors)
         start_epoch = meta["epoch"]
-    log = (out / "metrics.jsonl").open("a") if out is not None else None
+    log = MetricsLog(out / "metrics.jsonl", start_epoch * steps_per_epoch) if out else None
 
     def checkpoint(epoch: int) -> None:
         if out is not None:
@@ -171,54 +195,55 @@ def train(
     )
     model.train()
     tick = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        order = torch.randperm(
-            len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
-        )
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = warmup_cosine_lr(
-                epoch + i / steps_per_epoch,
-                cfg.lr,
-                cfg.epochs,
-                cfg.warmup_epochs,
-                cfg.warmup_multiplier,
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            order = torch.randperm(
+                len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
             )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = images[order[i * batch : (i + 1) * batch]].to(device, non_blocking=True)
-            views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
-            with autocast(cfg.precision, device):
-                outputs = model(views.contiguous(memory_format=memory))
-            loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
-            if not math.isfinite(loss.total.item()):
-                raise TrainingError(
-                    f"L_CSI became {loss.total.item()} at epoch {epoch}, step {step} "
-                    f"(L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g}); "
-                    f"the last good checkpoint is kept{f' in {out}' if out else ''}. "
-                    "Lower the learning rate or use precision fp32."
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                lr = warmup_cosine_lr(
+                    epoch + i / steps_per_epoch,
+                    cfg.lr,
+                    cfg.epochs,
+                    cfg.warmup_epochs,
+                    cfg.warmup_multiplier,
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            optimizer.step()
-            bar.update(1)
-            if log is not None and (step % cfg.log_every == 0 or step == total - 1):
-                now = time.perf_counter()
-                record = {
-                    "step": step,
-                    "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
-                    "lr": lr,
-                    "loss": loss.total.item(),
-                    "loss_con": loss.con.item(),
-                    "loss_cls": loss.cls.item(),
-                    "seconds": round(now - tick, 3),
-                }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            bar.set_postfix(loss=f"{loss.total.item():.3f}", lr=f"{lr:.3g}", refresh=False)
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            checkpoint(epoch + 1)
-    bar.close()
-    if log is not None:
-        log.close()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = images[order[i * batch : (i + 1) * batch]].to(device, non_blocking=True)
+                views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
+                with autocast(cfg.precision, device):
+                    outputs = model(views.contiguous(memory_format=memory))
+                loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
+                if not math.isfinite(loss.total.item()):
+                    raise TrainingError(
+                        f"L_CSI became {loss.total.item()} at epoch {epoch}, step {step} "
+                        f"(L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g}); "
+                        f"the last good checkpoint is kept{f' in {out}' if out else ''}. "
+                        "Lower the learning rate or use precision fp32."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.total.backward()
+                optimizer.step()
+                bar.update(1)
+                if log is not None and (step % cfg.log_every == 0 or step == total - 1):
+                    log.write(
+                        {
+                            "step": step,
+                            "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
+                            "lr": lr,
+                            "loss": loss.total.item(),
+                            "loss_con": loss.con.item(),
+                            "loss_cls": loss.cls.item(),
+                            "seconds": round(time.perf_counter() - tick, 3),
+                        }
+                    )
+                bar.set_postfix(loss=f"{loss.total.item():.3f}", lr=f"{lr:.3g}", refresh=False)
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                checkpoint(epoch + 1)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
     return model.eval()

@@ -1,0 +1,254 @@
+"""The command line end to end on the generated dataset, and the benchmark harness behind it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import contrasyn.bench as bench
+from contrasyn.cli import main
+
+SPEC_COLUMNS = [
+    "dataset",
+    "method",
+    "normal_class",
+    "seed",
+    "preset",
+    "auroc",
+    "aupr",
+    "fpr95",
+    "train_seconds",
+    "score_seconds",
+    "n_train",
+    "n_test",
+]
+# the tiny preset, made smaller still so the run takes seconds on a shared 2-core machine
+FAST = [
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.image_size=16",
+    "--set",
+    "train.width=2",
+    "--set",
+    "train.max_train=32",
+]
+
+
+def _bench_args(out: Path, classes: str = "0", methods: str = "knn,csi") -> list[str]:
+    return [
+        "benchmark",
+        "--dataset",
+        "synthetic",
+        "--preset",
+        "tiny",
+        "--classes",
+        classes,
+        "--methods",
+        methods,
+        "--out",
+        str(out),
+        "--val-normal",
+        "20",
+        "--quiet",
+        *FAST,
+    ]
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    assert main(_bench_args(out)) == 0
+    return out
+
+
+def test_benchmark_writes_results(bench_out: Path) -> None:
+    rows = _csv(bench_out / "results.csv")
+    header = list(rows[0])
+    assert header[:5] == SPEC_COLUMNS[:5]
+    assert set(SPEC_COLUMNS) <= set(header)
+    assert [
+        (r["dataset"], r["method"], r["normal_class"], r["seed"], r["preset"]) for r in rows
+    ] == [
+        ("synthetic", "knn", "0", "0", "tiny"),
+        ("synthetic", "csi", "0", "0", "tiny"),
+    ]
+    for r in rows:
+        for key in ("auroc", "aupr", "fpr95"):
+            assert 0.0 <= float(r[key]) <= 1.0
+        assert float(r["train_seconds"]) >= 0 and float(r["score_seconds"]) >= 0
+        assert int(r["n_test"]) == 600  # the whole synthetic test split
+    knn, csi = rows
+    assert int(knn["n_train"]) == 200 - 20  # class 0 minus the held-out validation images
+    assert int(csi["n_train"]) == 32  # train.max_train
+    assert float(knn["auroc"]) > 0.7  # raw pixels are well above chance on this data
+    for name in ("paper", "csi", "feat"):
+        assert 0.0 <= float(csi[f"auroc_{name}"]) <= 1.0
+        assert 0.0 <= float(csi[f"val_auroc_{name}"]) <= 1.0
+    assert csi["score"] == "feat" and float(csi["auroc"]) == float(csi["auroc_feat"])
+    # JSON lines hold the same rows
+    jsonl = [json.loads(x) for x in (bench_out / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in jsonl] == ["knn", "csi"]
+    assert jsonl[1]["auroc"] == pytest.approx(float(csi["auroc"]))
+    assert "triangle_up" in (bench_out / "table.md").read_text()
+
+
+def test_benchmark_run_folder(bench_out: Path) -> None:
+    run = bench_out / "runs" / "synthetic" / "csi" / "class0" / "seed0"
+    for name in (
+        "config.json",
+        "last.json",
+        "last.safetensors",
+        "metrics.jsonl",
+        "test_scores.npz",
+    ):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 1 and cfg["train"]["width"] == 2 and cfg["train"]["seed"] == 0
+    assert (bench_out / "preset-tiny.json").is_file()
+
+
+def test_rerun_skips_done_cells(bench_out: Path, monkeypatch) -> None:
+    before = (bench_out / "results.jsonl").read_text()
+    calls = []
+
+    def must_not_run(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(bench, "run_cell", must_not_run)
+    t0 = time.perf_counter()
+    assert main(_bench_args(bench_out)) == 0
+    assert time.perf_counter() - t0 < 10
+    assert calls == []
+    assert (bench_out / "results.jsonl").read_text() == before
+    assert len(_csv(bench_out / "results.csv")) == 2
+
+
+def test_rerun_with_more_cells_runs_only_the_new_ones(
+    bench_out: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name in ("results.jsonl", "results.csv"):
+        (out / name).write_bytes((bench_out / name).read_bytes())
+    real, ran = bench.run_cell, []
+
+    def counting(task, method, seed, cfg, run_dir=None, progress=True):
+        ran.append((task.normal_classes, method))
+        return real(task, method, seed, cfg, run_dir, progress)
+
+    monkeypatch.setattr(bench, "run_cell", counting)
+    assert main(_bench_args(out, classes="0,1", methods="knn")) == 0
+    assert ran == [((1,), "knn")]
+    rows = _csv(out / "results.csv")
+    assert [(r["method"], r["normal_class"]) for r in rows] == [
+        ("knn", "0"),
+        ("csi", "0"),
+        ("knn", "1"),
+    ]
+
+
+def test_data_info_digits(capsys) -> None:
+    assert main(["data", "info", "digits"]) == 0
+    text = capsys.readouterr().out
+    assert "digits" in text
+    assert "classes      10" in text
+    lines = [
+        line.split()
+        for line in text.splitlines()
+        if "train" in line and "test" in line and line.startswith("  ")
+    ]
+    assert [parts[1] for parts in lines] == [str(d) for d in range(10)]
+
+
+def test_data_list(capsys) -> None:
+    assert main(["data", "list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "synthetic" in names and "digits" in names and "fashion-mnist" in names
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--dataset", "nope"], "nope"),
+        (["--classes", "a,b"], "--classes"),
+        (["--classes", "9"], "out of range"),
+        (["--methods", "knn,magic"], "magic"),
+        (["--set", "train.epochs"], "--set"),
+        (["--set", "train.epoch=1"], "epoch"),
+        (["--preset", "huge"], "huge"),
+        (["--config", "/nonexistent/cfg.yaml"], "not found"),
+    ],
+)
+def test_input_errors_exit_2_with_one_line(tmp_path: Path, capsys, args, needle) -> None:
+    argv = [
+        "benchmark",
+        "--dataset",
+        "synthetic",
+        "--preset",
+        "tiny",
+        "--classes",
+        "0",
+        "--methods",
+        "knn",
+        "--out",
+        str(tmp_path / "out"),
+        "--val-normal",
+        "20",
+        "--quiet",
+        *args,
+    ]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("contrasyn: error:") and needle in err
+    assert "Traceback" not in captured.err
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_data_info_unknown_dataset(capsys) -> None:
+    assert main(["data", "info", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown dataset" in err
+
+
+def test_argparse_errors_and_version(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["benchmark", "--dataset", "synthetic"])  # --out is required
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert "contrasyn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("classes", [",", ""])
+def test_empty_classes_exit_2(tmp_path: Path, capsys, classes: str) -> None:
+    argv = [
+        "benchmark",
+        "--dataset",
+        "synthetic",
+        "--classes",
+        classes,
+        "--methods",
+        "knn",
+        "--out",
+        str(tmp_path / "out"),
+        "--val-normal",
+        "20",
+        "--quiet",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("contrasyn: error:") and "--classes" in err

@@ -1,0 +1,232 @@
+"""Chunked bank search, per-draw embeddings and the three normality scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrasyn.baselines.knn import PixelKNN
+from contrasyn.config import ScoreConfig, TrainConfig
+from contrasyn.errors import ConfigError
+from contrasyn.nets import CSINet
+from contrasyn.score import SCORES, Scorer, embed, max_inner_product
+
+K = 4
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 7, 11, 4096])
+def test_max_inner_product_matches_brute_force(chunk: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    q, bank = torch.randn(7, 5, generator=g), torch.randn(11, 5, generator=g)
+    got = max_inner_product(q, bank, chunk)
+    torch.testing.assert_close(got, (q @ bank.T).max(1).values, rtol=1e-6, atol=1e-6)
+    assert got.shape == (7,) and got.dtype == q.dtype
+
+
+def test_max_inner_product_negative_values_and_single_row_bank() -> None:
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    bank = torch.tensor([[-3.0, -2.0]])
+    torch.testing.assert_close(max_inner_product(q, bank, 1), torch.tensor([-3.0, -2.0]))
+
+
+def test_max_inner_product_dimension_mismatch() -> None:
+    with pytest.raises(ValueError, match="dimension"):
+        max_inner_product(torch.zeros(2, 3), torch.zeros(4, 5))
+
+
+def _setup(ensemble: int = 2, batch_size: int = 3, chunk: int = 2, seed: int = 7):
+    train_cfg = TrainConfig(
+        width=2, image_size=8, channels=3, proj_dim=8, num_shifts=K, device="cpu"
+    )
+    score_cfg = ScoreConfig(
+        score="paper",
+        ensemble=ensemble,
+        crop_scale=0.54,
+        batch_size=batch_size,
+        chunk=chunk,
+        seed=seed,
+    )
+    torch.manual_seed(0)
+    model = CSINet(2, 3, proj_dim=8, num_shifts=K)
+    # non-trivial BatchNorm running statistics
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 3, 8, 8))
+    g = torch.Generator().manual_seed(1)
+    train_x = torch.rand(7, 3, 8, 8, generator=g)
+    test_x = torch.rand(5, 3, 8, 8, generator=g)
+    return model.eval(), train_cfg, score_cfg, train_x, test_x
+
+
+def test_embed_without_augment_is_rotations_through_the_model() -> None:
+    model, cfg, _, x, _ = _setup()
+    feats = embed(model, x, K, None, batch_size=3)
+    assert (
+        feats.z.shape == (7, K, 8) and feats.h.shape == (7, K, 16) and feats.logit.shape == (7, K)
+    )
+    with torch.no_grad():
+        for k in range(K):
+            out = model(torch.rot90(x, k, dims=(2, 3)))
+            torch.testing.assert_close(feats.z[:, k], out.z, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(feats.h[:, k], out.h, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(feats.logit[:, k], out.shift[:, k], rtol=1e-4, atol=1e-5)
+    # batching does not matter without random augmentation
+    other = embed(model, x, K, None, batch_size=7)
+    torch.testing.assert_close(other.z, feats.z, rtol=1e-4, atol=1e-5)
+    assert not model.training
+
+
+def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[str, torch.Tensor]:
+    """Eq. 11, CSI's score and the feature score written out with explicit loops."""
+
+    def draws(images):
+        out = []
+        for r in range(score_cfg.ensemble):
+            torch.manual_seed(score_cfg.seed + r)
+            out.append(embed(model, images, K, scorer.augment, score_cfg.batch_size))
+        return out
+
+    bank_draws = draws(train_x)
+    bank_z = torch.stack([d.z for d in bank_draws]).mean(0)  # (M, K, d)
+    bank_h = torch.stack([d.h for d in bank_draws]).mean(0)
+    bank_logit = torch.stack([d.logit for d in bank_draws]).mean(0)
+    test_draws = draws(test_x)
+    n, m = len(test_x), len(train_x)
+    paper = torch.zeros(n, dtype=torch.float64)
+    for d in test_draws:
+        for i in range(n):
+            best = -float("inf")
+            for j in range(m):
+                total = 0.0
+                for k in range(K):
+                    a, b = d.z[i, k].double(), bank_z[j, k].double()
+                    total += a.norm() * F.cosine_similarity(a, b, dim=0)
+                best = max(best, float(total))
+            paper[i] += best / len(test_draws)
+    z = torch.stack([d.z for d in test_draws]).mean(0)
+    h = torch.stack([d.h for d in test_draws]).mean(0)
+    logit = torch.stack([d.logit for d in test_draws]).mean(0)
+    csi = torch.zeros(n, dtype=torch.float64)
+    feat = torch.zeros(n, dtype=torch.float64)
+    for k in range(K):
+        w_sim = 1.0 / bank_z[:, k].double().norm(dim=1).mean()
+        w_shift = 1.0 / bank_logit[:, k].double().mean()
+        for i in range(n):
+            a = z[i, k].double()
+            sims = [
+                a.norm() * F.cosine_similarity(a, bank_z[j, k].double(), dim=0) for j in range(m)
+            ]
+            csi[i] += (w_sim * max(sims) + w_shift * logit[i, k].double()) / K
+            cos = [
+                F.cosine_similarity(h[i, k].double(), bank_h[j, k].double(), dim=0)
+                for j in range(m)
+            ]
+            feat[i] += max(cos) / K
+    return {"paper": paper, "csi": csi, "feat": feat}
+
+
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_scorer_matches_brute_force(ensemble: int) -> None:
+    model, train_cfg, score_cfg, train_x, test_x = _setup(ensemble=ensemble)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    got = scorer.score_samples(model, test_x)
+    assert set(got) == set(SCORES) == {"paper", "csi", "feat"}
+    expected = _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x)
+    for name in SCORES:
+        assert got[name].shape == (5,) and got[name].device.type == "cpu"
+        assert torch.isfinite(got[name]).all()
+        torch.testing.assert_close(got[name].double(), expected[name], rtol=1e-4, atol=1e-4)
+
+
+def test_scorer_on_its_own_training_images() -> None:
+    """fit and score reset the RNG per draw, so the training images get the very same draws."""
+    model, train_cfg, score_cfg, train_x, _ = _setup(ensemble=1)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    got = scorer.score_samples(model, train_x)
+    torch.manual_seed(score_cfg.seed)
+    d = embed(model, train_x, K, scorer.augment, score_cfg.batch_size)
+    # cosine of each image with itself
+    torch.testing.assert_close(got["feat"], torch.ones(7), rtol=0, atol=1e-5)
+    # eq. 11 with x' = x is sum_S ||z_S(x)||, and by Cauchy-Schwarz nothing beats it
+    torch.testing.assert_close(got["paper"], d.z.norm(dim=2).sum(1), rtol=1e-5, atol=1e-5)
+
+
+def test_scorer_ensemble_own_images_bounds() -> None:
+    model, train_cfg, score_cfg, train_x, _ = _setup(ensemble=3)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    got = scorer.score_samples(model, train_x)
+    torch.testing.assert_close(got["feat"], torch.ones(7), rtol=0, atol=1e-5)
+    # the max over the bank is at least the image's own bank entry
+    bank_draws = []
+    for r in range(3):
+        torch.manual_seed(score_cfg.seed + r)
+        bank_draws.append(embed(model, train_x, K, scorer.augment, score_cfg.batch_size).z)
+    own = torch.stack(bank_draws).mean(0).norm(dim=2).sum(1)
+    assert (got["paper"] >= own - 1e-4).all()
+
+
+def test_scorer_is_deterministic() -> None:
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    a = Scorer(train_cfg, score_cfg).fit(model, train_x).score_samples(model, test_x)
+    b = Scorer(train_cfg, score_cfg).fit(model, train_x).score_samples(model, test_x)
+    for name in SCORES:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_scorer_chunk_does_not_change_scores() -> None:
+    model, train_cfg, score_cfg, train_x, test_x = _setup(chunk=1)
+    a = Scorer(train_cfg, score_cfg).fit(model, train_x).score_samples(model, test_x)
+    big = ScoreConfig(**{**score_cfg.__dict__, "chunk": 4096})
+    b = Scorer(train_cfg, big).fit(model, train_x).score_samples(model, test_x)
+    for name in SCORES:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5)
+
+
+def test_scorer_weights() -> None:
+    model, train_cfg, score_cfg, train_x, _ = _setup(ensemble=1)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    assert scorer.bank_z_.shape == (7, K, 8) and scorer.bank_h_.shape == (7, K, 16)
+    torch.testing.assert_close(scorer.bank_z_.norm(dim=2), torch.ones(7, K))
+    assert scorer.weight_sim_.shape == (K,) and (scorer.weight_sim_ > 0).all()
+    assert scorer.weight_shift_.shape == (K,)
+
+
+@pytest.mark.parametrize(
+    "change", [{"score": "bogus"}, {"score": "PAPER"}, {"ensemble": 0}, {"ensemble": -2}]
+)
+def test_scorer_rejects_bad_config(change: dict) -> None:
+    with pytest.raises(ConfigError):
+        Scorer(TrainConfig(), ScoreConfig(**change))
+
+
+@pytest.mark.parametrize("name", SCORES)
+def test_scorer_accepts_every_score_name(name: str) -> None:
+    assert Scorer(TrainConfig(), ScoreConfig(score=name)).cfg.score == name
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("chunk", [1, 4, 2048])
+def test_pixel_knn_matches_cdist(k: int, chunk: int) -> None:
+    g = torch.Generator().manual_seed(2)
+    bank = torch.rand(9, 1, 8, 8, generator=g)
+    queries = torch.rand(6, 1, 8, 8, generator=g)
+    queries[0] = bank[4]  # an exact match: distance 0
+    d = torch.cdist(queries.flatten(1).double(), bank.flatten(1).double())
+    expected = d.topk(k, largest=False).values.mean(1)
+    got = PixelKNN(k=k, chunk=chunk).fit(bank).anomaly_score(queries)
+    assert got.shape == (6,)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=2e-3)
+    if k == 1:
+        assert got[0].item() == pytest.approx(0.0, abs=2e-3)
+        assert (got >= 0).all()
+
+
+def test_pixel_knn_ranks_outliers_higher() -> None:
+    g = torch.Generator().manual_seed(3)
+    bank = torch.rand(20, 3, 4, 4, generator=g) * 0.2
+    near = bank[:3] + 0.01
+    far = torch.ones(3, 3, 4, 4)
+    knn = PixelKNN().fit(bank)
+    assert knn.anomaly_score(near).max() < knn.anomaly_score(far).min()

@@ -1,0 +1,281 @@
+"""The CSI training loop: logs, checkpoints, exact resume, divergence and config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import contrasyn.trainer as trainer
+from contrasyn.checkpoint import load_checkpoint
+from contrasyn.config import TrainConfig, to_dict
+from contrasyn.errors import ConfigError
+from contrasyn.losses import CSILoss
+from contrasyn.optim import LARS
+from contrasyn.trainer import (
+    TrainingError,
+    autocast,
+    build_model,
+    build_optimizer,
+    load_model,
+    resolve_device,
+    train,
+)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(
+        width=2,
+        image_size=16,
+        channels=1,
+        proj_dim=8,
+        batch_size=8,
+        lr_reference_batch=8,
+        epochs=3,
+        warmup_epochs=1,
+        checkpoint_every=1,
+        log_every=1,
+        device="cpu",
+        seed=3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _images(n: int = 16) -> torch.Tensor:
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """An uninterrupted 3-epoch run (2 steps an epoch)."""
+    out = tmp_path_factory.mktemp("full")
+    model = train(_images(), _cfg(), out, progress=False)
+    return out, _weights(model)
+
+
+def test_run_writes_metrics_and_checkpoint(full_run) -> None:
+    out, weights = full_run
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(6))
+    for r in records:
+        for key in ("loss", "loss_con", "loss_cls", "lr"):
+            assert math.isfinite(r[key])
+        assert r["loss"] == pytest.approx(r["loss_con"] + r["loss_cls"], rel=1e-5)
+        assert r["loss_cls"] > 0 and r["loss_con"] > 0
+    # the schedule: base lr at step 0, the x10 peak at the end of the 1-epoch warm-up
+    assert records[0]["lr"] == pytest.approx(0.1)
+    assert records[2]["lr"] == pytest.approx(1.0)
+    assert records[-1]["epoch"] == pytest.approx(3.0)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "last.json",
+        "last.safetensors",
+        "metrics.jsonl",
+    ]
+    tensors, meta = load_checkpoint(out / "last")
+    assert meta["epoch"] == 3 and meta["step"] == 6 and meta["config"] == to_dict(_cfg())
+    assert any(k.startswith("optim.momentum.") for k in tensors) and "rng.cpu" in tensors
+    model, cfg = load_model(out / "last")
+    assert cfg == _cfg() and not model.training
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+
+
+def test_training_changes_the_weights(full_run) -> None:
+    _, weights = full_run
+    torch.manual_seed(_cfg().seed)
+    init = build_model(_cfg()).state_dict()
+    moved = [k for k, v in init.items() if v.is_floating_point() and not torch.equal(v, weights[k])]
+    assert "backbone.stem.0.weight" in moved and "projection.2.weight" in moved
+    assert "backbone.stem.1.running_mean" in moved
+
+
+def test_same_seed_same_result_without_out_dir(full_run) -> None:
+    _, weights = full_run
+    model = train(_images(), _cfg(), None, progress=False)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+
+
+def test_interrupted_run_resumes_exactly(full_run, tmp_path: Path, monkeypatch) -> None:
+    _, reference = full_run
+    real_save = trainer.save_checkpoint
+    saves = []
+
+    def save_then_die(stem, tensors, meta):
+        real_save(stem, tensors, meta)
+        saves.append(meta["epoch"])
+        if meta["epoch"] == 1:
+            raise KeyboardInterrupt  # killed right after the epoch-1 checkpoint
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_images(), _cfg(), tmp_path, progress=False)
+    assert saves == [1]
+    assert load_checkpoint(tmp_path / "last")[1]["epoch"] == 1
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+
+    model = train(_images(), _cfg(), tmp_path, progress=False)
+    # CPU, same thread count: the resumed run is bit-identical to the uninterrupted one
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, reference[k], rtol=0, atol=0, msg=k)
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(6))
+    assert load_checkpoint(tmp_path / "last")[1]["epoch"] == 3
+
+
+def test_finished_run_is_not_retrained(full_run, monkeypatch) -> None:
+    out, weights = full_run
+
+    def no_step(*args, **kwargs):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(trainer, "csi_loss", no_step)
+    model = train(_images(), _cfg(), out, progress=False)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+
+
+def test_config_mismatch_on_resume(full_run) -> None:
+    out, _ = full_run
+    with pytest.raises(ConfigError, match="different config"):
+        train(_images(), _cfg(epochs=4), out, progress=False)
+    with pytest.raises(ConfigError, match="different config"):
+        train(_images(), _cfg(seed=4), out, progress=False)
+
+
+def test_nan_loss_raises_training_error(tmp_path: Path, monkeypatch) -> None:
+    real = trainer.csi_loss
+    calls = []
+
+    def nan_in_epoch_two(z, shift, labels, temperature):
+        calls.append(1)
+        out = real(z, shift, labels, temperature)
+        if len(calls) > 2:  # epoch 1 has 2 steps
+            nan = out.total * float("nan")
+            return CSILoss(nan, out.con, out.cls)
+        return out
+
+    monkeypatch.setattr(trainer, "csi_loss", nan_in_epoch_two)
+    with pytest.raises(TrainingError, match="nan") as info:
+        train(_images(), _cfg(), tmp_path, progress=False)
+    assert "epoch 1" in str(info.value) and str(tmp_path) in str(info.value)
+    # the last good checkpoint (epoch 1) is kept and loadable
+    assert load_checkpoint(tmp_path / "last")[1]["epoch"] == 1
+
+
+def test_nan_without_out_dir(monkeypatch) -> None:
+    def inf_loss(z, shift, labels, temperature):
+        t = z.sum() * 0 + float("inf")
+        return CSILoss(t, t, t)
+
+    monkeypatch.setattr(trainer, "csi_loss", inf_loss)
+    with pytest.raises(TrainingError, match="inf"):
+        train(_images(8), _cfg(epochs=1), None, progress=False)
+
+
+def test_wrong_image_shape(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="training images"):
+        train(torch.rand(4, 3, 16, 16), _cfg(), tmp_path, progress=False)
+    with pytest.raises(ConfigError):
+        train(torch.rand(4, 16, 16), _cfg(), tmp_path, progress=False)
+    assert not (tmp_path / "last.json").exists()
+
+
+def test_sgd_optimizer_and_tiny_dataset() -> None:
+    # fewer images than the batch size: one step per epoch on all of them
+    model = train(_images(5), _cfg(optimizer="sgd", epochs=1, batch_size=64), None, progress=False)
+    assert not model.training
+    assert torch.isfinite(model(torch.rand(2, 1, 16, 16)).z).all()
+
+
+def test_build_optimizer() -> None:
+    model = build_model(_cfg())
+    opt = build_optimizer(model, _cfg())
+    assert isinstance(opt, LARS) and opt.trust_coef == 0.001
+    assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 1e-6
+    assert isinstance(build_optimizer(model, _cfg(optimizer="sgd")), torch.optim.SGD)
+    with pytest.raises(ConfigError, match="optimizer"):
+        build_optimizer(model, _cfg(optimizer="adam"))
+
+
+def test_resolve_device() -> None:
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("an accelerator is present")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="CUDA"):
+        resolve_device("cuda:1")
+
+
+def test_autocast() -> None:
+    cpu = torch.device("cpu")
+    for bad in ("fp16", "float32", "BF16", ""):
+        with pytest.raises(ConfigError, match="precision"):
+            autocast(bad, cpu)
+    with autocast("fp32", cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast("bf16", cpu):
+        assert torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast("auto", cpu):
+        assert torch.is_autocast_enabled("cpu") == trainer.bf16_is_fast(cpu)
+
+
+def test_resume_with_sgd_and_sparse_checkpoints(tmp_path: Path, monkeypatch) -> None:
+    # (no channels_last here: torch 2.13.0+cpu corrupts the heap in the backward of 1x1
+    # stride-2 convolutions with <= 4 input channels in channels_last, i.e. at width <= 4)
+    cfg = _cfg(optimizer="sgd", checkpoint_every=2, epochs=3, seed=11)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    reference = _weights(train(_images(), cfg, tmp_path / "a", progress=False))
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(stem, tensors, meta):
+        real_save(stem, tensors, meta)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_images(), cfg, tmp_path / "b", progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last")[1]["epoch"] == 2  # saved at 2, not 1
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    model = train(_images(), cfg, tmp_path / "b", progress=False)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, reference[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(tmp_path: Path, monkeypatch) -> None:
+    cfg = _cfg(device="cuda")
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(stem, tensors, meta):
+        real_save(stem, tensors, meta)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_images(), cfg, tmp_path, progress=False)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    model = train(_images(), cfg, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "last")[1]["epoch"] == 3
+    assert all(
+        torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()
+    )
+
+
+def test_out_dir_is_created(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "run"
+    train(_images(8), _cfg(epochs=1), out, progress=False)
+    assert (out / "last.json").is_file() and (out / "metrics.jsonl").is_file()
