@@ -60,7 +60,7 @@ class DrawFeatures:
     logit: Tensor
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def embed(
     model: CSINet,
     images: Tensor,
@@ -68,8 +68,13 @@ def embed(
     augment: SimCLRAugment | None,
     batch_size: int,
     precision: str = "fp32",
+    channels_last: bool = False,
 ) -> DrawFeatures:
-    """One draw: ``T(S_k(flip(x)))`` for every k, through F in eval mode (BN running stats)."""
+    """One draw: ``T(S_k(flip(x)))`` for every k, through F in eval mode (BN running stats).
+
+    ``channels_last`` must match the model's memory format (a mismatch converts every layer).
+    """
+    memory = torch.channels_last if channels_last else torch.contiguous_format
     model.eval()
     device = next(model.parameters()).device
     flip = HorizontalFlip() if augment is not None else None
@@ -83,7 +88,7 @@ def embed(
         if augment is not None:
             views = augment(views)
         with autocast(precision, device):
-            out = model(views)
+            out = model(views.contiguous(memory_format=memory))
         labels = torch.arange(num_shifts, device=device).repeat_interleave(b)
         true_logit = out.shift.float().gather(1, labels[:, None]).squeeze(1)
         # rows are shift-major (k * b + i); bring them to (b, K, d)
@@ -132,6 +137,7 @@ class Scorer:
                     self.augment,
                     self.cfg.batch_size,
                     self.train_cfg.precision,
+                    self.train_cfg.channels_last,
                 )
                 if on_draw is not None:
                     on_draw(d)

@@ -188,7 +188,7 @@ def train(
     bar = tqdm(
         total=total,
         initial=start_epoch * steps_per_epoch,
-        disable=not progress,
+        disable=None if progress else True,  # None: only on a terminal
         desc=f"train {cfg.method}",
         unit="step",
         dynamic_ncols=True,
