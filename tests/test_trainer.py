@@ -14,7 +14,7 @@ from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig, to_dict
 from contrasyn.errors import ConfigError
 from contrasyn.losses import CSILoss
-from contrasyn.optim import LARS
+from contrasyn.optim import LARS, warmup_cosine_lr
 from contrasyn.trainer import (
     TrainingError,
     autocast,
@@ -279,3 +279,16 @@ def test_out_dir_is_created(tmp_path: Path) -> None:
     out = tmp_path / "new" / "run"
     train(_images(8), _cfg(epochs=1), out, progress=False)
     assert (out / "last.json").is_file() and (out / "metrics.jsonl").is_file()
+
+
+def test_steps_sets_the_run_length_and_the_schedule(tmp_path: Path) -> None:
+    """steps=5 with 2 steps an epoch: 5 logged steps, the cosine ends at the last one, and
+    the final checkpoint records step 5 (epoch 3, the partial last epoch)."""
+    out = tmp_path / "run"
+    train(_images(), _cfg(steps=5, epochs=1), out, progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(5))
+    assert records[2]["lr"] == pytest.approx(1.0)  # peak after the 1-epoch warm-up
+    assert records[-1]["lr"] == pytest.approx(warmup_cosine_lr(4 / 2, 0.1, 5 / 2, 1.0, 10.0))
+    meta = json.loads((out / "last.json").read_text())
+    assert (meta["epoch"], meta["step"]) == (3, 5)

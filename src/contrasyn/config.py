@@ -33,6 +33,7 @@ class TrainConfig:
     temperature: float = 0.5
     batch_size: int = 128
     epochs: int = 1000
+    steps: int | None = None  # when set, the run is this many steps and ``epochs`` is unused
     max_train: int | None = None
     optimizer: str = "lars"
     base_lr: float = 0.1
@@ -69,6 +70,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.channels not in (1, 3):
             raise ConfigError(f"train.channels must be 1 or 3, got {self.channels}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"train.steps must be >= 1 or null, got {self.steps}")
         if self.max_train is not None and self.max_train < 2:
             raise ConfigError(f"train.max_train must be >= 2 or null, got {self.max_train}")
         if self.channels_last and self.width <= 4:

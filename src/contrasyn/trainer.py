@@ -169,6 +169,8 @@ def train(
 
     batch = min(cfg.batch_size, len(images))
     steps_per_epoch = max(len(images) // batch, 1)
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    epochs = math.ceil(total / steps_per_epoch)
     out = Path(out_dir) if out_dir is not None else None
     start_epoch = 0
     if out is not None and (out / "last.safetensors").exists():
@@ -181,10 +183,10 @@ def train(
 
     def checkpoint(epoch: int) -> None:
         if out is not None:
-            meta = {"config": to_dict(cfg), "epoch": epoch, "step": epoch * steps_per_epoch}
+            step = min(epoch * steps_per_epoch, total)
+            meta = {"config": to_dict(cfg), "epoch": epoch, "step": step}
             save_checkpoint(out / "last", _state_tensors(model, optimizer), meta)
 
-    total = cfg.epochs * steps_per_epoch
     bar = tqdm(
         total=total,
         initial=start_epoch * steps_per_epoch,
@@ -196,16 +198,18 @@ def train(
     model.train()
     tick = time.perf_counter()
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, epochs):
             order = torch.randperm(
                 len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
             )
             for i in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + i
+                if step >= total:
+                    break
                 lr = warmup_cosine_lr(
                     epoch + i / steps_per_epoch,
                     cfg.lr,
-                    cfg.epochs,
+                    total / steps_per_epoch,
                     cfg.warmup_epochs,
                     cfg.warmup_multiplier,
                 )
@@ -240,7 +244,7 @@ def train(
                         }
                     )
                 bar.set_postfix(loss=f"{loss.total.item():.3f}", lr=f"{lr:.3g}", refresh=False)
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs:
                 checkpoint(epoch + 1)
     finally:
         bar.close()
