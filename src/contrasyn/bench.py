@@ -138,7 +138,47 @@ def write_tables(out: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "table.md").write_text(markdown_table(rows) + "\n")
+    (out / "table.md").write_text(
+        "AUROC per normal class (anomalies positive):\n\n"
+        + markdown_table(rows)
+        + "\n\nMeans over tasks and seeds:\n\n"
+        + summary_table(rows)
+        + "\n"
+    )
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Per method (and, for methods with several scores, per score): the means over all
+    cells of every metric, the validation AUROC used to choose a score, and the times."""
+    if not rows:
+        return "(no results)"
+    lines = [
+        "| method | score | AUROC | val AUROC | AUROC (per-class mean) | AUPR | FPR@95 "
+        "| train s | score s |",
+        "|---" * 9 + "|",
+    ]
+
+    def mean(key: str, cells: list[dict]) -> str:
+        values = [r[key] for r in cells if key in r]
+        return f"{np.mean(values):.4f}" if len(values) == len(cells) else "-"
+
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = [r for r in rows if r["method"] == method]
+        default = cells[0]["score"]
+        lines.append(
+            f"| {method} | {default} | {mean('auroc', cells)} "
+            f"| {mean(f'val_auroc_{default}', cells)}"
+            f" | {mean('auroc_per_class_mean', cells)} | {mean('aupr', cells)}"
+            f" | {mean('fpr95', cells)} | {float(np.mean([r['train_seconds'] for r in cells])):.1f}"
+            f" | {float(np.mean([r['score_seconds'] for r in cells])):.1f} |"
+        )
+        for name in SCORES:
+            if f"auroc_{name}" in cells[0] and name != default:
+                lines.append(
+                    f"| {method} | {name} | {mean(f'auroc_{name}', cells)} "
+                    f"| {mean(f'val_auroc_{name}', cells)} | | | | | |"
+                )
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
