@@ -90,6 +90,7 @@ class ScoreConfig:
     """How test images are scored against the training bank (SPEC.md, "Outlier score")."""
 
     score: str = "paper"
+    augment: bool = True  # False: one deterministic pass (rotations only), as ONNX export runs
     ensemble: int = 10
     crop_scale: float = 0.54
     batch_size: int = 256

@@ -110,14 +110,31 @@ class Scorer:
             raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {cfg.score!r}")
         if cfg.ensemble < 1:
             raise ConfigError(f"ensemble must be >= 1 draws, got {cfg.ensemble}")
+        if not cfg.augment and cfg.ensemble != 1:
+            raise ConfigError("score.augment=false is one deterministic pass: set ensemble=1")
         self.train_cfg, self.cfg = train_cfg, cfg
-        self.augment = SimCLRAugment(
-            train_cfg.jitter,
-            train_cfg.jitter_p,
-            train_cfg.gray_p,
-            fixed_crop_scale=cfg.crop_scale,
-            blur=False,
+        self.augment = (
+            SimCLRAugment(
+                train_cfg.jitter,
+                train_cfg.jitter_p,
+                train_cfg.gray_p,
+                fixed_crop_scale=cfg.crop_scale,
+                blur=False,
+            )
+            if cfg.augment
+            else None
         )
+
+    _STATE = ("bank_z_", "bank_h_", "weight_sim_", "weight_shift_")
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The fitted bank and weights, for saving (``load_state`` restores them)."""
+        return {name.rstrip("_"): getattr(self, name) for name in self._STATE}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> Scorer:
+        for name in self._STATE:
+            setattr(self, name, tensors[name.rstrip("_")])
+        return self
 
     def _mean_features(
         self, model: CSINet, images: Tensor, on_draw: Callable[[DrawFeatures], None] | None = None
