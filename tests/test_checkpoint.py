@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 import contrasyn
@@ -68,7 +69,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch)
         Path(args[1]).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "save_file", crash)
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "last", {"a": torch.ones(2)}, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]

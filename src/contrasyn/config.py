@@ -18,6 +18,9 @@ from contrasyn.errors import ConfigError
 
 T = TypeVar("T")
 
+# The outlier scores (contrasyn.score); here so that torch-free code can name them.
+SCORES = ("paper", "csi", "feat")
+
 
 @dataclass
 class TrainConfig:

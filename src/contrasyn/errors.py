@@ -17,3 +17,7 @@ class DataError(ContrasynError):
 
 class ConfigError(ContrasynError):
     """A configuration value is invalid or unknown."""
+
+
+class CheckpointError(ContrasynError):
+    """A checkpoint is missing, truncated, tampered with or from an incompatible version."""

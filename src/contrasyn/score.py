@@ -29,12 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
-from contrasyn.config import ScoreConfig, TrainConfig
+from contrasyn.config import SCORES, ScoreConfig, TrainConfig
 from contrasyn.errors import ConfigError
 from contrasyn.nets import CSINet
 from contrasyn.trainer import autocast
-
-SCORES = ("paper", "csi", "feat")
 
 
 def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tensor:

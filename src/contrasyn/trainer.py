@@ -8,9 +8,11 @@ end, and ``train`` resumes from ``out_dir/last`` when it exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, shifted_views
-from contrasyn.checkpoint import load_checkpoint, save_checkpoint
+from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from contrasyn.config import TrainConfig, from_dict, to_dict
 from contrasyn.errors import ConfigError, ContrasynError
 from contrasyn.losses import csi_loss
@@ -39,9 +41,17 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"device {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+        ) from e
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available")
+    return device
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -135,6 +145,14 @@ class MetricsLog:
         self._file.close()
 
 
+def data_fingerprint(images: Tensor) -> str:
+    """sha256 of the training images, so a resumed run is known to continue on the same data."""
+    x = images.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}".encode())
+    digest.update(x.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CSINet, TrainConfig]:
     """The trained F and its config from a checkpoint written by ``train``."""
     tensors, meta = load_checkpoint(stem, device)
@@ -173,10 +191,20 @@ def train(
     epochs = math.ceil(total / steps_per_epoch)
     out = Path(out_dir) if out_dir is not None else None
     start_epoch = 0
+    data_sha = data_fingerprint(images)
     if out is not None and (out / "last.safetensors").exists():
+        if recover_interrupted_save(out / "last"):
+            warnings.warn(
+                f"{out / 'last.json'} was left by an interrupted save; rebuilt it", stacklevel=2
+            )
         tensors, meta = load_checkpoint(out / "last", device)
         if meta["config"] != to_dict(cfg):
             raise ConfigError(f"{out}: a run with a different config is there; use another --out")
+        if meta.get("data_sha256") != data_sha:
+            raise ConfigError(
+                f"{out}: the run there was trained on other images; use the same images, "
+                "another output folder, or delete that folder to start over"
+            )
         _restore(model, optimizer, tensors)
         start_epoch = meta["epoch"]
     log = MetricsLog(out / "metrics.jsonl", start_epoch * steps_per_epoch) if out else None
@@ -184,7 +212,7 @@ def train(
     def checkpoint(epoch: int) -> None:
         if out is not None:
             step = min(epoch * steps_per_epoch, total)
-            meta = {"config": to_dict(cfg), "epoch": epoch, "step": step}
+            meta = {"config": to_dict(cfg), "epoch": epoch, "step": step, "data_sha256": data_sha}
             save_checkpoint(out / "last", _state_tensors(model, optimizer), meta)
 
     bar = tqdm(

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from contrasyn.data.base import ImageDataset, register
 from contrasyn.data.folder import stratified_split
@@ -28,6 +27,8 @@ def digits(
     (0.3, seed 0) give 1,258 train / 539 test images. ``root`` is not used (the data ships
     with scikit-learn) and must be None.
     """
+    from sklearn.datasets import load_digits  # here: sklearn costs ~1.5 s to import
+
     if root is not None:
         raise DataError(f"digits: ships with scikit-learn and takes no root (got {root})")
     bunch = load_digits()

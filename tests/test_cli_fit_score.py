@@ -1,0 +1,377 @@
+"""``contrasyn fit``, ``score`` and ``threshold`` end to end on PNG folders of the synthetic data.
+
+The model is the tiny preset made smaller (16 px, width 4, one epoch). Scoring is the
+Detector's default deterministic pass, so a file scored alone gets the score it gets in a
+folder and the per-image checks below need no tolerance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contrasyn.cli import main
+from contrasyn.data import find_images, load_dataset
+from contrasyn.detector import Detector
+
+FAST = [
+    "--preset",
+    "tiny",
+    "--image-size",
+    "16",
+    "--holdout",
+    "0.25",
+    "--device",
+    "cpu",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.width=4",
+]
+SUMMARY = re.compile(
+    r"^scored (\d+) images?(?: \((\d+) unreadable skipped\))?: (\d+) anomalous "
+    r"\(threshold (\S+), false-alarm rate ([\d.]+)%\)"
+)
+
+
+def _save_pngs(folder: Path, images: np.ndarray) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for i, img in enumerate(images):
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(img[..., 0]).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """good/: 40 normal (class 0) train images; test/normal, test/anomalous: 6 class-0 and
+    6 class-3 (arrow) test images."""
+    root = tmp_path_factory.mktemp("images")
+    ds = load_dataset("synthetic", n_train_per_class=40, n_test_per_class=6, size=16)
+    _save_pngs(root / "good", ds.train_images[ds.train_labels == 0])
+    _save_pngs(root / "test" / "normal", ds.test_images[ds.test_labels == 0])
+    _save_pngs(root / "test" / "anomalous", ds.test_images[ds.test_labels == 3])
+    return {"root": root, "good": root / "good", "test": root / "test"}
+
+
+@pytest.fixture(scope="module")
+def fitted(folders, tmp_path_factory) -> tuple[Path, str]:
+    """A model trained once for the module, and what ``fit`` printed."""
+    model = tmp_path_factory.mktemp("fitted") / "model"
+    out = StringIO()
+    with redirect_stdout(out):
+        assert main(["fit", "--data", str(folders["good"]), "--out", str(model), *FAST]) == 0
+    return model, out.getvalue()
+
+
+@pytest.fixture
+def model_copy(fitted, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(fitted[0], copy)
+    return copy
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _threshold(model: Path) -> float:
+    return json.loads((model / "model.json").read_text())["threshold"]
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("contrasyn: error:"), err
+    assert "Traceback" not in captured.err
+    return err
+
+
+# ------------------------------------------------------------------------------------ fit
+
+
+def test_fit_saves_model_and_prints_summary(fitted) -> None:
+    model, text = fitted
+    assert (model / "model.safetensors").is_file() and (model / "model.json").is_file()
+    last = json.loads((model / "checkpoints" / "last.json").read_text())
+    assert last["epoch"] == 1 and last["config"]["width"] == 4
+    assert "trained on 30 images; 10 held out to set the threshold" in text
+    assert f"threshold {_threshold(model):.6g}" in text and "false-alarm rate 5%" in text
+    assert f"saved to {model}" in text
+    det = Detector.load(model, device="cpu")
+    assert det.n_train_ == 30 and len(det.holdout_scores_) == 10
+    assert det.config_.train.image_size == 16 and det.config_.score.augment is False
+    assert not list(model.rglob("*.tmp"))
+
+
+def test_rerun_resumes_and_refuses_other_images(fitted, model_copy, folders, capsys) -> None:
+    argv = ["fit", "--data", str(folders["good"]), "--out", str(model_copy), *FAST]
+    ckpt = model_copy / "checkpoints"
+    # what a process killed in the middle of a save can leave behind
+    (ckpt / ".last.safetensors.abc123.tmp").write_bytes(b"partial")
+    (ckpt / "last.json").unlink()
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "resuming from the checkpoint of epoch 1" in captured.out
+    assert "interrupted save; rebuilt it" in captured.err
+    assert not list(model_copy.rglob("*.tmp"))
+    assert json.loads((ckpt / "last.json").read_text())["epoch"] == 1
+    # the finished run was not retrained: same weights as the first fit
+    a = Detector.load(fitted[0], device="cpu").model_.state_dict()
+    b = Detector.load(model_copy, device="cpu").model_.state_dict()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+    argv[2] = str(folders["test"] / "normal")  # other images, same model folder
+    assert main(argv) == 2
+    assert "holds a training run on other images" in _one_error_line(capsys)
+
+
+def test_corrupt_png_fails_naming_it_or_is_skipped(folders, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(folders["good"], data)
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    argv = ["fit", "--data", str(data), "--out", str(tmp_path / "m"), *FAST]
+    assert main(argv) == 2
+    err = _one_error_line(capsys)
+    assert "broken.png" in err and "corrupt" in err
+    assert not (tmp_path / "m" / "model.json").exists()
+
+    assert main([*argv, "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert "contrasyn: warning: skipped 1 unreadable image file(s)" in captured.err
+    assert "broken.png" in captured.err and "Traceback" not in captured.err
+    assert "(1 unreadable skipped)" in captured.out
+    assert "trained on 30 images; 10 held out" in captured.out
+    assert (tmp_path / "m" / "model.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--set", "train.epoch=2"], "epoch"),
+        (["--set", "model.depth=2"], "unknown config section 'model'"),
+        (["--set", "train.seed=1"], "--seed"),
+        (["--set", "train.epochs"], "--set expects"),
+        (["--set", "train.epochs=["], "cannot read the value"),
+        (["--image-size", "8", "--set", "train.image_size=12"], "contradicts"),
+        (["--false-alarm-rate", "1.5"], "false_alarm_rate"),
+        (["--holdout", "0.99"], "holdout"),
+        (["--method", "full"], "not available"),
+        (["--preset", "huge"], "unknown preset"),
+        (["--device", "gpu0"], "--device"),
+    ],
+)
+def test_fit_config_errors_exit_2(folders, tmp_path: Path, capsys, extra, needle) -> None:
+    out = tmp_path / "m"
+    argv = ["fit", "--data", str(folders["good"]), "--out", str(out), *FAST, *extra]
+    assert main(argv) == 2
+    assert needle in _one_error_line(capsys)
+    assert not (out / "model.json").exists()
+
+
+def test_fit_empty_or_missing_data_exit_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    for data, needle in [("empty", "no images found"), ("missing", "no such folder")]:
+        argv = ["fit", "--data", str(tmp_path / data), "--out", str(tmp_path / "m"), *FAST]
+        assert main(argv) == 2
+        err = _one_error_line(capsys)
+        assert needle in err and data in err
+
+
+# ---------------------------------------------------------------------------------- score
+
+
+def test_score_csv_rows_labels_and_summary(fitted, folders, tmp_path: Path, capsys) -> None:
+    model = fitted[0]
+    out = tmp_path / "results" / "scores.csv"
+    assert main(["score", str(model), str(folders["test"]), "--out", str(out)]) == 0
+    with out.open(newline="") as f:
+        assert next(csv.reader(f)) == ["path", "anomaly_score", "label"]
+    rows = _rows(out)
+    expected = find_images(folders["test"])  # recursive, sorted: anomalous/ then normal/
+    assert [r["path"] for r in rows] == [str(p) for p in expected]
+    threshold = _threshold(model)
+    scores = np.array([float(r["anomaly_score"]) for r in rows])
+    labels = [r["label"] for r in rows]
+    assert labels == ["anomaly" if s > threshold else "normal" for s in scores]
+    # the same numbers as the Python API, and the same labels as predict()
+    det = Detector.load(model, device="cpu")
+    np.testing.assert_allclose(scores, det.anomaly_score(expected), rtol=0, atol=1e-6)
+    assert labels == ["anomaly" if p == -1 else "normal" for p in det.predict(expected)]
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    match = SUMMARY.match(lines[0])
+    assert match, lines[0]
+    assert int(match[1]) == 12 and int(match[3]) == labels.count("anomaly")
+    assert float(match[4]) == pytest.approx(threshold, rel=1e-5) and match[5] == "5"
+    assert str(out) in lines[0]
+
+
+def test_score_to_stdout_and_json(fitted, folders, tmp_path: Path, capsys) -> None:
+    model = fitted[0]
+    files = sorted((folders["test"] / "anomalous").glob("*.png"))[:2]
+    # files and folders mixed; a file also inside a folder given is scored once
+    inputs = [str(files[0]), str(folders["test"] / "normal"), str(files[1]), str(files[0])]
+    assert main(["score", str(model), *inputs]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(StringIO(captured.out)))
+    normal = find_images(folders["test"] / "normal")
+    assert [r["path"] for r in rows] == [str(files[0]), *map(str, normal), str(files[1])]
+    assert SUMMARY.match(captured.err.strip())
+
+    out = tmp_path / "scores.json"  # the format follows the suffix
+    assert main(["score", str(model), *inputs, "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"summary", "results"}
+    assert [r["path"] for r in doc["results"]] == [r["path"] for r in rows]
+    for r, c in zip(doc["results"], rows, strict=True):
+        assert set(r) == {"path", "anomaly_score", "label"}
+        assert r["anomaly_score"] == float(c["anomaly_score"]) and r["label"] == c["label"]
+    summary = doc["summary"]
+    assert summary["images"] == len(rows) and summary["skipped"] == []
+    assert summary["anomalous"] == sum(r["label"] == "anomaly" for r in rows)
+    assert summary["threshold"] == _threshold(model)
+    assert summary["false_alarm_rate"] == 0.05 and summary["score"] == "feat"
+
+    assert main(["score", str(model), str(files[0]), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["images"] == 1
+
+
+def test_fail_on_anomaly_exit_3(fitted, model_copy, folders, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s.csv"
+    # a threshold that flags 99% of normal images: anomalies are certain
+    assert main(["threshold", str(model_copy), "--false-alarm-rate", "0.99"]) == 0
+    argv = ["score", str(model_copy), str(folders["test"]), "--out", str(out)]
+    assert main([*argv, "--fail-on-anomaly"]) == 3
+    assert any(r["label"] == "anomaly" for r in _rows(out))  # results are still written
+    assert main(argv) == 0  # without the flag, anomalies are not a failure
+
+    # the image scored most normal by the original model: no anomaly, exit 0
+    assert main(["score", str(fitted[0]), str(folders["test"]), "--out", str(out)]) == 0
+    calmest = min(_rows(out), key=lambda r: float(r["anomaly_score"]))
+    assert calmest["label"] == "normal"
+    capsys.readouterr()
+    assert main(["score", str(fitted[0]), calmest["path"], "--fail-on-anomaly"]) == 0
+    assert ": 0 anomalous" in capsys.readouterr().err
+
+
+def test_score_corrupt_input_fails_or_is_skipped(fitted, folders, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    good = str(folders["test"] / "normal")
+    assert main(["score", str(fitted[0]), good, str(bad)]) == 2
+    assert "bad.png" in _one_error_line(capsys)
+
+    out = tmp_path / "s.json"
+    assert main(["score", str(fitted[0]), good, str(bad), "--skip-bad", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "contrasyn: warning: skipped 1 unreadable image file(s)" in err
+    match = SUMMARY.match(err.strip().splitlines()[-1])
+    assert match and match[1] == "6" and match[2] == "1"
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["skipped"] == [str(bad)] and len(doc["results"]) == 6
+
+
+def test_score_model_errors_exit_2(fitted, folders, tmp_path: Path, capsys) -> None:
+    test = str(folders["test"])
+
+    def model_with(change) -> Path:
+        path = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(fitted[0], path)
+        change(path)
+        return path
+
+    def edit_json(path: Path) -> None:
+        meta = json.loads((path / "model.json").read_text())
+        meta["threshold"] = 0.5
+        (path / "model.json").write_text(json.dumps(meta))
+
+    def unfinished(path: Path) -> None:
+        (path / "model.json").unlink()
+        (path / "model.safetensors").unlink()
+
+    cases = [
+        (tmp_path / "nowhere", "no such model folder"),
+        (model_with(lambda p: (p / "model.safetensors").unlink()), "model.safetensors"),
+        (model_with(edit_json), "does not match"),
+        (model_with(unfinished), "training has not finished"),
+    ]
+    for model, needle in cases:
+        assert main(["score", str(model), test]) == 2, needle
+        err = _one_error_line(capsys)
+        assert needle in err
+    assert main(["score", str(fitted[0]), str(tmp_path / "missing.png")]) == 2
+    assert "missing.png: no such file or folder" in _one_error_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert main(["score", str(fitted[0]), str(tmp_path / "empty")]) == 2
+    assert "no images found" in _one_error_line(capsys)
+
+
+# ------------------------------------------------------------------------------ threshold
+
+
+def test_threshold_changes_saved_value_and_next_score_uses_it(
+    model_copy, folders, tmp_path: Path, capsys
+) -> None:
+    old = _threshold(model_copy)
+    holdout = Detector.load(model_copy, device="cpu").holdout_scores_
+    assert main(["threshold", str(model_copy), "--false-alarm-rate", "0.5"]) == 0
+    new = _threshold(model_copy)
+    expected = float(np.quantile(-holdout, 0.5, method="inverted_cdf"))
+    assert new == pytest.approx(expected) and new != old
+    text = capsys.readouterr().out
+    assert f"{old:.6g} (false-alarm rate 5%) -> {new:.6g} (false-alarm rate 50%)" in text
+    det = Detector.load(model_copy, device="cpu")
+    assert det.threshold_ == new and det.false_alarm_rate == 0.5
+
+    out = tmp_path / "s.json"
+    assert main(["score", str(model_copy), str(folders["test"]), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["threshold"] == new and doc["summary"]["false_alarm_rate"] == 0.5
+    for r in doc["results"]:
+        assert r["label"] == ("anomaly" if r["anomaly_score"] > new else "normal")
+    assert "false-alarm rate 50%" in capsys.readouterr().err
+
+    assert main(["threshold", str(model_copy), "--contamination", "0.05"]) == 0
+    assert _threshold(model_copy) == pytest.approx(old)
+    assert Detector.load(model_copy, device="cpu").contamination == 0.05
+
+    before = (model_copy / "model.json").read_text()
+    capsys.readouterr()
+    assert main(["threshold", str(model_copy), "--false-alarm-rate", "1.5"]) == 2
+    assert "false_alarm_rate" in _one_error_line(capsys)
+    assert (model_copy / "model.json").read_text() == before
+    with pytest.raises(SystemExit) as info:  # one of the two rates is required
+        main(["threshold", str(model_copy)])
+    assert info.value.code == 2
+
+
+def test_help_explains_commands_and_exit_codes(capsys) -> None:
+    for command in ("fit", "score", "threshold"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        assert "exit codes:" in text and "--fail-on-anomaly" in text and "examples:" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "contrasyn fit --data" in text and "130" in text

@@ -1,0 +1,145 @@
+"""The Detector API: fitting beats chance, signs, thresholds, inputs, save and load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrasyn.checkpoint import CheckpointError
+from contrasyn.data import load_dataset, to_model_input
+from contrasyn.detector import Detector
+from contrasyn.errors import ConfigError, DataError
+from contrasyn.metrics import auroc
+from contrasyn.protocol import one_class_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return one_class_task(load_dataset("synthetic"), 0)
+
+
+@pytest.fixture(scope="module")
+def fitted(task) -> Detector:
+    # 6 epochs of the tiny preset: ~70 steps, a few seconds on one thread
+    return Detector(preset="tiny", progress=False, epochs=6).fit(task)
+
+
+def test_fit_beats_chance_and_signs_agree(fitted: Detector, task) -> None:
+    normality = fitted.score_samples(task.test_images)
+    anomaly = fitted.anomaly_score(task.test_images)
+    np.testing.assert_allclose(anomaly, -normality)
+    # measured 0.979 on triangle_up (class 0) vs the five other shape families
+    assert auroc(task.test_is_anomaly, anomaly) > 0.8
+    decision = fitted.decision_function(task.test_images)
+    np.testing.assert_allclose(decision, fitted.threshold_ - anomaly)
+    pred = fitted.predict(task.test_images)
+    assert set(np.unique(pred)) <= {-1, 1}
+    assert np.array_equal(pred == -1, decision < 0)
+    # anomalies are flagged far more often than normal images
+    assert (pred[task.test_is_anomaly == 1] == -1).mean() > (
+        pred[task.test_is_anomaly == 0] == -1
+    ).mean()
+
+
+def test_threshold_from_holdout_and_changeable_without_retraining(fitted: Detector) -> None:
+    held = -fitted.holdout_scores_
+    assert len(held) == 20  # 10% of the 200 normal training images
+    assert fitted.n_train_ == 180
+    # at rate 5%, at most 5% of held-out normal images lie above the threshold
+    assert (held > fitted.threshold_).mean() <= 0.05
+    weights = {k: v.clone() for k, v in fitted.model_.state_dict().items()}
+    before = fitted.threshold_
+    fitted.set_threshold(false_alarm_rate=0.25)
+    assert fitted.threshold_ < before
+    assert (held > fitted.threshold_).mean() == pytest.approx(0.25)
+    fitted.set_threshold(contamination=0.25)  # PyOD's name, the same quantile
+    assert (held > fitted.threshold_).mean() == pytest.approx(0.25)
+    for k, v in fitted.model_.state_dict().items():
+        assert torch.equal(v, weights[k])
+    fitted.set_threshold(false_alarm_rate=0.05)
+    assert fitted.threshold_ == pytest.approx(before)
+    with pytest.raises(ConfigError, match=r"\(0, 1\)"):
+        fitted.set_threshold(false_alarm_rate=1.5)
+    fitted.set_threshold(false_alarm_rate=0.05)
+
+
+def test_save_load_round_trip(fitted: Detector, task, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "model")
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"model.safetensors", "model.json"}
+    loaded = Detector.load(tmp_path / "model", device="cpu")
+    np.testing.assert_array_equal(
+        loaded.anomaly_score(task.test_images[:50]), fitted.anomaly_score(task.test_images[:50])
+    )
+    assert loaded.threshold_ == fitted.threshold_
+    np.testing.assert_array_equal(loaded.holdout_scores_, fitted.holdout_scores_)
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["format"] == "contrasyn-detector" and meta["threshold"] == fitted.threshold_
+    assert meta["versions"]["contrasyn"]
+
+
+def test_load_refuses_damaged_models(fitted: Detector, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "m")
+    sidecar = tmp_path / "m" / "model.json"
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "threshold": 0.0}))
+    with pytest.raises(CheckpointError, match="does not match"):
+        Detector.load(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        Detector.load(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="no such model folder"):
+        Detector.load(tmp_path / "nowhere")
+
+
+def test_every_input_kind_scores_the_same(fitted: Detector, task, tmp_path: Path) -> None:
+    images = task.test_images[:6]  # uint8 (6, 32, 32, 1)
+    reference = fitted.anomaly_score(images)
+    np.testing.assert_allclose(fitted.anomaly_score(images[..., 0]), reference)  # (N, H, W)
+    tensor = to_model_input(images, 32, 3, "none")
+    np.testing.assert_allclose(fitted.anomaly_score(tensor), reference)
+    for i, img in enumerate(images):
+        Image.fromarray(img[..., 0]).save(tmp_path / f"{i}.png")
+    paths = sorted(tmp_path.glob("*.png"))
+    np.testing.assert_allclose(fitted.anomaly_score(paths), reference, atol=1e-6)
+    np.testing.assert_allclose(fitted.anomaly_score(tmp_path), reference, atol=1e-6)
+    np.testing.assert_allclose(fitted.anomaly_score(str(paths[2])), reference[2:3], atol=1e-6)
+
+
+def test_bad_inputs_and_settings(fitted: Detector, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="uint8"):
+        fitted.score_samples(np.zeros((2, 32, 32, 1), np.float32))
+    with pytest.raises(DataError, match=r"\(N, 3, 32, 32\)"):
+        fitted.score_samples(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        fitted.score_samples(torch.full((2, 3, 32, 32), 2.0))
+    with pytest.raises(DataError, match="cannot read images"):
+        fitted.score_samples({"not": "images"})
+    with pytest.raises(DataError, match="no image"):
+        fitted.score_samples(tmp_path)  # empty folder
+    with pytest.raises(ConfigError, match="unknown setting 'epoch'"):
+        Detector(epoch=3).fit(np.zeros((10, 32, 32, 1), np.uint8))
+    with pytest.raises(ConfigError, match="planned"):
+        Detector(method="full").fit(np.zeros((10, 32, 32, 1), np.uint8))
+    with pytest.raises(ConfigError, match="not fitted"):
+        Detector().predict(np.zeros((1, 32, 32, 1), np.uint8))
+    with pytest.raises(DataError, match="need at least"):
+        Detector(preset="tiny", progress=False).fit(np.zeros((2, 32, 32, 1), np.uint8))
+
+
+def test_overrides_route_to_the_right_config() -> None:
+    det = Detector(
+        preset="tiny", epochs=4, ensemble=3, score__batch_size=7, batch_size=8, deterministic=False
+    )
+    cfg = det.resolved_config()
+    assert (cfg.train.epochs, cfg.train.batch_size) == (4, 8)
+    assert (cfg.score.ensemble, cfg.score.batch_size, cfg.score.augment) == (3, 7, True)
+    assert cfg.train.method == "csi"
+    cfg = Detector(preset="tiny").resolved_config()
+    assert (cfg.score.ensemble, cfg.score.augment) == (1, False)
+    with pytest.raises(ConfigError, match="deterministic=False"):
+        Detector(preset="tiny", ensemble=3).resolved_config()
