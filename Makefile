@@ -27,7 +27,7 @@ demo: setup data
 	$(VENV)/bin/contrasyn demo
 
 test: setup data
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest
 
 clean:

@@ -44,10 +44,13 @@ def one_variant(name: str) -> dict:
     test = torch.rand(spec["n_test"], 3, 32, 32)
     overrides = {"epochs": 1, "batch_size": 32, "lr_reference_batch": 32, "warmup_epochs": 0.5}
     result = {"preset": spec["preset"], "test_images": spec["n_test"]}
-    for mode, kwargs in (("deterministic", {}), ("ensemble_R10", {"deterministic": False,
-                                                                   "ensemble": 10})):
-        det = Detector(preset=spec["preset"], progress=False, device="cpu", **kwargs,
-                       **overrides).fit(images)
+    for mode, kwargs in (
+        ("deterministic", {}),
+        ("ensemble_R10", {"deterministic": False, "ensemble": 10}),
+    ):
+        det = Detector(
+            preset=spec["preset"], progress=False, device="cpu", **kwargs, **overrides
+        ).fit(images)
         det.anomaly_score(test[:8])  # warm-up
         times = []
         for _ in range(spec["repeats"]):
@@ -55,9 +58,13 @@ def one_variant(name: str) -> dict:
             det.anomaly_score(test)
             times.append(time.perf_counter() - t0)
         t = statistics.median(times)
-        result[mode] = {"test_images_per_second": round(spec["n_test"] / t, 2),
-                        "seconds_median": round(t, 3), "repeats": spec["repeats"],
-                        "bank_images": det.n_train_, "width": det.config_.train.width}
+        result[mode] = {
+            "test_images_per_second": round(spec["n_test"] / t, 2),
+            "seconds_median": round(t, 3),
+            "repeats": spec["repeats"],
+            "bank_images": det.n_train_,
+            "width": det.config_.train.width,
+        }
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
 
@@ -79,8 +86,10 @@ def bank_scaling(sizes: list[int], n_queries: int = 1000, k: int = 4) -> list[di
                 for _ in range(searches):
                     max_inner_product(queries, bank)
                 times.append(time.perf_counter() - t0)
-            row[label] = {"seconds_per_1000_queries": round(statistics.median(times), 4),
-                          "bank_mib": round(bank.numel() * 4 * searches / 2**20, 1)}
+            row[label] = {
+                "seconds_per_1000_queries": round(statistics.median(times), 4),
+                "bank_mib": round(bank.numel() * 4 * searches / 2**20, 1),
+            }
         rows.append(row)
         print("bank", json.dumps(row), flush=True)
     return rows
@@ -97,12 +106,19 @@ def main() -> None:
         return
     from contrasyn.checkpoint import versions
 
-    results = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                           "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-               "versions": versions(), "detector": {}}
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
+        "versions": versions(),
+        "detector": {},
+    }
     for name in VARIANTS:
-        child = subprocess.run([sys.executable, __file__, "--one", name], check=True,
-                               capture_output=True, text=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--one", name], check=True, capture_output=True, text=True
+        )
         results["detector"][name] = json.loads(child.stdout.strip().splitlines()[-1])
         print(name, json.dumps(results["detector"][name]), flush=True)
     results["bank_search"] = bank_scaling([int(s) for s in args.bank_sizes.split(",")])

@@ -52,12 +52,17 @@ def train_speed(cfg: TrainConfig, warmup: int, steps: int) -> dict:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times)
-    return {"step_seconds_median": round(step, 4), "images_per_second": round(cfg.batch_size / step, 2),
-            "instances_per_second": round(cfg.batch_size * 2 * cfg.num_shifts / step, 1),
-            "steps_timed": steps}
+    return {
+        "step_seconds_median": round(step, 4),
+        "images_per_second": round(cfg.batch_size / step, 2),
+        "instances_per_second": round(cfg.batch_size * 2 * cfg.num_shifts / step, 1),
+        "steps_timed": steps,
+    }
 
 
-def score_speed(cfg: TrainConfig, score_cfg: ScoreConfig, n_bank: int, n_test: int, repeats: int) -> dict:
+def score_speed(
+    cfg: TrainConfig, score_cfg: ScoreConfig, n_bank: int, n_test: int, repeats: int
+) -> dict:
     torch.manual_seed(0)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg).to(memory_format=memory).eval()
@@ -74,9 +79,14 @@ def score_speed(cfg: TrainConfig, score_cfg: ScoreConfig, n_bank: int, n_test: i
         scorer.score_samples(model, test)
         times.append(time.perf_counter() - t0)
     t = statistics.median(times)
-    return {"test_images_per_second": round(n_test / t, 2), "ensemble_draws": score_cfg.ensemble,
-            "bank_images": n_bank, "bank_build_seconds": round(bank_seconds, 2),
-            "test_images": n_test, "repeats": repeats}
+    return {
+        "test_images_per_second": round(n_test / t, 2),
+        "ensemble_draws": score_cfg.ensemble,
+        "bank_images": n_bank,
+        "bank_build_seconds": round(bank_seconds, 2),
+        "test_images": n_test,
+        "repeats": repeats,
+    }
 
 
 def main() -> None:
@@ -92,24 +102,47 @@ def main() -> None:
         "cpu-preset": (cpu.train, cpu.score),
         "cpu-preset-fp32-contiguous": (
             TrainConfig(**{**cpu.train.__dict__, "channels_last": False, "precision": "fp32"}),
-            cpu.score),
+            cpu.score,
+        ),
         "paper-width64": (
-            TrainConfig(**{**paper.train.__dict__, "batch_size": cpu.train.batch_size,
-                           "channels_last": True}), paper.score),
+            TrainConfig(
+                **{
+                    **paper.train.__dict__,
+                    "batch_size": cpu.train.batch_size,
+                    "channels_last": True,
+                }
+            ),
+            paper.score,
+        ),
     }
     steps = (2, 3) if args.quick else (3, 10)
-    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "threads": torch.get_num_threads(),
-                           "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-               "versions": versions(), "variants": {}}
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
+        "versions": versions(),
+        "variants": {},
+    }
     for name, (tcfg, scfg) in variants.items():
         wide = tcfg.width >= 64
         warm, timed = (2, 3) if wide else steps
-        entry = {"width": tcfg.width, "batch_size": tcfg.batch_size, "precision": tcfg.precision,
-                 "channels_last": tcfg.channels_last,
-                 "train": train_speed(tcfg, warm, timed),
-                 "score": score_speed(tcfg, scfg, n_bank=256 if wide else 1000,
-                                      n_test=32 if wide else 256, repeats=1 if wide else 3)}
+        entry = {
+            "width": tcfg.width,
+            "batch_size": tcfg.batch_size,
+            "precision": tcfg.precision,
+            "channels_last": tcfg.channels_last,
+            "train": train_speed(tcfg, warm, timed),
+            "score": score_speed(
+                tcfg,
+                scfg,
+                n_bank=256 if wide else 1000,
+                n_test=32 if wide else 256,
+                repeats=1 if wide else 3,
+            ),
+        }
         results["variants"][name] = entry
         print(name, json.dumps(entry), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
