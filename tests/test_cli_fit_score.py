@@ -375,3 +375,24 @@ def test_help_explains_commands_and_exit_codes(capsys) -> None:
         main(["--help"])
     text = capsys.readouterr().out
     assert "contrasyn fit --data" in text and "130" in text
+
+
+def test_export_then_onnx_scores_equal_the_cli_scores(model_copy, folders, tmp_path, capsys):
+    """`contrasyn export` writes model.onnx; onnxruntime's anomaly scores of the same files
+    equal what `contrasyn score` wrote (the Detector's default deterministic pass)."""
+    pytest.importorskip("onnxruntime")
+    from contrasyn.data import load_images
+    from contrasyn.export import OnnxDetector
+
+    assert main(["export", str(model_copy)]) == 0
+    assert (model_copy / "model.onnx").is_file()
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(model_copy), str(folders["test"]), "--out", str(out)]) == 0
+    rows = _rows(out)
+    onnx = OnnxDetector(model_copy)
+    t = onnx.config_.train
+    images, _ = load_images([r["path"] for r in rows], t.image_size, t.channels)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    np.testing.assert_allclose(
+        onnx.anomaly_score(x), [float(r["anomaly_score"]) for r in rows], rtol=0, atol=1e-4
+    )

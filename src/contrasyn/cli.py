@@ -474,6 +474,15 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from contrasyn.export import export_onnx
+
+    det = _load_detector(args.model, "cpu")
+    path = export_onnx(det, Path(args.model).expanduser())
+    print(f"wrote {path / 'model.onnx'}; score with contrasyn.export.OnnxDetector({str(path)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contrasyn",
@@ -722,6 +731,21 @@ def _add_practitioner_commands(sub) -> None:
         "--contamination", type=float, metavar="C", help="the same, under PyOD's name"
     )
     thr.set_defaults(func=cmd_threshold)
+
+    exp = sub.add_parser(
+        "export",
+        help="write MODEL_DIR/model.onnx for scoring without PyTorch (onnxruntime)",
+        formatter_class=raw,
+        description=_paragraphs(
+            "Export a saved detector's network to ONNX, next to its files. "
+            "contrasyn.export.OnnxDetector(MODEL_DIR) then scores images with numpy and "
+            "onnxruntime only, by one deterministic pass (the Detector's default), and its "
+            "scores equal PyTorch's. Needs: pip install 'contrasyn[onnx]'.",
+        ),
+        epilog="example:\n  contrasyn export my-model\n\n" + EXIT_CODES,
+    )
+    exp.add_argument("model", metavar="MODEL_DIR", help="folder written by `contrasyn fit`")
+    exp.set_defaults(func=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,7 +96,7 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
         import torch
     except ImportError as e:
-        raise ImportError(
+        raise ConfigError(
             f"ONNX export needs torch, onnx and onnxscript ({e}): pip install 'contrasyn[onnx]'"
         ) from e
     from contrasyn.checkpoint import _atomic_write
@@ -199,7 +199,7 @@ class OnnxDetector:
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise ImportError(
+            raise ConfigError(
                 "OnnxDetector needs onnxruntime: pip install 'contrasyn[onnx]'"
             ) from e
         path = Path(path)
