@@ -37,7 +37,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
 
 @pytest.fixture(scope="module")
 def task():
-    return one_class_task(load_dataset("synthetic"), 0)
+    # real images: scikit-learn's digits (8x8, brought to 32x32), normal = "0"
+    return one_class_task(load_dataset("digits"), 0)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def fitted(task, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(task) -> np.ndarray:
-    """60 real test images of every class (normal and anomalous), float NCHW in [0, 1]."""
+    """54 real digits test images of every class (normal and anomalous), float NCHW."""
     return to_model_input(task.test_images[::10], 32, 3).numpy()
 
 

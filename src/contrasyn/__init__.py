@@ -2,4 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Detector", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: ``import contrasyn`` stays torch-free for the ONNX runtime scorer.
+    if name == "Detector":
+        from contrasyn.detector import Detector
+
+        return Detector
+    raise AttributeError(f"module 'contrasyn' has no attribute {name!r}")
