@@ -103,6 +103,19 @@ def test_same_seed_same_result_without_out_dir(full_run) -> None:
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
 
 
+def _die_after_first_save(monkeypatch):
+    """Make the trainer's next checkpoint save complete, then 'kill' the run; returns the
+    real save function, to put back before resuming."""
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(stem, tensors, meta):
+        real_save(stem, tensors, meta)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    return real_save
+
+
 def test_interrupted_run_resumes_exactly(full_run, tmp_path: Path, monkeypatch) -> None:
     _, reference = full_run
     real_save = trainer.save_checkpoint
@@ -239,13 +252,7 @@ def test_resume_with_sgd_and_sparse_checkpoints(tmp_path: Path, monkeypatch) -> 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     reference = _weights(train(_images(), cfg, tmp_path / "a", progress=False))
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(stem, tensors, meta):
-        real_save(stem, tensors, meta)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    real_save = _die_after_first_save(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(_images(), cfg, tmp_path / "b", progress=False)
     assert load_checkpoint(tmp_path / "b" / "last")[1]["epoch"] == 2  # saved at 2, not 1
@@ -258,13 +265,7 @@ def test_resume_with_sgd_and_sparse_checkpoints(tmp_path: Path, monkeypatch) -> 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_on_cuda(tmp_path: Path, monkeypatch) -> None:
     cfg = _cfg(device="cuda")
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(stem, tensors, meta):
-        real_save(stem, tensors, meta)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    real_save = _die_after_first_save(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(_images(), cfg, tmp_path, progress=False)
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
