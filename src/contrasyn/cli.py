@@ -237,11 +237,15 @@ def _check_device(name: str) -> None:
     resolve_device(name)
 
 
-def _checkpoint_epoch(sidecar: Path) -> int | None:
-    """The epoch of an earlier, interrupted run's checkpoint, for the "resuming" message
-    (the trainer itself checks and repairs the checkpoint before resuming)."""
+def _checkpoint_epoch(stem: Path) -> int | None:
+    """The epoch of an earlier, interrupted run's checkpoint, for the "resuming" message,
+    after tidying what a kill during a save leaves (the trainer checks the rest)."""
+    from contrasyn.checkpoint import recover_interrupted_save
+
+    if recover_interrupted_save(stem):
+        _warn(f"{stem.with_suffix('.json')} was left by an interrupted save; rebuilt it")
     try:
-        return json.loads(sidecar.read_text()).get("epoch")
+        return json.loads(stem.with_suffix(".json").read_text()).get("epoch")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -314,7 +318,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     images, kept = load_images(
         found, cfg.train.image_size, cfg.train.channels, det.resize, skip_bad=args.skip_bad
     )
-    epoch = _checkpoint_epoch(out / "checkpoints" / "last.json")
+    epoch = _checkpoint_epoch(out / "checkpoints" / "last")
     t = cfg.train
     length = f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
     say(
