@@ -30,7 +30,7 @@ import torch
 
 VARIANTS = {
     "cpu-preset": {"preset": "cpu", "n_train": 300, "n_test": 512, "repeats": 3},
-    "paper-width64": {"preset": "paper", "n_train": 160, "n_test": 64, "repeats": 1},
+    "paper-width64": {"preset": "paper", "n_train": 96, "n_test": 32, "repeats": 1},
 }
 
 
@@ -46,7 +46,7 @@ def one_variant(name: str) -> dict:
     result = {"preset": spec["preset"], "test_images": spec["n_test"]}
     for mode, kwargs in (
         ("deterministic", {}),
-        ("ensemble_R10", {"deterministic": False, "ensemble": 10}),
+        ("ensemble_R10", {"deterministic": False, "augment": True, "ensemble": 10}),
     ):
         det = Detector(
             preset=spec["preset"], progress=False, device="cpu", **kwargs, **overrides
