@@ -284,7 +284,7 @@ def _detector_overrides(args: argparse.Namespace) -> dict:
 
 
 def _rate_text(det: Detector) -> str:
-    rate = det.contamination if det.contamination is not None else det.false_alarm_rate
+    rate = det.flag_rate
     return f"false-alarm rate {rate * 100:g}%"
 
 
@@ -433,9 +433,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             "images": len(rows),
             "anomalous": n_bad,
             "threshold": det.threshold_,
-            "false_alarm_rate": det.contamination
-            if det.contamination is not None
-            else det.false_alarm_rate,
+            "false_alarm_rate": det.flag_rate,
             "score": det.config_.score.score,
             "skipped": skipped,
         }
@@ -466,7 +464,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     det.set_threshold(false_alarm_rate=args.false_alarm_rate, contamination=args.contamination)
     det.save(Path(args.model).expanduser())
     n_hold = len(det.holdout_scores_)
-    rate = det.contamination if det.contamination is not None else det.false_alarm_rate
+    rate = det.flag_rate
     print(f"threshold of {args.model}: {old} -> {det.threshold_:.6g} ({_rate_text(det)})")
     print(f"set from the anomaly scores of the {n_hold} held-out normal images; saved")
     if rate < 1 / n_hold:

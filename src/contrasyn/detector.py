@@ -147,8 +147,14 @@ class Detector:
             nested["score"].update(augment=False, ensemble=1)
         return get_preset(self.preset, nested)
 
+    @property
+    def flag_rate(self) -> float:
+        """The fraction of normal images the threshold flags: ``contamination`` when set
+        (PyOD's name), else ``false_alarm_rate``."""
+        return self.contamination if self.contamination is not None else self.false_alarm_rate
+
     def _rate(self) -> float:
-        rate = self.contamination if self.contamination is not None else self.false_alarm_rate
+        rate = self.flag_rate
         if not 0 < rate < 1:
             raise ConfigError(f"false_alarm_rate/contamination must be in (0, 1), got {rate}")
         return float(rate)
