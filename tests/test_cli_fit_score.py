@@ -111,6 +111,9 @@ def test_fit_saves_model_and_prints_summary(fitted) -> None:
     assert "trained on 30 images; 10 held out to set the threshold" in text
     assert f"threshold {_threshold(model):.6g}" in text and "false-alarm rate 5%" in text
     assert f"saved to {model}" in text
+    # the preset's method is full: its generator's samples are saved beside the model
+    assert f"samples: {model / 'samples.png'}" in text
+    assert Image.open(model / "samples.png").size == (16 * (16 + 2) + 2, 4 * (16 + 2) + 2)
     det = Detector.load(model, device="cpu")
     assert det.n_train_ == 30 and len(det.holdout_scores_) == 10
     assert det.config_.train.image_size == 16 and det.config_.score.augment is False
@@ -170,7 +173,7 @@ def test_corrupt_png_fails_naming_it_or_is_skipped(folders, tmp_path: Path, caps
         (["--image-size", "8", "--set", "train.image_size=12"], "contradicts"),
         (["--false-alarm-rate", "1.5"], "false_alarm_rate"),
         (["--holdout", "0.99"], "holdout"),
-        (["--method", "full"], "not available"),
+        (["--method", "gan"], "not available"),
         (["--preset", "huge"], "unknown preset"),
         (["--device", "gpu0"], "not a device name"),
     ],

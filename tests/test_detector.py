@@ -25,7 +25,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def fitted(task) -> Detector:
-    # 6 epochs of the tiny preset: ~70 steps, a few seconds on one thread
+    # 6 epochs of the tiny preset (the full method): ~70 steps, seconds on one thread
     return Detector(preset="tiny", progress=False, epochs=6).fit(task)
 
 
@@ -33,8 +33,9 @@ def test_fit_beats_chance_and_signs_agree(fitted: Detector, task) -> None:
     normality = fitted.score_samples(task.test_images)
     anomaly = fitted.anomaly_score(task.test_images)
     np.testing.assert_allclose(anomaly, -normality)
-    # measured 0.979 on triangle_up (class 0) vs the five other shape families
-    assert auroc(task.test_is_anomaly, anomaly) > 0.8
+    # the tiny preset's full method on triangle_up (class 0) vs the five other shape
+    # families measured 0.703 (seed 0; 0.935 with seed 1; CSI alone 0.848 and 0.831)
+    assert auroc(task.test_is_anomaly, anomaly) > 0.65
     decision = fitted.decision_function(task.test_images)
     np.testing.assert_allclose(decision, fitted.threshold_ - anomaly)
     pred = fitted.predict(task.test_images)
@@ -79,7 +80,30 @@ def test_save_load_round_trip(fitted: Detector, task, tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.holdout_scores_, fitted.holdout_scores_)
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["format"] == "contrasyn-detector" and meta["threshold"] == fitted.threshold_
-    assert meta["versions"]["contrasyn"]
+    assert meta["versions"]["contrasyn"] and meta["method"] == "full"
+    # the generator comes back too: the same seeded samples and reconstructions
+    np.testing.assert_array_equal(loaded.sample(4, seed=3), fitted.sample(4, seed=3))
+    np.testing.assert_array_equal(
+        loaded.reconstruct(task.test_images[:3]), fitted.reconstruct(task.test_images[:3])
+    )
+
+
+def test_full_detector_samples_and_reconstructs(fitted: Detector, task) -> None:
+    samples = fitted.sample(5, seed=1)
+    assert samples.shape == (5, 32, 32, 3) and samples.dtype == np.uint8
+    assert not np.array_equal(samples, fitted.sample(5, seed=2))
+    rec = fitted.reconstruct(task.test_images[:4])
+    assert rec.shape == (4, 32, 32, 3) and rec.dtype == np.uint8
+    assert fitted.generator_ is not None and fitted.generator_.E is not None
+
+
+def test_csi_detector_has_no_generator(task) -> None:
+    det = Detector(method="csi", preset="tiny", progress=False, epochs=1).fit(task)
+    assert det.generator_ is None
+    with pytest.raises(ConfigError, match="no generator"):
+        det.sample(2)
+    with pytest.raises(ConfigError, match="no generator"):
+        det.reconstruct(task.test_images[:2])
 
 
 def test_load_refuses_damaged_models(fitted: Detector, tmp_path: Path) -> None:
@@ -123,8 +147,8 @@ def test_bad_inputs_and_settings(fitted: Detector, tmp_path: Path) -> None:
         fitted.score_samples(tmp_path)  # empty folder
     with pytest.raises(ConfigError, match="unknown setting 'epoch'"):
         Detector(epoch=3).fit(np.zeros((10, 32, 32, 1), np.uint8))
-    with pytest.raises(ConfigError, match="planned"):
-        Detector(method="full").fit(np.zeros((10, 32, 32, 1), np.uint8))
+    with pytest.raises(ConfigError, match="'gan' is not available"):
+        Detector(method="gan").fit(np.zeros((10, 32, 32, 1), np.uint8))
     with pytest.raises(ConfigError, match="not fitted"):
         Detector().predict(np.zeros((1, 32, 32, 1), np.uint8))
     with pytest.raises(DataError, match="need at least"):
@@ -138,7 +162,8 @@ def test_overrides_route_to_the_right_config() -> None:
     cfg = det.resolved_config()
     assert (cfg.train.epochs, cfg.train.batch_size) == (4, 8)
     assert (cfg.score.ensemble, cfg.score.batch_size, cfg.score.augment) == (3, 7, True)
-    assert cfg.train.method == "csi"
+    assert cfg.train.method == "full"  # the preset's, the paper's method
+    assert Detector(method="csi", preset="tiny").resolved_config().train.method == "csi"
     cfg = Detector(preset="tiny").resolved_config()
     assert (cfg.score.ensemble, cfg.score.augment) == (1, False)
     with pytest.raises(ConfigError, match="deterministic=False"):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from contrasyn.baselines.knn import PixelKNN
-from contrasyn.config import RunConfig, merge, save_config, to_dict
+from contrasyn.config import TRAIN_METHODS, RunConfig, merge, save_config, to_dict
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
@@ -28,7 +28,7 @@ from contrasyn.protocol import OneClassTask, one_class_task
 from contrasyn.score import SCORES, Scorer
 from contrasyn.trainer import resolve_device, train
 
-METHODS = ("knn", "csi")
+METHODS = ("knn", *TRAIN_METHODS)
 KEY = ("dataset", "method", "normal_class", "seed", "preset")
 COLUMNS = (
     *KEY,
@@ -80,8 +80,8 @@ def run_cell(
             else None
         )
         default = "knn"
-    elif method == "csi":
-        cfg = merge(cfg, {"train": {"seed": seed}, "score": {"seed": seed}})
+    elif method in TRAIN_METHODS:
+        cfg = merge(cfg, {"train": {"seed": seed, "method": method}, "score": {"seed": seed}})
         images = _subsample(task.train_images, cfg.train.max_train, seed)
         train_x = _inputs(images, task.dataset, cfg)
         if run_dir is not None:
@@ -181,9 +181,10 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
-    """Per-class AUROC (mean +- std over seeds) for each method, with the mean over classes;
-    the best method of each row in bold."""
+def markdown_table(rows: list[dict], metric: str = "auroc", lower_is_better: bool = False) -> str:
+    """Per-class AUROC (or ``metric``; mean +- std over seeds) for each method, with the mean
+    over classes; the best method of each row in bold."""
+    pick = min if lower_is_better else max
     if not rows:
         return "(no results)"
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -206,7 +207,7 @@ def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
             cells.append(cell(vals))
             if vals:
                 per_method_means[m].append(float(np.mean(vals)))
-        best = max(v for v, _ in cells)
+        best = pick((v for v, t in cells if t != "-"), default=None)
         lines.append(
             f"| {c} {names[c]} | "
             + " | ".join(f"**{t}**" if v == best and t != "-" else t for v, t in cells)
@@ -218,7 +219,7 @@ def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
         else (float("-inf"), "-")
         for m in methods
     ]
-    best = max(v for v, _ in means)
+    best = pick((v for v, t in means if t != "-"), default=None)
     lines.append(
         "| **mean** | "
         + " | ".join(
@@ -228,6 +229,14 @@ def markdown_table(rows: list[dict], metric: str = "auroc") -> str:
         + " |"
     )
     return "\n".join(lines)
+
+
+def benchmark_task(ds: ImageDataset, normal: int, val_normal: int | None = None) -> OneClassTask:
+    """The one-class task of a benchmark cell: ``val_normal`` normal train images (default:
+    10% of the class, at most 500) are held out for validation."""
+    n_normal = int((ds.train_labels == normal).sum())
+    n_val = min(500, n_normal // 10) if val_normal is None else val_normal
+    return one_class_task(ds, normal, val_normal=n_val, val_seed=0)
 
 
 def run_benchmark(
@@ -262,9 +271,7 @@ def run_benchmark(
     done = {tuple(r[k] for k in KEY) for r in rows}
     log(f"device {resolve_device(cfg.train.device)}; {len(done)} cell(s) already done in {out}")
     for c in classes:
-        n_normal = int((ds.train_labels == c).sum())
-        n_val = min(500, n_normal // 10) if val_normal is None else val_normal
-        task = one_class_task(ds, c, val_normal=n_val, val_seed=0)
+        task = benchmark_task(ds, c, val_normal)
         for method in methods:
             for seed in seeds:
                 key = (ds.name, method, int(c), int(seed), preset)
@@ -286,3 +293,101 @@ def run_benchmark(
                 )
     write_tables(out, rows)
     return rows
+
+
+def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` normal test images and ``n`` anomalous ones, cycling over the classes."""
+    normal = np.flatnonzero(~task.test_is_anomaly)[:n]
+    others = sorted(set(task.test_labels[task.test_is_anomaly].tolist()))
+    firsts = [np.flatnonzero(task.test_labels == c) for c in others]
+    anomalous = [firsts[i % len(firsts)][i // len(firsts)] for i in range(n)]
+    return (
+        _inputs(task.test_images[normal], task.dataset, cfg),
+        _inputs(task.test_images[anomalous], task.dataset, cfg),
+    )
+
+
+def run_quality(
+    out: str | Path,
+    spaces: Sequence[str] = ("fd-rand",),
+    inception: str | Path | None = None,
+    val_normal: int | None = None,
+    log=print,
+) -> list[dict]:
+    """Sample quality of every ``csi+g``/``full`` run in a benchmark folder.
+
+    For each run: the Fréchet distance(s) between as many samples G(h) as training images and
+    those training images (rebuilt from the dataset and checked against the run's data
+    fingerprint), ``samples.png`` (8 x 16 samples) and, for ``full``, ``reconstructions.png``
+    (normal test images, their G(E(x)), anomalous test images, theirs: the paper's Figure 2).
+    Writes ``quality.jsonl``, ``quality.csv`` and ``quality.md``; returns the rows.
+    """
+    from contrasyn.checkpoint import load_checkpoint
+    from contrasyn.config import RunConfig, load_config
+    from contrasyn.data import load_dataset
+    from contrasyn.quality import (
+        feature_space,
+        reconstructions,
+        sample,
+        sample_distance,
+        save_grid,
+    )
+    from contrasyn.trainer import data_fingerprint, load_generator
+
+    out = Path(out)
+    feature_nets = {name: feature_space(name, inception) for name in spaces}
+    datasets: dict[str, ImageDataset] = {}
+    rows = []
+    for r in read_rows(out):
+        if r["method"] not in ("csi+g", "full"):
+            continue
+        run_dir = out / "runs" / r["dataset"] / r["method"] / f"class{r['normal_class']}"
+        run_dir = run_dir / f"seed{r['seed']}"
+        if not (run_dir / "last.safetensors").exists():
+            log(f"{run_dir}: no weights (not committed, or not trained here); skipped")
+            continue
+        cfg = load_config(RunConfig, run_dir / "config.json")
+        if r["dataset"] not in datasets:
+            datasets[r["dataset"]] = load_dataset(r["dataset"])
+        task = benchmark_task(datasets[r["dataset"]], r["normal_class"], val_normal)
+        images = _subsample(task.train_images, cfg.train.max_train, r["seed"])
+        train_x = _inputs(images, task.dataset, cfg)
+        if load_checkpoint(run_dir / "last")[1].get("data_sha256") != data_fingerprint(train_x):
+            raise ConfigError(
+                f"{run_dir}: its training images differ from the ones rebuilt here "
+                "(another --val-normal?)"
+            )
+        side, _ = load_generator(run_dir / "last")
+        row = {k: r[k] for k in KEY} | {"class_name": r.get("class_name"), "n": len(train_x)}
+        for name, net in feature_nets.items():
+            row[name.replace("-", "_")] = sample_distance(side.G, train_x, net, seed=r["seed"])
+        save_grid(list(sample(side.G, 128, r["seed"]).split(16)), run_dir / "samples.png")
+        if side.E is not None:
+            normal, anomalous = _grid_images(task, cfg, 16)
+            grid = [normal, reconstructions(side.G, side.E, normal)]
+            grid += [anomalous, reconstructions(side.G, side.E, anomalous)]
+            save_grid(grid, run_dir / "reconstructions.png")
+        rows.append(row)
+        log(
+            f"{r['dataset']} class {r['normal_class']} {r['method']}: "
+            + ", ".join(f"{n} {row[n.replace('-', '_')]:.2f}" for n in feature_nets)
+        )
+    _write_quality(out, rows, [n.replace("-", "_") for n in spaces])
+    return rows
+
+
+def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
+    (out / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if rows:
+        with (out / "quality.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    parts = []
+    for metric in metrics:
+        table = markdown_table(rows, metric, lower_is_better=True)
+        parts.append(
+            f"Fréchet distance of samples to training images, {metric} "
+            f"(lower is better):\n\n{table}\n"
+        )
+    (out / "quality.md").write_text("\n".join(parts))

@@ -348,6 +348,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     say(
         f"saved to {out} (model.safetensors, model.json); training checkpoints in {out}/checkpoints"
     )
+    if det.generator_ is not None:
+        from contrasyn.quality import sample, save_grid
+
+        save_grid(list(sample(det.generator_.G, 64, args.seed).split(16)), out / "samples.png")
+        say(f"the generator's samples: {out / 'samples.png'}")
     say(f"next: contrasyn score {out} IMAGES_OR_FOLDERS... --out scores.csv")
     return 0
 
@@ -485,6 +490,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    from contrasyn.bench import run_quality
+    from contrasyn.quality import FEATURE_SPACES
+
+    spaces = _parse_list(args.space)
+    unknown = [s for s in spaces if s not in FEATURE_SPACES]
+    if unknown:
+        raise ConfigError(
+            f"unknown feature space(s) {', '.join(unknown)}; known: {', '.join(FEATURE_SPACES)}"
+        )
+    rows = run_quality(args.results, spaces, args.inception, args.val_normal)
+    if not rows:
+        raise ConfigError(f"{args.results}: no trained csi+g or full runs with weights there")
+    print((Path(args.results) / "quality.md").read_text())
+    print(f"quality: {Path(args.results) / 'quality.csv'}; image grids in each run's folder")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contrasyn",
@@ -537,7 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--classes", default="all", help="'all' or e.g. 0,3,7 (normal class per task)"
     )
-    bench.add_argument("--methods", default="knn,csi", help="comma-separated: knn, csi")
+    bench.add_argument(
+        "--methods", default="knn,csi", help="comma-separated: knn, csi, csi+g, full"
+    )
     bench.add_argument("--seeds", default="0")
     bench.add_argument(
         "--preset", default="cpu", help="cpu (2-core CPU), paper (GPU), tiny (smoke)"
@@ -594,7 +619,11 @@ def _add_practitioner_commands(sub) -> None:
     fit.add_argument(
         "--out", required=True, metavar="MODEL_DIR", help="model folder to write (and resume)"
     )
-    fit.add_argument("--method", default="csi", help="detection method (this version: csi)")
+    fit.add_argument(
+        "--method",
+        default=None,
+        help="full (the paper's method), csi+g or csi; default: the preset's (full)",
+    )
     fit.add_argument(
         "--preset",
         default="cpu",
@@ -748,6 +777,32 @@ def _add_practitioner_commands(sub) -> None:
     )
     exp.add_argument("model", metavar="MODEL_DIR", help="folder written by `contrasyn fit`")
     exp.set_defaults(func=cmd_export)
+
+    qual = sub.add_parser(
+        "quality",
+        help="sample quality of a benchmark's csi+g/full runs: Fréchet distance, image grids",
+        formatter_class=raw,
+        description=_paragraphs(
+            "For every csi+g and full run of a benchmark folder whose weights are there: the "
+            "Fréchet distance between samples G(h) and the run's training images, and PNG "
+            "grids (samples.png; for full, reconstructions.png: normal and anomalous test "
+            "images above their reconstructions G(E(x))). Writes quality.csv, quality.jsonl "
+            "and quality.md into the folder.",
+            "Feature spaces: fd-rand (default), a fixed random ResNet-18, comparable between "
+            "runs and not FID; fid, Inception-v3 pool features, which needs torchvision and "
+            "the weights file inception_v3_google-0cc3c7bd.pth in ~/.cache/contrasyn/ "
+            "(or --inception PATH).",
+        ),
+        epilog="example:\n  contrasyn quality --results benchmarks/results/fashion-mnist-"
+        "variants-cpu\n\n" + EXIT_CODES,
+    )
+    qual.add_argument("--results", required=True, help="folder written by `contrasyn benchmark`")
+    qual.add_argument("--space", default="fd-rand", help="comma-separated: fd-rand, fid")
+    qual.add_argument("--inception", default=None, help="Inception-v3 weights file (for fid)")
+    qual.add_argument(
+        "--val-normal", type=int, default=None, help="as given to the benchmark, if it was"
+    )
+    qual.set_defaults(func=cmd_quality)
 
 
 def main(argv: list[str] | None = None) -> int:

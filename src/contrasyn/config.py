@@ -20,13 +20,15 @@ T = TypeVar("T")
 
 # The outlier scores (contrasyn.score); here so that torch-free code can name them.
 SCORES = ("paper", "csi", "feat")
+# The training variants of SPEC.md ("Training"): CSI alone, CSI + GAN, the paper's full method.
+TRAIN_METHODS = ("csi", "csi+g", "full")
 
 
 @dataclass
 class TrainConfig:
     """How F (and, for the generative variants, E, G, D, D') is trained."""
 
-    method: str = "csi"
+    method: str = "full"
     width: int = 64
     stem: str = "cifar"
     image_size: int = 32
@@ -57,8 +59,24 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 10
     log_every: int = 10
+    # The generative side (variants csi+g and full; SPEC.md "Losses" 4 and Algorithm 1).
+    latent_dim: int = 128
+    gen_width: int = 64  # SNGAN base channels: G/D/E run 8x..1x this (512..64 in the paper)
+    gen_every: int = 5  # N: one adversarial round after every N real batches
+    synth_batch: int | None = None  # synthetic images per round; None: the real batch size
+    rec_weight: float = 100.0  # lambda of L_REC (eq. 8)
+    gen_lr: float = 2e-4  # Adam for G and E
+    disc_lr: float = 2e-4  # Adam for D and D'
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Stability: stop when a discriminator loss stays below this for this many rounds in a row.
+    d_win_loss: float = 1e-3
+    d_win_rounds: int = 100
 
     def __post_init__(self) -> None:
+        if self.method not in TRAIN_METHODS:
+            raise ConfigError(
+                f"train.method must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}"
+            )
         for name in (
             "width",
             "image_size",
@@ -68,6 +86,10 @@ class TrainConfig:
             "log_every",
             "num_shifts",
             "proj_dim",
+            "latent_dim",
+            "gen_width",
+            "gen_every",
+            "d_win_rounds",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -75,6 +97,14 @@ class TrainConfig:
             raise ConfigError(f"train.channels must be 1 or 3, got {self.channels}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"train.steps must be >= 1 or null, got {self.steps}")
+        if self.synth_batch is not None and self.synth_batch < 2:
+            raise ConfigError(f"train.synth_batch must be >= 2 or null, got {self.synth_batch}")
+        if self.image_size < 8 or self.image_size & (self.image_size - 1):
+            if self.method != "csi":
+                raise ConfigError(
+                    f"train.image_size must be a power of two >= 8 for method {self.method!r} "
+                    f"(the generator doubles 4x4 up to it), got {self.image_size}"
+                )
         if self.max_train is not None and self.max_train < 2:
             raise ConfigError(f"train.max_train must be >= 2 or null, got {self.max_train}")
         if self.channels_last and self.width <= 4:

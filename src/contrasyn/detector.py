@@ -26,19 +26,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrasyn import __version__
+from contrasyn import __version__, quality
+from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
-from contrasyn.config import RunConfig, ScoreConfig, TrainConfig, from_dict, to_dict
+from contrasyn.config import TRAIN_METHODS, RunConfig, ScoreConfig, TrainConfig, from_dict, to_dict
 from contrasyn.data import find_images, load_images, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import CheckpointError, ConfigError, DataError
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
 from contrasyn.score import Scorer
-from contrasyn.trainer import build_model, resolve_device, train
+from contrasyn.trainer import build_model, resolve_device, train_networks
 
-AVAILABLE_METHODS = ("csi",)
-PLANNED_METHODS = ("csi+g", "full")
+AVAILABLE_METHODS = TRAIN_METHODS
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 _SCORE_FIELDS = {f.name for f in dataclasses.fields(ScoreConfig)}
 
@@ -65,10 +65,17 @@ def _route(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return nested
 
 
-class Detector:
-    """One-class image anomaly detector (``method="csi"``; ``csi+g``/``full`` are planned).
+def _to_uint8(images: Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
-    Parameters are stored as given (scikit-learn style); fitted state ends in ``_``.
+
+class Detector:
+    """One-class image anomaly detector.
+
+    ``method``: ``full`` (the paper's method: CSI plus an adversarial autoencoder whose
+    synthetic images join the contrastive training), ``csi+g`` (CSI plus a GAN) or ``csi``
+    (CSI alone); default: the preset's (``full``). Parameters are stored as given
+    (scikit-learn style); fitted state ends in ``_``.
     ``preset`` names a configuration (``cpu``, ``paper``, ``tiny``); any field of
     ``TrainConfig``/``ScoreConfig`` can be overridden by keyword (``epochs=5``). ``score``
     picks the outlier score (``feat``, ``paper``, ``csi``; default: the preset's).
@@ -86,7 +93,7 @@ class Detector:
 
     def __init__(
         self,
-        method: str = "csi",
+        method: str | None = None,
         preset: str = "cpu",
         score: str | None = None,
         false_alarm_rate: float = 0.05,
@@ -122,18 +129,15 @@ class Detector:
         """The configuration ``fit`` will use (preset + overrides + this detector's settings);
         raises ``ConfigError`` for an unknown method, setting or threshold rate."""
         self._rate()
-        if self.method not in AVAILABLE_METHODS:
-            planned = (
-                " (planned: the adversarial autoencoder is not in this version)"
-                if (self.method in PLANNED_METHODS)
-                else ""
-            )
+        if self.method is not None and self.method not in AVAILABLE_METHODS:
             raise ConfigError(
-                f"method {self.method!r} is not available{planned}; "
+                f"method {self.method!r} is not available; "
                 f"available: {', '.join(AVAILABLE_METHODS)}"
             )
         nested = _route(self.overrides)
-        nested["train"].update(method=self.method, device=self.device, seed=self.seed)
+        nested["train"].update(device=self.device, seed=self.seed)
+        if self.method is not None:
+            nested["train"]["method"] = self.method
         nested["score"].setdefault("seed", self.seed)
         if self.score is not None:
             nested["score"]["score"] = self.score
@@ -222,10 +226,13 @@ class Detector:
                 np.random.default_rng(self.seed).choice(rest, cfg.train.max_train, replace=False)
             )
         train_x = images[torch.as_tensor(rest)]
-        model = train(train_x, cfg.train, self.checkpoint_dir, progress=self.progress)
+        model, side = train_networks(
+            train_x, cfg.train, self.checkpoint_dir, progress=self.progress
+        )
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         self.config_ = cfg
         self.model_ = model
+        self.generator_ = side
         self.scorer_ = scorer
         self.n_train_ = len(train_x)
         self.holdout_scores_ = scorer.score_samples(model, images[torch.as_tensor(hold)])[
@@ -275,6 +282,29 @@ class Detector:
         """+1 for normal, -1 for anomalous (scikit-learn's outlier convention)."""
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
+    # -- the generator (csi+g, full) -------------------------------------------------------
+
+    def _generator(self) -> GenerativeSide:
+        self._check_fitted()
+        if self.generator_ is None:
+            raise ConfigError(
+                f"method {self.config_.train.method!r} has no generator (use csi+g or full)"
+            )
+        return self.generator_
+
+    def sample(self, n: int = 64, seed: int = 0) -> np.ndarray:
+        """``n`` synthetic images G(h), h ~ N(0, I), as uint8 (n, H, W, C) like the input."""
+        return _to_uint8(quality.sample(self._generator().G, n, seed))
+
+    def reconstruct(self, X: Images) -> np.ndarray:
+        """G(E(x)) of each image (``full`` only), as uint8 (n, H, W, C): normal images come
+        back close, anomalies are pulled towards the normal class (the paper's Figure 2)."""
+        side = self._generator()
+        if side.E is None:
+            raise ConfigError("reconstruction needs the encoder E: method 'full'")
+        images, _ = self._images(X, self.config_.train)
+        return _to_uint8(quality.reconstructions(side.G, side.E, images))
+
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
@@ -285,9 +315,11 @@ class Detector:
         tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         tensors.update({f"scorer.{k}": v for k, v in self.scorer_.state_tensors().items()})
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
+        if self.generator_ is not None:
+            tensors.update({f"gen.{k}": v for k, v in self.generator_.state_dict().items()})
         meta = {
             "format": DETECTOR_FORMAT,
-            "method": self.method,
+            "method": self.config_.train.method,
             "preset": self.preset,
             "config": to_dict(self.config_),
             "threshold": self.threshold_,
@@ -333,10 +365,16 @@ class Detector:
                 {k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")}
             )
             holdout = tensors["holdout_scores"].cpu().numpy()
+            side = None
+            if cfg.train.method != "csi":
+                side = GenerativeSide(cfg.train).to(dev)
+                side.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+                side.eval()
         except (KeyError, RuntimeError, TypeError, ConfigError) as e:
             raise CheckpointError(f"{path}: model files are inconsistent ({e})") from e
         det.config_ = cfg
         det.model_ = model.eval()
+        det.generator_ = side
         det.scorer_ = scorer
         det.n_train_ = meta["n_train"]
         det.holdout_scores_ = holdout

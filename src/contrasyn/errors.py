@@ -21,3 +21,8 @@ class ConfigError(ContrasynError):
 
 class CheckpointError(ContrasynError):
     """A checkpoint is missing, truncated, tampered with or from an incompatible version."""
+
+
+class TrainingError(ContrasynError):
+    """Training diverged or collapsed (a loss became NaN or infinite, or a discriminator won
+    outright for too long); the last good checkpoint is kept."""

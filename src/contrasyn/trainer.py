@@ -1,9 +1,12 @@
-"""Training loop for the ``csi`` variant: F on L_CSI over shifted instances (CSI, eq. 4).
+"""Algorithm 1: the training loop of all three variants (``csi``, ``csi+g``, ``full``).
 
 One readable loop: shuffle, build 2 views x K rotations on the device, one forward, L_CSI,
-LARS step on CSI's warm-up + cosine schedule. Loss components go to ``metrics.jsonl``;
-checkpoints (safetensors + JSON) are written every ``checkpoint_every`` epochs and at the
-end, and ``train`` resumes from ``out_dir/last`` when it exists.
+LARS step on CSI's warm-up + cosine schedule. For ``csi+g`` and ``full``, after every
+``gen_every`` batches the generative side runs one adversarial round
+(``adversarial.GenerativeSide.round``) and F takes one more step, on L_JOINT: L_CSI over the
+real batch and the round's synthetic batch together. Every loss component goes to
+``metrics.jsonl``; checkpoints (safetensors + JSON) are written every ``checkpoint_every``
+epochs and at the end, and ``train`` resumes from ``out_dir/last`` when it exists.
 """
 
 from __future__ import annotations
@@ -15,22 +18,22 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from contrasyn.adversarial import GenerativeSide, check_finite
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, shifted_views
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from contrasyn.config import TrainConfig, from_dict, to_dict
-from contrasyn.errors import ConfigError, ContrasynError
-from contrasyn.losses import csi_loss
+from contrasyn.errors import ConfigError, TrainingError
+from contrasyn.losses import CSILoss, csi_loss
 from contrasyn.nets import CSINet
 from contrasyn.optim import LARS, warmup_cosine_lr
 
-
-class TrainingError(ContrasynError):
-    """Training diverged (a loss became NaN or infinite)."""
+__all__ = ["Trained", "TrainingError", "load_generator", "load_model", "train", "train_networks"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,9 +98,14 @@ def _sgd_state(optimizer) -> dict:
     return optimizer.optim.state if isinstance(optimizer, LARS) else optimizer.state
 
 
-def _state_tensors(model: nn.Module, optimizer) -> dict[str, Tensor]:
-    """Everything needed to resume exactly: weights, momentum buffers, RNG state."""
+def _state_tensors(
+    model: nn.Module, optimizer, side: GenerativeSide | None = None
+) -> dict[str, Tensor]:
+    """Everything needed to resume exactly: weights, momentum and Adam state, RNG state."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if side is not None:
+        tensors.update({f"gen.{k}": v for k, v in side.state_dict().items()})
+        tensors.update(side.optimizer_tensors())
     state = _sgd_state(optimizer)
     for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
         buf = state[p].get("momentum_buffer")
@@ -109,8 +117,13 @@ def _state_tensors(model: nn.Module, optimizer) -> dict[str, Tensor]:
     return tensors
 
 
-def _restore(model: nn.Module, optimizer, tensors: dict[str, Tensor]) -> None:
+def _restore(
+    model: nn.Module, optimizer, side: GenerativeSide | None, tensors: dict[str, Tensor]
+) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if side is not None:
+        side.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+        side.load_optimizer_tensors(tensors)
     state = _sgd_state(optimizer)
     for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
         key = f"optim.momentum.{i}"
@@ -162,13 +175,44 @@ def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CS
     return model.eval(), cfg
 
 
+def load_generator(
+    stem: str | Path, device: str | torch.device = "cpu"
+) -> tuple[GenerativeSide, TrainConfig]:
+    """G, D (and E, D') of a ``csi+g`` or ``full`` checkpoint, in eval mode."""
+    tensors, meta = load_checkpoint(stem, device)
+    cfg = from_dict(TrainConfig, meta["config"])
+    if cfg.method == "csi":
+        raise ConfigError(f"{stem}: a 'csi' run has no generator (train csi+g or full)")
+    side = GenerativeSide(cfg).to(device)
+    side.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    return side.eval(), cfg
+
+
+class Trained(NamedTuple):
+    """What training produced: F, and G/D/E/D' for ``csi+g``/``full`` (else None), eval mode."""
+
+    model: CSINet
+    side: GenerativeSide | None
+
+
 def train(
     images: Tensor,
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> CSINet:
-    """Train F on ``images`` (N, C, H, W) in [0, 1]; returns the model in eval mode.
+    """Train on ``images`` and return F in eval mode (see ``train_networks``)."""
+    return train_networks(images, cfg, out_dir, progress).model
+
+
+def train_networks(
+    images: Tensor,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Trained:
+    """Train F (and, for ``csi+g``/``full``, the generative side) on ``images`` (N, C, H, W)
+    in [0, 1].
 
     With ``out_dir`` the run is checkpointed and resumable: rerunning the same call after an
     interruption continues from the last saved epoch with the same RNG state.
@@ -177,10 +221,16 @@ def train(
         raise ConfigError(
             f"training images must be (N, {cfg.channels}, H, W), got {tuple(images.shape)}"
         )
+    if cfg.method != "csi" and images.shape[-1] != cfg.image_size:
+        raise ConfigError(
+            f"training images are {images.shape[-2]}x{images.shape[-1]} but the generator of "
+            f"method {cfg.method!r} makes {cfg.image_size}x{cfg.image_size} (train.image_size)"
+        )
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
+    side = GenerativeSide(cfg).to(device) if cfg.method != "csi" else None
     augment, flip = build_augment(cfg), HorizontalFlip()
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
@@ -205,15 +255,34 @@ def train(
                 f"{out}: the run there was trained on other images; use the same images, "
                 "another output folder, or delete that folder to start over"
             )
-        _restore(model, optimizer, tensors)
+        _restore(model, optimizer, side, tensors)
         start_epoch = meta["epoch"]
     log = MetricsLog(out / "metrics.jsonl", start_epoch * steps_per_epoch) if out else None
 
     def checkpoint(epoch: int) -> None:
-        if out is not None:
+        # A discriminator on a winning streak may be collapsing training: an intermediate
+        # checkpoint then would not be a good one to keep, so it waits (the final one is kept).
+        streak = side is not None and max(side.win_streak.values()) > 0
+        if out is not None and (epoch == epochs or not streak):
             step = min(epoch * steps_per_epoch, total)
             meta = {"config": to_dict(cfg), "epoch": epoch, "step": step, "data_sha256": data_sha}
-            save_checkpoint(out / "last", _state_tensors(model, optimizer), meta)
+            save_checkpoint(out / "last", _state_tensors(model, optimizer, side), meta)
+
+    def f_step(x: Tensor, name: str, where: str) -> CSILoss:
+        """One LARS step of F on L_CSI over the shifted instances of ``x``."""
+        views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
+        with autocast(cfg.precision, device):
+            outputs = model(views.contiguous(memory_format=memory))
+        loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
+        check_finite(
+            f"{name} (L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g})",
+            loss.total.item(),
+            where,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+        return loss
 
     bar = tqdm(
         total=total,
@@ -224,6 +293,9 @@ def train(
         dynamic_ncols=True,
     )
     model.train()
+    if side is not None:
+        side.train()
+    gen_losses: dict[str, float] = {}
     tick = time.perf_counter()
     try:
         for epoch in range(start_epoch, epochs):
@@ -244,20 +316,16 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x = images[order[i * batch : (i + 1) * batch]].to(device, non_blocking=True)
-                views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
-                with autocast(cfg.precision, device):
-                    outputs = model(views.contiguous(memory_format=memory))
-                loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
-                if not math.isfinite(loss.total.item()):
-                    raise TrainingError(
-                        f"L_CSI became {loss.total.item()} at epoch {epoch}, step {step} "
-                        f"(L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g}); "
-                        f"the last good checkpoint is kept{f' in {out}' if out else ''}. "
-                        "Lower the learning rate or use precision fp32."
+                where = f"at epoch {epoch}, step {step}" + (f" (in {out})" if out else "")
+                loss = f_step(x, "L_CSI", where)
+                record = {"loss": loss.total.item(), "loss_con": loss.con.item()}
+                record["loss_cls"] = loss.cls.item()
+                if side is not None and (step + 1) % cfg.gen_every == 0:
+                    gen_losses, synthetic = side.round(
+                        model, x, augment, flip, lambda: autocast(cfg.precision, device), where
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                optimizer.step()
+                    joint = f_step(torch.cat([x, synthetic]), "L_JOINT", where)
+                    gen_losses = {**gen_losses, "loss_joint": joint.total.item(), "gen_step": step}
                 bar.update(1)
                 if log is not None and (step % cfg.log_every == 0 or step == total - 1):
                     log.write(
@@ -265,17 +333,18 @@ def train(
                             "step": step,
                             "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
                             "lr": lr,
-                            "loss": loss.total.item(),
-                            "loss_con": loss.con.item(),
-                            "loss_cls": loss.cls.item(),
+                            **record,
+                            **gen_losses,
                             "seconds": round(time.perf_counter() - tick, 3),
                         }
                     )
-                bar.set_postfix(loss=f"{loss.total.item():.3f}", lr=f"{lr:.3g}", refresh=False)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", refresh=False)
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs:
                 checkpoint(epoch + 1)
     finally:
         bar.close()
         if log is not None:
             log.close()
-    return model.eval()
+    if side is not None:
+        side.eval()
+    return Trained(model.eval(), side)
