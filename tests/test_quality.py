@@ -124,6 +124,7 @@ def test_benchmark_trains_the_variants_and_quality_reads_them(variants_bench: Pa
     quality = list(csv.DictReader((out / "quality.csv").open()))
     assert [q["method"] for q in quality] == ["csi+g", "full"]
     assert all(float(q["fd_rand"]) > 0 for q in quality)
+    assert all(0 <= float(q["synthetic_vs_normal_auroc"]) <= 1 for q in quality)
     runs = out / "runs" / "synthetic"
     samples = np.asarray(Image.open(runs / "full/class0/seed0/samples.png"))
     assert samples.shape[:2] == (8 * (32 + 2) + 2, 16 * (32 + 2) + 2)

@@ -320,7 +320,9 @@ def run_quality(
     those training images (rebuilt from the dataset and checked against the run's data
     fingerprint), ``samples.png`` (8 x 16 samples) and, for ``full``, ``reconstructions.png``
     (normal test images, their G(E(x)), anomalous test images, theirs: the paper's Figure 2).
-    Writes ``quality.jsonl``, ``quality.csv`` and ``quality.md``; returns the rows.
+    Also ``synthetic_vs_normal_auroc``: how well F's score tells samples from normal test
+    images (0.5: F takes G's images for normal ones; near 1: for anomalies). Writes
+    ``quality.jsonl``, ``quality.csv`` and ``quality.md``; returns the rows.
     """
     from contrasyn.checkpoint import load_checkpoint
     from contrasyn.config import RunConfig, load_config
@@ -332,7 +334,7 @@ def run_quality(
         sample_distance,
         save_grid,
     )
-    from contrasyn.trainer import data_fingerprint, load_generator
+    from contrasyn.trainer import data_fingerprint, load_generator, load_model
 
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}
@@ -361,6 +363,17 @@ def run_quality(
         row = {k: r[k] for k in KEY} | {"class_name": r.get("class_name"), "n": len(train_x)}
         for name, net in feature_nets.items():
             row[name.replace("-", "_")] = sample_distance(side.G, train_x, net, seed=r["seed"])
+        # Where G's images sit in F's space: the AUROC of F's score (the run's default)
+        # telling synthetic images from the normal test images; 0.5 = F takes them for normal.
+        model, _ = load_model(run_dir / "last")
+        scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
+        normal_x = _inputs(task.test_images[~task.test_is_anomaly], task.dataset, cfg)
+        synthetic = sample(side.G, len(normal_x), r["seed"] + 1)
+        scored = [
+            scorer.score_samples(model, x)[cfg.score.score].numpy() for x in (normal_x, synthetic)
+        ]
+        is_synthetic = np.r_[np.zeros(len(normal_x)), np.ones(len(synthetic))]
+        row["synthetic_vs_normal_auroc"] = auroc(is_synthetic, -np.concatenate(scored))
         save_grid(list(sample(side.G, 128, r["seed"]).split(16)), run_dir / "samples.png")
         if side.E is not None:
             normal, anomalous = _grid_images(task, cfg, 16)
@@ -384,6 +397,12 @@ def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
             writer.writeheader()
             writer.writerows(rows)
     parts = []
+    if rows:
+        table = markdown_table(rows, "synthetic_vs_normal_auroc")
+        parts.append(
+            "AUROC of F's score telling G's samples from normal test images "
+            f"(0.5: F takes them for normal images):\n\n{table}\n"
+        )
     for metric in metrics:
         table = markdown_table(rows, metric, lower_is_better=True)
         parts.append(
