@@ -400,3 +400,27 @@ def test_export_then_onnx_scores_equal_the_cli_scores(model_copy, folders, tmp_p
     np.testing.assert_allclose(
         onnx.anomaly_score(x), [float(r["anomaly_score"]) for r in rows], rtol=0, atol=1e-4
     )
+
+
+# ---------------------------------------------------------------------------------- sample
+
+
+def test_sample_writes_grids_of_samples_and_reconstructions(
+    fitted, folders, tmp_path: Path, capsys
+) -> None:
+    model, _ = fitted
+    assert main(["sample", str(model), "--out", str(tmp_path / "s.png"), "--n", "40"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    # 40 samples -> two whole rows of 16 (16x16 images, 2-pixel padding)
+    assert Image.open(tmp_path / "s.png").size == (16 * 18 + 2, 2 * 18 + 2)
+    args = ["sample", str(model), "--reconstruct", str(folders["test"] / "anomalous"), "--n", "5"]
+    assert main([*args, "--out", str(tmp_path / "r.png")]) == 0
+    assert "5 images (top) and their reconstructions" in capsys.readouterr().out
+    assert Image.open(tmp_path / "r.png").size == (5 * 18 + 2, 2 * 18 + 2)
+
+
+def test_sample_errors(fitted, tmp_path: Path, capsys) -> None:
+    model, _ = fitted
+    assert main(["sample", str(model), "--out", str(tmp_path / "s.png"), "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "none"), "--out", str(tmp_path / "s.png")]) == 2

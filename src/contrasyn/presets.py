@@ -8,7 +8,11 @@ rate (base 0.1 at 32 images, x10 warm-up over 2 epochs, cosine to 0), 12 epochs 
 steps, ~4.5 min at ~45 images/s). Scoring is one deterministic pass of the 4 rotations with
 the ``feat`` score: on Fashion-MNIST class 0's validation split (a 20-epoch model) it gave
 AUROC 0.940, against 0.935 for R = 2 random test-time draws of T (0.934 for R = 1, 0.935 for
-R = 4), at half the cost, and a score that depends only on the image. Precision ``auto``
+R = 4), at half the cost, and a score that depends only on the image. The generative side
+(method ``full``, the default, and ``csi+g``) runs G, D and E at base width 16, a quarter of
+SNGAN's 64 as F's width is a quarter of CSI's; a ``full`` or ``csi+g`` run trains ~1.9x
+longer than ``csi`` (the L_CSI-S and L_JOINT steps cost two more F steps every 5 batches,
+L_JOINT on twice the images). Precision ``auto``
 uses bf16 only where the hardware has native bf16 (on CPUs without it, bf16 autocast is
 ~10x slower than fp32).
 """

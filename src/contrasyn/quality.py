@@ -75,7 +75,7 @@ class RandomFeatures(nn.Module):
         self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net((_three_channels(x) - 0.5) / 0.5)
+        return self.net(_three_channels(x))  # ResNet18 normalises [0, 1] inputs itself
 
 
 class InceptionFeatures(nn.Module):
