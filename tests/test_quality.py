@@ -133,6 +133,19 @@ def test_benchmark_trains_the_variants_and_quality_reads_them(variants_bench: Pa
     assert "fd_rand" in (out / "quality.md").read_text()
 
 
+def test_quality_keeps_rows_of_runs_whose_weights_are_gone(variants_bench: Path) -> None:
+    out = variants_bench
+    assert main(["quality", "--results", str(out)]) == 0
+    before = (out / "quality.jsonl").read_text()
+    weights = out / "runs/synthetic/full/class0/seed0/last.safetensors"
+    moved = weights.rename(weights.with_suffix(".moved"))
+    try:
+        assert main(["quality", "--results", str(out)]) == 0
+        assert (out / "quality.jsonl").read_text() == before
+    finally:
+        moved.rename(weights)
+
+
 def test_quality_refuses_other_training_images(variants_bench: Path, capsys) -> None:
     assert main(["quality", "--results", str(variants_bench), "--val-normal", "3"]) == 2
     assert "training images differ" in capsys.readouterr().err

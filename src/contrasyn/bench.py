@@ -339,6 +339,11 @@ def run_quality(
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}
     datasets: dict[str, ImageDataset] = {}
+    earlier = {}  # rows of an earlier call, kept for runs whose weights are not here
+    if (out / "quality.jsonl").exists():
+        for line in (out / "quality.jsonl").read_text().splitlines():
+            q = json.loads(line)
+            earlier[tuple(q[k] for k in KEY)] = q
     rows = []
     for r in read_rows(out):
         if r["method"] not in ("csi+g", "full"):
@@ -346,7 +351,13 @@ def run_quality(
         run_dir = out / "runs" / r["dataset"] / r["method"] / f"class{r['normal_class']}"
         run_dir = run_dir / f"seed{r['seed']}"
         if not (run_dir / "last.safetensors").exists():
-            log(f"{run_dir}: no weights (not committed, or not trained here); skipped")
+            kept = earlier.get(tuple(r[k] for k in KEY))
+            log(
+                f"{run_dir}: no weights (not committed, or not trained here); "
+                + ("its earlier quality row is kept" if kept else "skipped")
+            )
+            if kept:
+                rows.append(kept)
             continue
         cfg = load_config(RunConfig, run_dir / "config.json")
         if r["dataset"] not in datasets:
