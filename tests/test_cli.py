@@ -143,9 +143,9 @@ def test_rerun_with_more_cells_runs_only_the_new_ones(
         (out / name).write_bytes((bench_out / name).read_bytes())
     real, ran = bench.run_cell, []
 
-    def counting(task, method, seed, cfg, run_dir=None, progress=True):
+    def counting(task, method, seed, cfg, run_dir=None, progress=True, preset="cpu"):
         ran.append((task.normal_classes, method))
-        return real(task, method, seed, cfg, run_dir, progress)
+        return real(task, method, seed, cfg, run_dir, progress, preset=preset)
 
     monkeypatch.setattr(bench, "run_cell", counting)
     assert main(_bench_args(out, classes="0,1", methods="knn")) == 0
@@ -156,6 +156,25 @@ def test_rerun_with_more_cells_runs_only_the_new_ones(
         ("csi", "0"),
         ("knn", "1"),
     ]
+
+
+def test_benchmark_runs_every_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "baselines"
+    methods = "knn,ocsvm,deepsvdd,rot,goad"
+    assert main(_bench_args(out, methods=methods)) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["method"] for r in rows] == methods.split(",")
+    for r in rows:
+        assert r["score"] == r["method"] and 0 <= float(r["auroc"]) <= 1
+        assert 0 <= float(r[f"val_auroc_{r['method']}"]) <= 1
+    # the tiny preset's settings, recorded beside each learned baseline's scores
+    settings = json.loads((out / "runs/synthetic/deepsvdd/class0/seed0/settings.json").read_text())
+    assert settings["epochs"] == 3 and settings["max_train"] == 200
+    assert {r["n_train"] for r in rows if r["method"] == "goad"} == {"50"}
+    # each method's rows carry its own configuration hash: another CSI width leaves the
+    # learned baselines' rows valid (resumed, nothing to do), not kNN's (input settings)
+    assert main([*_bench_args(out, methods="ocsvm,goad"), "--set", "train.width=4"]) == 0
+    assert main([*_bench_args(out, methods="knn"), "--set", "train.width=4"]) == 2
 
 
 def test_data_info_digits(capsys) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contrasyn.baselines.knn import PixelKNN
+from contrasyn.baselines import BASELINES, baseline_settings, build_baseline
 from contrasyn.config import TRAIN_METHODS, RunConfig, merge, save_config, to_dict
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
@@ -28,7 +28,7 @@ from contrasyn.protocol import OneClassTask, one_class_task
 from contrasyn.score import SCORES, Scorer
 from contrasyn.trainer import resolve_device, train
 
-METHODS = ("knn", *TRAIN_METHODS)
+METHODS = (*BASELINES, *TRAIN_METHODS)
 KEY = ("dataset", "method", "normal_class", "seed", "preset")
 COLUMNS = (
     *KEY,
@@ -64,22 +64,31 @@ def run_cell(
     cfg: RunConfig,
     run_dir: Path | None = None,
     progress: bool = True,
+    preset: str = "cpu",
 ) -> dict:
-    """Train and score one method on one task; returns the metrics row (without the key)."""
+    """Train and score one method on one task; returns the metrics row (without the key).
+    ``preset`` picks the baselines' settings (``BASELINE_PRESETS``); CSI's are in ``cfg``."""
     row: dict = {}
     test_x = _inputs(task.test_images, task.dataset, cfg)
-    if method == "knn":
-        train_x = _inputs(task.train_images, task.dataset, cfg)
+    if method in BASELINES:
+        settings = baseline_settings(method, preset)
+        images = _subsample(task.train_images, settings["max_train"], seed)
+        train_x = _inputs(images, task.dataset, cfg)
+        if run_dir is not None and method != "knn":
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+        device = str(resolve_device(cfg.train.device))
+        detector = build_baseline(method, settings, seed, device)
         t0 = time.perf_counter()
-        knn = PixelKNN().fit(train_x)
+        detector.fit(train_x)
         t1 = time.perf_counter()
-        scores = {"knn": knn.anomaly_score(test_x).numpy()}
+        scores = {method: detector.anomaly_score(test_x).numpy()}
         val = (
-            {"knn": knn.anomaly_score(_inputs(task.val_images, task.dataset, cfg)).numpy()}
+            {method: detector.anomaly_score(_inputs(task.val_images, task.dataset, cfg)).numpy()}
             if task.val_images is not None
             else None
         )
-        default = "knn"
+        default = method
     elif method in TRAIN_METHODS:
         cfg = merge(cfg, {"train": {"seed": seed, "method": method}, "score": {"seed": seed}})
         images = _subsample(task.train_images, cfg.train.max_train, seed)
@@ -231,6 +240,17 @@ def markdown_table(rows: list[dict], metric: str = "auroc", lower_is_better: boo
     return "\n".join(lines)
 
 
+def _config_sha(method: str, preset: str, cfg: RunConfig) -> str:
+    """What a result depends on: CSI's run configuration for the CSI family and kNN (the
+    input size), a baseline's own settings (and the input size) for the other baselines."""
+    if method in TRAIN_METHODS or method == "knn":
+        text = json.dumps(to_dict(cfg), sort_keys=True)
+    else:
+        inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
+        text = json.dumps([baseline_settings(method, preset), inputs], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def benchmark_task(ds: ImageDataset, normal: int, val_normal: int | None = None) -> OneClassTask:
     """The one-class task of a benchmark cell: ``val_normal`` normal train images (default:
     10% of the class, at most 500) are held out for validation."""
@@ -259,14 +279,17 @@ def run_benchmark(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config_sha = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
     rows = read_rows(out)
-    clash = {r["config_sha"] for r in rows if r["preset"] == preset} - {config_sha}
-    if clash:
-        raise ConfigError(
-            f"{out} holds {preset!r} results made with another configuration "
-            f"(config {', '.join(sorted(clash))}, now {config_sha}); use another --out"
-        )
+    shas = {m: _config_sha(m, preset, cfg) for m in methods}
+    for method, sha in shas.items():
+        clash = {
+            r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
+        } - {sha}
+        if clash:
+            raise ConfigError(
+                f"{out} holds {preset!r} {method} results made with another configuration "
+                f"(config {', '.join(sorted(clash))}, now {sha}); use another --out"
+            )
     save_config(cfg, out / f"preset-{preset}.json")
     done = {tuple(r[k] for k in KEY) for r in rows}
     log(f"device {resolve_device(cfg.train.device)}; {len(done)} cell(s) already done in {out}")
@@ -279,9 +302,11 @@ def run_benchmark(
                     continue
                 run_dir = out / "runs" / ds.name / method / f"class{c}" / f"seed{seed}"
                 row = dict(
-                    zip(KEY, key, strict=True), class_name=ds.class_names[c], config_sha=config_sha
+                    zip(KEY, key, strict=True),
+                    class_name=ds.class_names[c],
+                    config_sha=shas[method],
                 )
-                row.update(run_cell(task, method, seed, cfg, run_dir, progress))
+                row.update(run_cell(task, method, seed, cfg, run_dir, progress, preset=preset))
                 rows.append(row)
                 with (out / "results.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -596,7 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes", default="all", help="'all' or e.g. 0,3,7 (normal class per task)"
     )
     bench.add_argument(
-        "--methods", default="knn,csi", help="comma-separated: knn, csi, csi+g, full"
+        "--methods",
+        default="knn,csi",
+        help="comma-separated: knn, ocsvm, deepsvdd, rot, goad, csi, csi+g, full",
     )
     bench.add_argument("--seeds", default="0")
     bench.add_argument(
