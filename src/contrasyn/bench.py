@@ -190,7 +190,9 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[dict], metric: str = "auroc", lower_is_better: bool = False) -> str:
+def markdown_table(
+    rows: list[dict], metric: str = "auroc", lower_is_better: bool = False, fmt: str = ".3f"
+) -> str:
     """Per-class AUROC (or ``metric``; mean +- std over seeds) for each method, with the mean
     over classes; the best method of each row in bold."""
     pick = min if lower_is_better else max
@@ -205,7 +207,7 @@ def markdown_table(rows: list[dict], metric: str = "auroc", lower_is_better: boo
         if not values:
             return float("-inf"), "-"
         m = float(np.mean(values))
-        text = f"{m:.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+        text = f"{m:{fmt}}" + (f" ± {np.std(values):{fmt}}" if len(values) > 1 else "")
         return m, text
 
     per_method_means: dict[str, list[float]] = {m: [] for m in methods}
@@ -232,7 +234,9 @@ def markdown_table(rows: list[dict], metric: str = "auroc", lower_is_better: boo
     lines.append(
         "| **mean** | "
         + " | ".join(
-            f"**{float(v):.3f}**" if v == best and t != "-" else (f"{v:.3f}" if t != "-" else "-")
+            f"**{float(v):{fmt}}**"
+            if v == best and t != "-"
+            else (f"{v:{fmt}}" if t != "-" else "-")
             for v, t in means
         )
         + " |"
@@ -419,7 +423,7 @@ def run_quality(
         rows.append(row)
         log(
             f"{r['dataset']} class {r['normal_class']} {r['method']}: "
-            + ", ".join(f"{n} {row[n.replace('-', '_')]:.2f}" for n in feature_nets)
+            + ", ".join(f"{n} {row[n.replace('-', '_')]:.4g}" for n in feature_nets)
         )
     _write_quality(out, rows, [n.replace("-", "_") for n in spaces])
     return rows
@@ -440,7 +444,7 @@ def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
             f"(0.5: F takes them for normal images):\n\n{table}\n"
         )
     for metric in metrics:
-        table = markdown_table(rows, metric, lower_is_better=True)
+        table = markdown_table(rows, metric, lower_is_better=True, fmt=".4g")
         parts.append(
             f"Fréchet distance of samples to training images, {metric} "
             f"(lower is better):\n\n{table}\n"
