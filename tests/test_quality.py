@@ -154,3 +154,24 @@ def test_quality_refuses_other_training_images(variants_bench: Path, capsys) -> 
 def test_quality_without_generative_runs(tmp_path: Path, capsys) -> None:
     assert main(["quality", "--results", str(tmp_path)]) == 2
     assert "no trained csi+g or full runs" in capsys.readouterr().err
+
+
+def test_grid_images_are_normal_then_anomalous() -> None:
+    from contrasyn.bench import _grid_images
+    from contrasyn.config import RunConfig, TrainConfig
+    from contrasyn.data import load_dataset
+    from contrasyn.protocol import one_class_task
+
+    task = one_class_task(load_dataset("synthetic"), 2)
+    cfg = RunConfig(TrainConfig(image_size=32, channels=1))
+    normal, anomalous = _grid_images(task, cfg, 12)
+    labels = task.test_labels
+    expected = torch.from_numpy(task.test_images[labels == 2][:12]).permute(0, 3, 1, 2) / 255
+    assert torch.allclose(normal, expected, atol=1e-6)
+    # anomalous ones cycle over the other classes: 12 images, none of class 2
+    firsts = [np.flatnonzero(labels == c)[0] for c in (0, 1, 3, 4, 5)]
+    assert torch.allclose(
+        anomalous[:5],
+        torch.from_numpy(task.test_images[firsts]).permute(0, 3, 1, 2).float() / 255,
+        atol=1e-6,
+    )

@@ -326,8 +326,9 @@ def run_benchmark(
 
 def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` normal test images and ``n`` anomalous ones, cycling over the classes."""
-    normal = np.flatnonzero(~task.test_is_anomaly)[:n]
-    others = sorted(set(task.test_labels[task.test_is_anomaly].tolist()))
+    is_anomaly = np.asarray(task.test_is_anomaly).astype(bool)
+    normal = np.flatnonzero(~is_anomaly)[:n]
+    others = sorted(set(task.test_labels[is_anomaly].tolist()))
     firsts = [np.flatnonzero(task.test_labels == c) for c in others]
     anomalous = [firsts[i % len(firsts)][i // len(firsts)] for i in range(n)]
     return (
@@ -407,7 +408,8 @@ def run_quality(
         # telling synthetic images from the normal test images; 0.5 = F takes them for normal.
         model, _ = load_model(run_dir / "last")
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
-        normal_x = _inputs(task.test_images[~task.test_is_anomaly], task.dataset, cfg)
+        is_normal = np.asarray(task.test_is_anomaly) == 0
+        normal_x = _inputs(task.test_images[is_normal], task.dataset, cfg)
         synthetic = sample(side.G, len(normal_x), r["seed"] + 1)
         scored = [
             scorer.score_samples(model, x)[cfg.score.score].numpy() for x in (normal_x, synthetic)
