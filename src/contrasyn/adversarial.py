@@ -95,6 +95,15 @@ class GenerativeSide(nn.Module):
                 )
         self.win_streak = {"D": 0, "Dz": 0}  # consecutive rounds each discriminator won outright
 
+    def weight_tensors(self) -> dict[str, Tensor]:
+        """The networks' weights under the checkpoint prefix ``gen.``."""
+        return {f"gen.{k}": v for k, v in self.state_dict().items()}
+
+    def load_weight_tensors(self, tensors: dict[str, Tensor]) -> GenerativeSide:
+        """Load the ``gen.`` entries of a checkpoint (other entries are ignored)."""
+        self.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+        return self
+
     def optimizer_tensors(self) -> dict[str, Tensor]:
         """The Adam states as flat tensors for a safetensors checkpoint."""
         tensors = {}

@@ -316,7 +316,7 @@ class Detector:
         tensors.update({f"scorer.{k}": v for k, v in self.scorer_.state_tensors().items()})
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
         if self.generator_ is not None:
-            tensors.update({f"gen.{k}": v for k, v in self.generator_.state_dict().items()})
+            tensors.update(self.generator_.weight_tensors())
         meta = {
             "format": DETECTOR_FORMAT,
             "method": self.config_.train.method,
@@ -368,7 +368,7 @@ class Detector:
             side = None
             if cfg.train.method != "csi":
                 side = GenerativeSide(cfg.train).to(dev)
-                side.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+                side.load_weight_tensors(tensors)
                 side.eval()
         except (KeyError, RuntimeError, TypeError, ConfigError) as e:
             raise CheckpointError(f"{path}: model files are inconsistent ({e})") from e

@@ -104,7 +104,7 @@ def _state_tensors(
     """Everything needed to resume exactly: weights, momentum and Adam state, RNG state."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if side is not None:
-        tensors.update({f"gen.{k}": v for k, v in side.state_dict().items()})
+        tensors.update(side.weight_tensors())
         tensors.update(side.optimizer_tensors())
     state = _sgd_state(optimizer)
     for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
@@ -122,7 +122,7 @@ def _restore(
 ) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if side is not None:
-        side.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+        side.load_weight_tensors(tensors)
         side.load_optimizer_tensors(tensors)
     state = _sgd_state(optimizer)
     for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
@@ -184,7 +184,7 @@ def load_generator(
     if cfg.method == "csi":
         raise ConfigError(f"{stem}: a 'csi' run has no generator (train csi+g or full)")
     side = GenerativeSide(cfg).to(device)
-    side.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    side.load_weight_tensors(tensors)
     return side.eval(), cfg
 
 
