@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test lint clean
+.PHONY: setup data browser demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,10 +23,15 @@ data:
 	@test -d $(FMNIST) || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
 	  || echo "note: could not install dataset-fashion-mnist; the demo will use digits"
 
+# Headless Chromium, for the test that renders the HTML report (skipped without it).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: could not install chromium; the report's rendering test will be skipped"
+
 demo: setup data
 	$(VENV)/bin/contrasyn demo
 
-test: setup data
+test: setup data browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest
 

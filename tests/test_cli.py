@@ -177,6 +177,23 @@ def test_benchmark_runs_every_baseline(tmp_path: Path) -> None:
     assert main([*_bench_args(out, methods="knn"), "--set", "train.width=4"]) == 2
 
 
+def test_demo_falls_back_to_digits_and_writes_the_report(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--root", str(tmp_path / "no-fmnist"), "--out", str(out), "--quiet"]
+    assert main([*args, "--methods", "knn,ocsvm"]) == 0
+    text = capsys.readouterr().out
+    assert "using digits" in text and "| class | knn | ocsvm |" in text
+    assert str(out / "report.html") in text and (out / "report.html").is_file()
+    rows = _csv(out / "results.csv")
+    assert [(r["method"], r["normal_class"], r["preset"]) for r in rows] == [
+        ("knn", "0", "demo"),
+        ("ocsvm", "0", "demo"),
+        ("knn", "1", "demo"),
+        ("ocsvm", "1", "demo"),
+    ]
+    assert all(float(r["auroc"]) > 0.8 for r in rows)  # digits 0 and 1: easy in raw pixels
+
+
 def test_data_info_digits(capsys) -> None:
     assert main(["data", "info", "digits"]) == 0
     text = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import DataError
-from contrasyn.protocol import one_class_task, resolve_classes
+from contrasyn.protocol import one_class_task, resolve_classes, subsample_test
 
 TRAIN_LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1, 0, 2, 0])  # six of class 0
 TEST_LABELS = np.array([2, 0, 1, 1, 0, 2, 0])
@@ -135,3 +135,29 @@ def test_class_without_train_images_or_without_anomalies() -> None:
 
 def test_numpy_integer_class() -> None:
     assert one_class_task(_dataset(), np.int64(2)).normal_classes == (2,)
+
+
+def test_test_subsample_is_stratified_seeded_and_located() -> None:
+    labels = np.repeat([0, 1, 2, 3], [100, 300, 500, 100])  # 1,000 test images
+    ds = ImageDataset(
+        name="toy",
+        train_images=np.zeros((4, 4, 4, 1), np.uint8),
+        train_labels=np.array([0, 1, 2, 3]),
+        test_images=(np.arange(1000) % 256).astype(np.uint8)[:, None, None, None],
+        test_labels=labels,
+        class_names=["a", "b", "c", "d"],
+    )
+    task = one_class_task(ds, 0)
+    sub = subsample_test(task, 101)
+    # shares 10.1 / 30.3 / 50.5 / 10.1: floors 10/30/50/10, the one left over goes to
+    # the largest remainder (class 2's 0.5)
+    assert np.bincount(sub.test_labels).tolist() == [10, 30, 51, 10]
+    assert len(sub.test_index) == 101 and np.all(np.diff(sub.test_index) > 0)
+    assert np.array_equal(sub.test_labels, labels[sub.test_index])
+    assert np.array_equal(sub.test_images, ds.test_images[sub.test_index])
+    assert np.array_equal(sub.test_is_anomaly, task.test_is_anomaly[sub.test_index])
+    assert np.array_equal(subsample_test(task, 101).test_index, sub.test_index)  # seeded
+    assert not np.array_equal(subsample_test(task, 101, seed=1).test_index, sub.test_index)
+    assert subsample_test(task, 1000) is task and task.test_index is None
+    with pytest.raises(DataError, match="too few"):
+        subsample_test(task, 3)  # 0.3 normal images round to none

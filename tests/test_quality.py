@@ -146,8 +146,24 @@ def test_quality_keeps_rows_of_runs_whose_weights_are_gone(variants_bench: Path)
         moved.rename(weights)
 
 
+def test_quality_keeps_runs_measured_before_unless_asked(variants_bench: Path, monkeypatch) -> None:
+    out = variants_bench
+    assert main(["quality", "--results", str(out)]) == 0
+    before = (out / "quality.jsonl").read_text()
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a run measured before was measured again")
+
+    monkeypatch.setattr("contrasyn.trainer.load_generator", must_not_load)
+    assert main(["quality", "--results", str(out)]) == 0
+    assert (out / "quality.jsonl").read_text() == before
+    with pytest.raises(AssertionError, match="measured again"):
+        main(["quality", "--results", str(out), "--recompute"])
+
+
 def test_quality_refuses_other_training_images(variants_bench: Path, capsys) -> None:
-    assert main(["quality", "--results", str(variants_bench), "--val-normal", "3"]) == 2
+    args = ["quality", "--results", str(variants_bench), "--val-normal", "3", "--recompute"]
+    assert main(args) == 2
     assert "training images differ" in capsys.readouterr().err
 
 

@@ -24,9 +24,9 @@ from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
 from contrasyn.metrics import auroc, evaluate
-from contrasyn.protocol import OneClassTask, one_class_task
+from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
 from contrasyn.score import SCORES, Scorer
-from contrasyn.trainer import resolve_device, train
+from contrasyn.trainer import resolve_device, train_networks
 
 METHODS = (*BASELINES, *TRAIN_METHODS)
 KEY = ("dataset", "method", "normal_class", "seed", "preset")
@@ -48,6 +48,52 @@ def _inputs(images: np.ndarray, dataset: str, cfg: RunConfig) -> torch.Tensor:
     return to_model_input(
         images, cfg.train.image_size, cfg.train.channels, default_resize_policy(dataset)
     )
+
+
+def run_path(out: Path, row: dict) -> Path:
+    """Where a cell's run files live: ``out/runs/DATASET/METHOD/classK/seedS``."""
+    return (
+        out
+        / "runs"
+        / row["dataset"]
+        / row["method"]
+        / f"class{row['normal_class']}"
+        / f"seed{row['seed']}"
+    )
+
+
+def environment(device: str, command: str | None = None) -> dict:
+    """Versions and machine facts recorded with every benchmark invocation."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    import sklearn
+
+    from contrasyn.checkpoint import versions
+
+    return {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "versions": versions() | {"numpy": np.__version__, "scikit-learn": sklearn.__version__},
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+    }
+
+
+def _write_losses(detector, run_dir: Path) -> None:
+    """A learned baseline's per-epoch losses as ``metrics.jsonl`` (for the report)."""
+    lines = [
+        {"phase": phase, "epoch": i + 1, "loss": loss}
+        for phase, attr in (("pretrain", "pretrain_loss_"), ("train", "train_loss_"))
+        for i, loss in enumerate(getattr(detector, attr, []))
+    ]
+    if lines:
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
 def _subsample(images: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -82,6 +128,8 @@ def run_cell(
         t0 = time.perf_counter()
         detector.fit(train_x)
         t1 = time.perf_counter()
+        if run_dir is not None and method != "knn":
+            _write_losses(detector, run_dir)
         scores = {method: detector.anomaly_score(test_x).numpy()}
         val = (
             {method: detector.anomaly_score(_inputs(task.val_images, task.dataset, cfg)).numpy()}
@@ -97,8 +145,10 @@ def run_cell(
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.json")
         t0 = time.perf_counter()
-        model = train(train_x, cfg.train, run_dir, progress=progress)
+        model, side = train_networks(train_x, cfg.train, run_dir, progress=progress)
         t1 = time.perf_counter()
+        if side is not None and run_dir is not None:
+            save_generator_grids(side, task, cfg, run_dir, seed)
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         scores = {k: -v.numpy() for k, v in scorer.score_samples(model, test_x).items()}
         val = None
@@ -124,10 +174,12 @@ def run_cell(
             row[f"val_auroc_{name}"] = auroc(task.val_is_anomaly, s)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        index = {} if task.test_index is None else {"test_index": task.test_index}
         np.savez_compressed(
             run_dir / "test_scores.npz",
             is_anomaly=task.test_is_anomaly,
             labels=task.test_labels,
+            **index,
             **scores,
         )
     return row
@@ -244,23 +296,30 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def _config_sha(method: str, preset: str, cfg: RunConfig) -> str:
+def _config_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None = None) -> str:
     """What a result depends on: CSI's run configuration for the CSI family and kNN (the
-    input size), a baseline's own settings (and the input size) for the other baselines."""
+    input size), a baseline's own settings (and the input size) for the other baselines;
+    and the test subsample size, if any."""
     if method in TRAIN_METHODS or method == "knn":
         text = json.dumps(to_dict(cfg), sort_keys=True)
     else:
         inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
         text = json.dumps([baseline_settings(method, preset), inputs], sort_keys=True)
+    if max_test is not None:
+        text += f"|max_test={max_test}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def benchmark_task(ds: ImageDataset, normal: int, val_normal: int | None = None) -> OneClassTask:
+def benchmark_task(
+    ds: ImageDataset, normal: int, val_normal: int | None = None, max_test: int | None = None
+) -> OneClassTask:
     """The one-class task of a benchmark cell: ``val_normal`` normal train images (default:
-    10% of the class, at most 500) are held out for validation."""
+    10% of the class, at most 500) are held out for validation; the whole test split is
+    scored unless ``max_test`` asks for a stratified subsample (quick runs only)."""
     n_normal = int((ds.train_labels == normal).sum())
     n_val = min(500, n_normal // 10) if val_normal is None else val_normal
-    return one_class_task(ds, normal, val_normal=n_val, val_seed=0)
+    task = one_class_task(ds, normal, val_normal=n_val, val_seed=0)
+    return task if max_test is None else subsample_test(task, max_test)
 
 
 def run_benchmark(
@@ -274,17 +333,23 @@ def run_benchmark(
     val_normal: int | None = None,
     progress: bool = True,
     log=print,
+    command: str | None = None,
+    report: bool = True,
+    max_test: int | None = None,
 ) -> list[dict]:
     """Run every cell not already in ``out/results.jsonl``; returns all rows.
 
     ``val_normal`` normal train images per task are held out for validation (default: 10%
     of the class, at most 500). Rows record a hash of the configuration; resuming into a
     folder whose rows for this preset were made with another configuration is refused.
+    ``max_test`` scores a stratified subsample of the test split (recorded in each row).
+    Each invocation appends its versions and machine (and ``command``) to
+    ``environment.json``; at the end ``report.html`` is rewritten unless ``report`` is False.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows(out)
-    shas = {m: _config_sha(m, preset, cfg) for m in methods}
+    shas = {m: _config_sha(m, preset, cfg, max_test) for m in methods}
     for method, sha in shas.items():
         clash = {
             r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
@@ -295,21 +360,26 @@ def run_benchmark(
                 f"(config {', '.join(sorted(clash))}, now {sha}); use another --out"
             )
     save_config(cfg, out / f"preset-{preset}.json")
+    device = str(resolve_device(cfg.train.device))
+    env_path = out / "environment.json"
+    sessions = json.loads(env_path.read_text()) if env_path.exists() else []
+    env_path.write_text(json.dumps([*sessions, environment(device, command)], indent=2) + "\n")
     done = {tuple(r[k] for k in KEY) for r in rows}
-    log(f"device {resolve_device(cfg.train.device)}; {len(done)} cell(s) already done in {out}")
+    log(f"device {device}; {len(done)} cell(s) already done in {out}")
     for c in classes:
-        task = benchmark_task(ds, c, val_normal)
+        task = benchmark_task(ds, c, val_normal, max_test)
         for method in methods:
             for seed in seeds:
                 key = (ds.name, method, int(c), int(seed), preset)
                 if key in done:
                     continue
-                run_dir = out / "runs" / ds.name / method / f"class{c}" / f"seed{seed}"
                 row = dict(
                     zip(KEY, key, strict=True),
                     class_name=ds.class_names[c],
                     config_sha=shas[method],
+                    **({} if max_test is None else {"max_test": max_test}),
                 )
+                run_dir = run_path(out, row)
                 row.update(run_cell(task, method, seed, cfg, run_dir, progress, preset=preset))
                 rows.append(row)
                 with (out / "results.jsonl").open("a") as f:
@@ -321,6 +391,10 @@ def run_benchmark(
                     f"score {row['score_seconds']} s"
                 )
     write_tables(out, rows)
+    if report and rows:
+        from contrasyn.report import write_report
+
+        write_report(out, ds, log=log)
     return rows
 
 
@@ -337,12 +411,29 @@ def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tens
     )
 
 
+def save_generator_grids(
+    side, task: OneClassTask, cfg: RunConfig, run_dir: Path, seed: int
+) -> None:
+    """``samples.png`` (8 x 16 samples G(h)) and, where there is an encoder,
+    ``reconstructions.png`` (normal test images, their G(E(x)), anomalous ones, theirs: the
+    paper's Figure 2) in ``run_dir``."""
+    from contrasyn.quality import reconstructions, sample, save_grid
+
+    save_grid(list(sample(side.G, 128, seed).split(16)), run_dir / "samples.png")
+    if side.E is not None:
+        normal, anomalous = _grid_images(task, cfg, 16)
+        grid = [normal, reconstructions(side.G, side.E, normal)]
+        grid += [anomalous, reconstructions(side.G, side.E, anomalous)]
+        save_grid(grid, run_dir / "reconstructions.png")
+
+
 def run_quality(
     out: str | Path,
     spaces: Sequence[str] = ("fd-rand",),
     inception: str | Path | None = None,
     val_normal: int | None = None,
     log=print,
+    recompute: bool = False,
 ) -> list[dict]:
     """Sample quality of every ``csi+g``/``full`` run in a benchmark folder.
 
@@ -352,24 +443,19 @@ def run_quality(
     (normal test images, their G(E(x)), anomalous test images, theirs: the paper's Figure 2).
     Also ``synthetic_vs_normal_auroc``: how well F's score tells samples from normal test
     images (0.5: F takes G's images for normal ones; near 1: for anomalies). Writes
-    ``quality.jsonl``, ``quality.csv`` and ``quality.md``; returns the rows.
+    ``quality.jsonl``, ``quality.csv`` and ``quality.md``; returns the rows. A run measured
+    by an earlier call (same feature spaces, grids present) is kept unless ``recompute``.
     """
     from contrasyn.checkpoint import load_checkpoint
     from contrasyn.config import RunConfig, load_config
     from contrasyn.data import load_dataset
-    from contrasyn.quality import (
-        feature_space,
-        reconstructions,
-        sample,
-        sample_distance,
-        save_grid,
-    )
+    from contrasyn.quality import feature_space, sample, sample_distance
     from contrasyn.trainer import data_fingerprint, load_generator, load_model
 
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}
     datasets: dict[str, ImageDataset] = {}
-    earlier = {}  # rows of an earlier call, kept for runs whose weights are not here
+    earlier = {}  # rows of an earlier call: kept for runs done before or without weights
     if (out / "quality.jsonl").exists():
         for line in (out / "quality.jsonl").read_text().splitlines():
             q = json.loads(line)
@@ -378,10 +464,13 @@ def run_quality(
     for r in read_rows(out):
         if r["method"] not in ("csi+g", "full"):
             continue
-        run_dir = out / "runs" / r["dataset"] / r["method"] / f"class{r['normal_class']}"
-        run_dir = run_dir / f"seed{r['seed']}"
+        run_dir = run_path(out, r)
+        kept = earlier.get(tuple(r[k] for k in KEY))
+        measured = kept and all(n.replace("-", "_") in kept for n in spaces)
+        if measured and not recompute and (run_dir / "samples.png").exists():
+            rows.append(kept)
+            continue
         if not (run_dir / "last.safetensors").exists():
-            kept = earlier.get(tuple(r[k] for k in KEY))
             log(
                 f"{run_dir}: no weights (not committed, or not trained here); "
                 + ("its earlier quality row is kept" if kept else "skipped")
@@ -392,7 +481,9 @@ def run_quality(
         cfg = load_config(RunConfig, run_dir / "config.json")
         if r["dataset"] not in datasets:
             datasets[r["dataset"]] = load_dataset(r["dataset"])
-        task = benchmark_task(datasets[r["dataset"]], r["normal_class"], val_normal)
+        task = benchmark_task(
+            datasets[r["dataset"]], r["normal_class"], val_normal, r.get("max_test")
+        )
         images = _subsample(task.train_images, cfg.train.max_train, r["seed"])
         train_x = _inputs(images, task.dataset, cfg)
         if load_checkpoint(run_dir / "last")[1].get("data_sha256") != data_fingerprint(train_x):
@@ -416,18 +507,17 @@ def run_quality(
         ]
         is_synthetic = np.r_[np.zeros(len(normal_x)), np.ones(len(synthetic))]
         row["synthetic_vs_normal_auroc"] = auroc(is_synthetic, -np.concatenate(scored))
-        save_grid(list(sample(side.G, 128, r["seed"]).split(16)), run_dir / "samples.png")
-        if side.E is not None:
-            normal, anomalous = _grid_images(task, cfg, 16)
-            grid = [normal, reconstructions(side.G, side.E, normal)]
-            grid += [anomalous, reconstructions(side.G, side.E, anomalous)]
-            save_grid(grid, run_dir / "reconstructions.png")
+        save_generator_grids(side, task, cfg, run_dir, r["seed"])
         rows.append(row)
         log(
             f"{r['dataset']} class {r['normal_class']} {r['method']}: "
             + ", ".join(f"{n} {row[n.replace('-', '_')]:.4g}" for n in feature_nets)
         )
     _write_quality(out, rows, [n.replace("-", "_") for n in spaces])
+    if rows:
+        from contrasyn.report import write_report
+
+        write_report(out, next(iter(datasets.values())) if len(datasets) == 1 else None, log)
     return rows
 
 

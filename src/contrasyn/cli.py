@@ -25,6 +25,7 @@ import contextlib
 import csv
 import io
 import json
+import shlex
 import sys
 import textwrap
 import time
@@ -139,6 +140,8 @@ def _run_benchmark(
         val_normal=args.val_normal,
         progress=not args.quiet,
         log=log,
+        command=args.command_line,
+        max_test=args.max_test,
     )
 
 
@@ -156,13 +159,39 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         args, ds, args.classes, args.methods, args.seeds, args.preset, args.out, _overrides(args)
     )
     print(markdown_table(rows))
-    print(f"\nresults: {Path(args.out) / 'results.csv'} (and results.jsonl, table.md)")
+    print(
+        f"\nresults: {Path(args.out) / 'results.csv'} (and results.jsonl, table.md); "
+        f"report: {Path(args.out) / 'report.html'}"
+    )
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from contrasyn.bench import read_rows
+    from contrasyn.errors import DataError
+    from contrasyn.report import write_report
+
+    rows = read_rows(Path(args.results))
+    if not rows:
+        raise ConfigError(f"{Path(args.results) / 'results.jsonl'}: no benchmark results there")
+    names = {r["dataset"] for r in rows}
+    ds = None
+    if len(names) == 1:
+        try:
+            ds = _load(names.pop(), args.root)
+        except DataError as e:
+            _warn(f"{e}; the report leaves out the test images")
+    write_report(args.results, ds, log=lambda msg: None)
+    print(f"report: {Path(args.results) / 'report.html'}")
+    return 0
+
+
+DEMO_METHODS = "knn,ocsvm,deepsvdd,rot,goad,csi,csi+g,full"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """A real end-to-end run: CSI (CPU preset, shortened) against raw-pixel kNN on two
-    one-class tasks, the whole test split scored."""
+    """A real end-to-end run: every method (the ``demo`` preset, a cut-down ``cpu``) on two
+    one-class tasks, a stratified test subsample scored, the table and the report written."""
     from contrasyn.bench import markdown_table
     from contrasyn.errors import DataError
 
@@ -172,19 +201,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("Fashion-MNIST not found (apt-get install dataset-fashion-mnist); using digits")
         ds = _load("digits", None)
     t0 = time.perf_counter()
+    test = f"{args.max_test} test images" if args.max_test else "the whole test split"
     print(
-        f"contrasyn demo: {ds.name}, normal class 0 then 1, raw-pixel kNN and CSI (preset cpu "
-        f"shortened to {args.epochs} epochs), results in {args.out}",
+        f"contrasyn demo: {ds.name}, normal class {args.classes}, methods {args.methods} "
+        f"(preset demo), {test} scored; results in {args.out}",
         flush=True,
     )
-    overrides = {"train": {"epochs": args.epochs}}
-    rows = _run_benchmark(args, ds, "0,1", "knn,csi", "0", "cpu", args.out, overrides)
+    rows = _run_benchmark(args, ds, args.classes, args.methods, "0", "demo", args.out, {})
     print()
     print(markdown_table(rows))
     print(
-        f"\nAUROC, anomalies positive. Wall time {time.perf_counter() - t0:.0f} s. "
+        f"\nAUROC, anomalies positive. Wall time {time.perf_counter() - t0:.0f} s.\n"
+        f"Report: {Path(args.out) / 'report.html'} (charts, ROC curves, histograms, images). "
         f"Results: {Path(args.out) / 'results.csv'}; per-run logs and checkpoints under "
-        f"{Path(args.out) / 'runs'}. The full 10-class run: benchmarks/results/README.md"
+        f"{Path(args.out) / 'runs'}.\nThe demo preset is cut down to fit ~10 minutes; the "
+        "10-class benchmark at the cpu preset is in benchmarks/results/README.md"
     )
     return 0
 
@@ -535,11 +566,16 @@ def cmd_quality(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"unknown feature space(s) {', '.join(unknown)}; known: {', '.join(FEATURE_SPACES)}"
         )
-    rows = run_quality(args.results, spaces, args.inception, args.val_normal)
+    rows = run_quality(
+        args.results, spaces, args.inception, args.val_normal, recompute=args.recompute
+    )
     if not rows:
         raise ConfigError(f"{args.results}: no trained csi+g or full runs with weights there")
     print((Path(args.results) / "quality.md").read_text())
-    print(f"quality: {Path(args.results) / 'quality.csv'}; image grids in each run's folder")
+    print(
+        f"quality: {Path(args.results) / 'quality.csv'}; image grids in each run's folder; "
+        f"report: {Path(args.results) / 'report.html'}"
+    )
     return 0
 
 
@@ -574,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--root", help="destination folder (default: the cache folder)")
     data.set_defaults(func=cmd_data)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, default_max_test: int | None = None) -> None:
         p.add_argument("--root", help="dataset folder, where the dataset is not in its usual place")
         p.add_argument(
             "--val-normal",
@@ -585,6 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: 10%% of the class, at most 500)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+        p.add_argument(
+            "--max-test",
+            type=int,
+            default=default_max_test,
+            help="score a seeded, class-stratified subsample of this many test images "
+            "(quick runs; reported benchmarks score the whole split"
+            + (", the default)" if default_max_test is None else f"; default {default_max_test})"),
+        )
 
     bench = sub.add_parser(
         "benchmark",
@@ -615,10 +659,31 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(func=cmd_benchmark)
 
-    demo = sub.add_parser("demo", help="a short real run: CSI vs raw-pixel kNN on two tasks")
-    demo.add_argument("--out", default=DEMO_OUT)
-    demo.add_argument("--epochs", type=int, default=6, help="CSI epochs per task (default 6)")
-    common(demo)
+    rep = sub.add_parser(
+        "report",
+        help="rebuild a benchmark folder's report.html from its result files",
+        description=_paragraphs(
+            "Rewrites DIR/report.html and its figures (DIR/report/) from what the benchmark "
+            "wrote: the AUROC tables and chart, per class the ROC curves, score histograms "
+            "and the most normal and most anomalous test images, sample and reconstruction "
+            "grids, loss curves, the configuration, versions and wall time. The benchmark "
+            "writes it at the end of every run; this command is for a folder copied "
+            "elsewhere or after `contrasyn quality`.",
+        ),
+    )
+    rep.add_argument("results", metavar="DIR", help="a folder written by `contrasyn benchmark`")
+    rep.add_argument("--root", help="dataset folder, for the test images (default: usual place)")
+    rep.set_defaults(func=cmd_report)
+
+    demo = sub.add_parser(
+        "demo",
+        help="a ~10-minute real run: all eight methods on two Fashion-MNIST tasks, "
+        "table and HTML report",
+    )
+    demo.add_argument("--out", default=DEMO_OUT, help=f"results folder (default {DEMO_OUT})")
+    demo.add_argument("--classes", default="0,1", help="normal classes (default 0,1)")
+    demo.add_argument("--methods", default=DEMO_METHODS, help=f"default {DEMO_METHODS}")
+    common(demo, default_max_test=2000)
     demo.set_defaults(func=cmd_demo)
     _add_practitioner_commands(sub)
     return parser
@@ -861,11 +926,18 @@ def _add_practitioner_commands(sub) -> None:
     qual.add_argument(
         "--val-normal", type=int, default=None, help="as given to the benchmark, if it was"
     )
+    qual.add_argument(
+        "--recompute",
+        action="store_true",
+        help="measure every run again (default: keep runs measured before in these spaces)",
+    )
     qual.set_defaults(func=cmd_quality)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["contrasyn", *argv])
     try:
         if args.func in (cmd_fit, cmd_score, cmd_threshold):
             with _plain_warnings():

@@ -8,6 +8,7 @@ anomalies) so that model selection never touches the test split.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -20,7 +21,9 @@ from contrasyn.errors import DataError
 
 @dataclass
 class OneClassTask:
-    """Images are uint8 (N, H, W, C) as stored; ``*_is_anomaly`` is 1 for anomalies."""
+    """Images are uint8 (N, H, W, C) as stored; ``*_is_anomaly`` is 1 for anomalies.
+    ``test_index`` locates a subsampled test set in the dataset's test split (None: the
+    whole split, in order)."""
 
     dataset: str
     normal_classes: tuple[int, ...]
@@ -31,6 +34,7 @@ class OneClassTask:
     test_labels: np.ndarray
     val_images: np.ndarray | None = None
     val_is_anomaly: np.ndarray | None = None
+    test_index: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -95,4 +99,38 @@ def one_class_task(
         test_labels=ds.test_labels,
         val_images=val_images,
         val_is_anomaly=val_is_anomaly,
+    )
+
+
+def subsample_test(task: OneClassTask, n: int, seed: int = 0) -> OneClassTask:
+    """The task with a seeded subsample of ``n`` test images, stratified by class so that the
+    normal/anomalous mix is the whole split's. For quick runs (the demo); reported
+    benchmarks score the whole split."""
+    labels = task.test_labels
+    if n >= len(labels):
+        return task
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n / len(labels)
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(quota - share, kind="stable")[: n - quota.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    keep = np.sort(
+        np.concatenate(
+            [
+                rng.choice(np.flatnonzero(labels == c), q, replace=False)
+                for c, q in zip(classes, quota, strict=True)
+            ]
+        )
+    )
+    is_anomaly = task.test_is_anomaly[keep]
+    if is_anomaly.all() or not is_anomaly.any():
+        raise DataError(
+            f"{task.dataset}: {n} test images are too few to hold both normal and anomalous ones"
+        )
+    return dataclasses.replace(
+        task,
+        test_images=task.test_images[keep],
+        test_is_anomaly=is_anomaly,
+        test_labels=labels[keep],
+        test_index=keep,
     )

@@ -32,6 +32,13 @@ BASELINE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "rot": {"max_train": 1000, "width": 16, "epochs": 12, "mode": "rot+trans"},
         "goad": {"max_train": 1000, "width": 16, "epochs": 2, "transforms": "rot+trans"},
     },
+    "demo": {
+        "knn": {"max_train": None},
+        "ocsvm": {"max_train": 1000, "nu": 0.1},
+        "deepsvdd": {"max_train": 2000, "epochs": 10, "pretrain_epochs": 3},
+        "rot": {"max_train": 500, "width": 8, "epochs": 5, "mode": "rot+trans"},
+        "goad": {"max_train": 500, "width": 8, "epochs": 1, "transforms": "rot+trans"},
+    },
     "tiny": {
         "knn": {"max_train": None},
         "ocsvm": {"max_train": 200, "nu": 0.1},
