@@ -143,9 +143,9 @@ def test_rerun_with_more_cells_runs_only_the_new_ones(
         (out / name).write_bytes((bench_out / name).read_bytes())
     real, ran = bench.run_cell, []
 
-    def counting(task, method, seed, cfg, run_dir=None, progress=True, preset="cpu"):
+    def counting(task, method, *args, **kwargs):
         ran.append((task.normal_classes, method))
-        return real(task, method, seed, cfg, run_dir, progress, preset=preset)
+        return real(task, method, *args, **kwargs)
 
     monkeypatch.setattr(bench, "run_cell", counting)
     assert main(_bench_args(out, classes="0,1", methods="knn")) == 0
@@ -192,6 +192,18 @@ def test_demo_falls_back_to_digits_and_writes_the_report(tmp_path: Path, capsys)
         ("ocsvm", "1", "demo"),
     ]
     assert all(float(r["auroc"]) > 0.8 for r in rows)  # digits 0 and 1: easy in raw pixels
+
+
+def test_benchmark_verbose_prints_losses(tmp_path: Path, capsys) -> None:
+    args = [a for a in _bench_args(tmp_path / "v", methods="deepsvdd,csi") if a != "--quiet"]
+    assert main([*args, "--verbose"]) == 0
+    out = capsys.readouterr().out
+    # the tiny preset: Deep SVDD pre-trains 1 epoch and trains 3; CSI logs every step
+    assert "deepsvdd losses: pretrain 1 " in out and ", train 3 " in out
+    assert "csi step 1/2 epoch " in out and "csi step 2/2 epoch 1.00" in out
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--verbose", "--quiet"])
+    assert stop.value.code == 2
 
 
 def test_data_info_digits(capsys) -> None:

@@ -103,6 +103,19 @@ def test_same_seed_same_result_without_out_dir(full_run) -> None:
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
 
 
+def test_verbose_prints_each_logged_record(full_run, capsys) -> None:
+    out, weights = full_run
+    model = train(_images(), _cfg(), None, progress=False, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == len(records) == 6
+    assert lines[0].startswith(f"{_cfg().method} step 1/6 epoch 0.50 lr 0.1 loss ")
+    assert f"loss_con {records[-1]['loss_con']:.4g}" in lines[-1]
+    # printing changes nothing in the run
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+
+
 def _die_after_first_save(monkeypatch):
     """Make the trainer's next checkpoint save complete, then 'kill' the run; returns the
     real save function, to put back before resuming."""

@@ -85,15 +85,13 @@ def environment(device: str, command: str | None = None) -> dict:
     }
 
 
-def _write_losses(detector, run_dir: Path) -> None:
-    """A learned baseline's per-epoch losses as ``metrics.jsonl`` (for the report)."""
-    lines = [
+def _losses(detector) -> list[dict]:
+    """A learned baseline's per-epoch losses, the records of its ``metrics.jsonl``."""
+    return [
         {"phase": phase, "epoch": i + 1, "loss": loss}
         for phase, attr in (("pretrain", "pretrain_loss_"), ("train", "train_loss_"))
         for i, loss in enumerate(getattr(detector, attr, []))
     ]
-    if lines:
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
 def _subsample(images: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -111,9 +109,11 @@ def run_cell(
     run_dir: Path | None = None,
     progress: bool = True,
     preset: str = "cpu",
+    verbose: bool = False,
 ) -> dict:
     """Train and score one method on one task; returns the metrics row (without the key).
-    ``preset`` picks the baselines' settings (``BASELINE_PRESETS``); CSI's are in ``cfg``."""
+    ``preset`` picks the baselines' settings (``BASELINE_PRESETS``); CSI's are in ``cfg``.
+    ``verbose`` prints the training losses as they are logged."""
     row: dict = {}
     test_x = _inputs(task.test_images, task.dataset, cfg)
     if method in BASELINES:
@@ -128,8 +128,15 @@ def run_cell(
         t0 = time.perf_counter()
         detector.fit(train_x)
         t1 = time.perf_counter()
-        if run_dir is not None and method != "knn":
-            _write_losses(detector, run_dir)
+        losses = _losses(detector)
+        if run_dir is not None and losses:
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
+        if verbose and losses:
+            print(
+                f"{method} losses: "
+                + ", ".join(f"{r['phase']} {r['epoch']} {r['loss']:.4g}" for r in losses),
+                flush=True,
+            )
         scores = {method: detector.anomaly_score(test_x).numpy()}
         val = (
             {method: detector.anomaly_score(_inputs(task.val_images, task.dataset, cfg)).numpy()}
@@ -145,7 +152,7 @@ def run_cell(
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.json")
         t0 = time.perf_counter()
-        model, side = train_networks(train_x, cfg.train, run_dir, progress=progress)
+        model, side = train_networks(train_x, cfg.train, run_dir, progress, verbose)
         t1 = time.perf_counter()
         if side is not None and run_dir is not None:
             save_generator_grids(side, task, cfg, run_dir, seed)
@@ -336,6 +343,7 @@ def run_benchmark(
     command: str | None = None,
     report: bool = True,
     max_test: int | None = None,
+    verbose: bool = False,
 ) -> list[dict]:
     """Run every cell not already in ``out/results.jsonl``; returns all rows.
 
@@ -380,7 +388,7 @@ def run_benchmark(
                     **({} if max_test is None else {"max_test": max_test}),
                 )
                 run_dir = run_path(out, row)
-                row.update(run_cell(task, method, seed, cfg, run_dir, progress, preset=preset))
+                row.update(run_cell(task, method, seed, cfg, run_dir, progress, preset, verbose))
                 rows.append(row)
                 with (out / "results.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -142,6 +142,7 @@ def _run_benchmark(
         log=log,
         command=args.command_line,
         max_test=args.max_test,
+        verbose=args.verbose,
     )
 
 
@@ -192,6 +193,8 @@ DEMO_METHODS = "knn,ocsvm,deepsvdd,rot,goad,csi,csi+g,full"
 def cmd_demo(args: argparse.Namespace) -> int:
     """A real end-to-end run: every method (the ``demo`` preset, a cut-down ``cpu``) on two
     one-class tasks, a stratified test subsample scored, the table and the report written."""
+    import numpy as np
+
     from contrasyn.bench import markdown_table
     from contrasyn.errors import DataError
 
@@ -200,6 +203,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except DataError:
         print("Fashion-MNIST not found (apt-get install dataset-fashion-mnist); using digits")
         ds = _load("digits", None)
+    if args.val_normal is None:  # a smaller validation set than the benchmark's: less to score
+        args.val_normal = min(200, int(np.bincount(ds.train_labels).min()) // 10)
     t0 = time.perf_counter()
     test = f"{args.max_test} test images" if args.max_test else "the whole test split"
     print(
@@ -340,6 +345,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_dir=out / "checkpoints",
         progress=not args.quiet,
+        verbose=args.verbose,
         **_detector_overrides(args),
     )
     cfg = det.resolved_config()  # unknown settings and bad values fail here, before any work
@@ -618,9 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="normal train images held out (with as many other-class train "
             "images) to validate score choices; never the test split "
-            "(default: 10%% of the class, at most 500)",
+            "(default: 10%% of the class, at most 500; the demo: at most 200)",
         )
-        p.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+        talk = p.add_mutually_exclusive_group()
+        talk.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+        talk.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also print the training losses as they are logged (useful in log files, "
+            "where no progress bar is drawn)",
+        )
         p.add_argument(
             "--max-test",
             type=int,
@@ -683,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=DEMO_OUT, help=f"results folder (default {DEMO_OUT})")
     demo.add_argument("--classes", default="0,1", help="normal classes (default 0,1)")
     demo.add_argument("--methods", default=DEMO_METHODS, help=f"default {DEMO_METHODS}")
-    common(demo, default_max_test=2000)
+    common(demo, default_max_test=1000)
     demo.set_defaults(func=cmd_demo)
     _add_practitioner_commands(sub)
     return parser
@@ -791,7 +804,11 @@ def _add_practitioner_commands(sub) -> None:
         "scores then vary slightly with the batch an image comes in). Default 0: one "
         "deterministic pass over the 4 rotations, the same score every time",
     )
-    fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    talk = fit.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    talk.add_argument(
+        "--verbose", action="store_true", help="also print the losses every log_every steps"
+    )
     fit.set_defaults(func=cmd_fit)
 
     score = sub.add_parser(

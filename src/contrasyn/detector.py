@@ -83,7 +83,9 @@ class Detector:
     name) sets the threshold from the held-out normal images. ``image_size``/``channels``
     default to the preset's; images of other sizes are brought to it by ``resize``;
     ``skip_bad`` skips unreadable image files with a warning instead of failing.
-    ``checkpoint_dir`` makes training checkpointed and resumable. ``deterministic`` (default)
+    ``checkpoint_dir`` makes training checkpointed and resumable; ``progress`` shows a
+    progress bar on a terminal, ``verbose`` prints the losses every ``log_every`` steps.
+    ``deterministic`` (default)
     scores each image by one pass of its K rotations, so a score depends only on the image
     (not on the batch it came in) and equals the ONNX export's; ``False`` uses the preset's
     ensemble of R random test-time draws of T (CSI's protocol, as the benchmarks do). On
@@ -106,6 +108,7 @@ class Detector:
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
+        verbose: bool = False,
         **overrides: Any,
     ) -> None:
         self.method = method
@@ -121,6 +124,7 @@ class Detector:
         self.seed = seed
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
+        self.verbose = verbose
         self.overrides = overrides
 
     # -- configuration -------------------------------------------------------------------
@@ -227,7 +231,7 @@ class Detector:
             )
         train_x = images[torch.as_tensor(rest)]
         model, side = train_networks(
-            train_x, cfg.train, self.checkpoint_dir, progress=self.progress
+            train_x, cfg.train, self.checkpoint_dir, self.progress, self.verbose
         )
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         self.config_ = cfg

@@ -52,16 +52,16 @@ PRESETS: dict[str, RunConfig] = {
         ScoreConfig(score="feat", augment=False, ensemble=1),
     ),
     # ``contrasyn demo``: the cpu recipe cut to fit all eight methods on two tasks into ~10
-    # minutes on 2 CPU cores (with a 2,000-image test subsample); numbers from it are a
-    # demonstration, not a benchmark.
+    # minutes on 2 CPU cores (with a 1,000-image test subsample and 200 + 200 validation
+    # images); numbers from it are a demonstration, not a benchmark.
     "demo": RunConfig(
         TrainConfig(
             width=16,
             batch_size=32,
             lr_reference_batch=32,
-            epochs=4,
+            epochs=3,
             warmup_epochs=1,
-            max_train=500,
+            max_train=400,
             precision="auto",
             channels_last=True,
             checkpoint_every=5,

@@ -134,6 +134,15 @@ def _restore(
         torch.cuda.set_rng_state(tensors["rng.cuda"].cpu())
 
 
+def log_line(method: str, total: int, entry: dict) -> str:
+    """One ``metrics.jsonl`` record as a line for a terminal or a log file."""
+    losses = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k.startswith(("loss", "rec_")))
+    return (
+        f"{method} step {entry['step'] + 1}/{total} epoch {entry['epoch']:.2f} "
+        f"lr {entry['lr']:.3g} {losses} ({entry['seconds']:.0f} s)"
+    )
+
+
 class MetricsLog:
     """``metrics.jsonl``: one JSON record per logged step. On resume, records at or past the
     resumed step (logged after the last checkpoint by the interrupted run) are dropped, so
@@ -200,9 +209,10 @@ def train(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    verbose: bool = False,
 ) -> CSINet:
     """Train on ``images`` and return F in eval mode (see ``train_networks``)."""
-    return train_networks(images, cfg, out_dir, progress).model
+    return train_networks(images, cfg, out_dir, progress, verbose).model
 
 
 def train_networks(
@@ -210,9 +220,11 @@ def train_networks(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    verbose: bool = False,
 ) -> Trained:
     """Train F (and, for ``csi+g``/``full``, the generative side) on ``images`` (N, C, H, W)
-    in [0, 1].
+    in [0, 1]. ``verbose`` prints every logged record (each ``log_every`` steps) as a line,
+    which is what a log file of a run without a terminal (no progress bar) shows.
 
     With ``out_dir`` the run is checkpointed and resumable: rerunning the same call after an
     interruption continues from the last saved epoch with the same RNG state.
@@ -327,17 +339,19 @@ def train_networks(
                     joint = f_step(torch.cat([x, synthetic]), "L_JOINT", where)
                     gen_losses = {**gen_losses, "loss_joint": joint.total.item(), "gen_step": step}
                 bar.update(1)
-                if log is not None and (step % cfg.log_every == 0 or step == total - 1):
-                    log.write(
-                        {
-                            "step": step,
-                            "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
-                            "lr": lr,
-                            **record,
-                            **gen_losses,
-                            "seconds": round(time.perf_counter() - tick, 3),
-                        }
-                    )
+                if step % cfg.log_every == 0 or step == total - 1:
+                    entry = {
+                        "step": step,
+                        "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
+                        "lr": lr,
+                        **record,
+                        **gen_losses,
+                        "seconds": round(time.perf_counter() - tick, 3),
+                    }
+                    if log is not None:
+                        log.write(entry)
+                    if verbose:
+                        tqdm.write(log_line(cfg.method, total, entry))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", refresh=False)
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs:
                 checkpoint(epoch + 1)

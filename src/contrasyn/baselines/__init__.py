@@ -36,8 +36,8 @@ BASELINE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "knn": {"max_train": None},
         "ocsvm": {"max_train": 1000, "nu": 0.1},
         "deepsvdd": {"max_train": 2000, "epochs": 10, "pretrain_epochs": 3},
-        "rot": {"max_train": 500, "width": 8, "epochs": 5, "mode": "rot+trans"},
-        "goad": {"max_train": 500, "width": 8, "epochs": 1, "transforms": "rot+trans"},
+        "rot": {"max_train": 400, "width": 8, "epochs": 3, "mode": "rot+trans"},
+        "goad": {"max_train": 300, "width": 8, "epochs": 1, "transforms": "rot+trans"},
     },
     "tiny": {
         "knn": {"max_train": None},
