@@ -73,6 +73,12 @@ def test_markdown_table_means_stds_and_bold() -> None:
     assert lines[4] == "| **mean** | 0.850 | **0.875** |"
 
 
+def test_markdown_table_without_bold() -> None:
+    lines = markdown_table(ROWS, bold=False).splitlines()
+    assert lines[3] == "| 1 c1 | 0.900 | 0.950 |"
+    assert lines[4] == "| **mean** | 0.850 | 0.875 |"
+
+
 def test_markdown_table_incomplete_method_has_no_mean() -> None:
     lines = markdown_table(ROWS[:3]).splitlines()
     assert lines[3] == "| 1 c1 | **0.900** | - |"
@@ -81,10 +87,12 @@ def test_markdown_table_incomplete_method_has_no_mean() -> None:
 
 def test_summary_table_means_and_alternative_scores() -> None:
     lines = summary_table(ROWS).splitlines()
-    assert lines[2].startswith("| knn | knn | 0.8500 | - | 0.8500 | 0.5000 | 0.2500 | 2.0 | 1.0")
+    assert lines[2].startswith(
+        "| knn | knn | 2 | 0.8500 | - | 0.8500 | 0.5000 | 0.2500 | 2.0 | 1.0"
+    )
     # csi over its three cells: AUROC (0.7 + 0.9 + 0.95) / 3, validation (0.8 + 0.9 + 1) / 3
-    assert lines[3].startswith("| csi | feat | 0.8500 | 0.9000 |")
-    assert lines[4].startswith("| csi | paper | 0.6500 | 0.6000 |")
+    assert lines[3].startswith("| csi | feat | 3 | 0.8500 | 0.9000 |")
+    assert lines[4].startswith("| csi | paper | | 0.6500 | 0.6000 |")
     assert len(lines) == 5  # no 'csi' score column in these rows -> no line for it
 
 

@@ -115,6 +115,7 @@ def run_cell(
     ``preset`` picks the baselines' settings (``BASELINE_PRESETS``); CSI's are in ``cfg``.
     ``verbose`` prints the training losses as they are logged."""
     row: dict = {}
+    side = None  # the generative networks of csi+g / full
     test_x = _inputs(task.test_images, task.dataset, cfg)
     if method in BASELINES:
         settings = baseline_settings(method, preset)
@@ -154,8 +155,6 @@ def run_cell(
         t0 = time.perf_counter()
         model, side = train_networks(train_x, cfg.train, run_dir, progress, verbose)
         t1 = time.perf_counter()
-        if side is not None and run_dir is not None:
-            save_generator_grids(side, task, cfg, run_dir, seed)
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         scores = {k: -v.numpy() for k, v in scorer.score_samples(model, test_x).items()}
         val = None
@@ -166,6 +165,8 @@ def run_cell(
     else:
         raise ConfigError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     t2 = time.perf_counter()
+    if side is not None and run_dir is not None:
+        save_generator_grids(side, task, cfg, run_dir, seed)
     row.update(score=default, **evaluate(task.test_is_anomaly, scores[default], task.test_labels))
     row.update(
         train_seconds=round(t1 - t0, 2),
@@ -217,13 +218,15 @@ def write_tables(out: Path, rows: list[dict]) -> None:
 
 def summary_table(rows: list[dict]) -> str:
     """Per method (and, for methods with several scores, per score): the means over all
-    cells of every metric, the validation AUROC used to choose a score, and the times."""
+    cells of every metric, the validation AUROC used to choose a score, and the times.
+    ``cells`` says how many results each mean is over (methods of a partly finished run
+    may differ)."""
     if not rows:
         return "(no results)"
     lines = [
-        "| method | score | AUROC | val AUROC | AUROC (per-class mean) | AUPR | FPR@95 "
+        "| method | score | cells | AUROC | val AUROC | AUROC (per-class mean) | AUPR | FPR@95 "
         "| train s | score s |",
-        "|---" * 9 + "|",
+        "|---" * 10 + "|",
     ]
 
     def mean(key: str, cells: list[dict]) -> str:
@@ -234,7 +237,7 @@ def summary_table(rows: list[dict]) -> str:
         cells = [r for r in rows if r["method"] == method]
         default = cells[0]["score"]
         lines.append(
-            f"| {method} | {default} | {mean('auroc', cells)} "
+            f"| {method} | {default} | {len(cells)} | {mean('auroc', cells)} "
             f"| {mean(f'val_auroc_{default}', cells)}"
             f" | {mean('auroc_per_class_mean', cells)} | {mean('aupr', cells)}"
             f" | {mean('fpr95', cells)} | {float(np.mean([r['train_seconds'] for r in cells])):.1f}"
@@ -243,17 +246,22 @@ def summary_table(rows: list[dict]) -> str:
         for name in SCORES:
             if f"auroc_{name}" in cells[0] and name != default:
                 lines.append(
-                    f"| {method} | {name} | {mean(f'auroc_{name}', cells)} "
+                    f"| {method} | {name} | | {mean(f'auroc_{name}', cells)} "
                     f"| {mean(f'val_auroc_{name}', cells)} | | | | | |"
                 )
     return "\n".join(lines)
 
 
 def markdown_table(
-    rows: list[dict], metric: str = "auroc", lower_is_better: bool = False, fmt: str = ".3f"
+    rows: list[dict],
+    metric: str = "auroc",
+    lower_is_better: bool = False,
+    fmt: str = ".3f",
+    bold: bool = True,
 ) -> str:
     """Per-class AUROC (or ``metric``; mean +- std over seeds) for each method, with the mean
-    over classes; the best method of each row in bold."""
+    over classes; the best method of each row in bold (unless ``bold`` is False, for a
+    metric where neither end is better)."""
     pick = min if lower_is_better else max
     if not rows:
         return "(no results)"
@@ -277,7 +285,7 @@ def markdown_table(
             cells.append(cell(vals))
             if vals:
                 per_method_means[m].append(float(np.mean(vals)))
-        best = pick((v for v, t in cells if t != "-"), default=None)
+        best = pick((v for v, t in cells if t != "-"), default=None) if bold else None
         lines.append(
             f"| {c} {names[c]} | "
             + " | ".join(f"**{t}**" if v == best and t != "-" else t for v, t in cells)
@@ -289,7 +297,7 @@ def markdown_table(
         else (float("-inf"), "-")
         for m in methods
     ]
-    best = pick((v for v, t in means if t != "-"), default=None)
+    best = pick((v for v, t in means if t != "-"), default=None) if bold else None
     lines.append(
         "| **mean** | "
         + " | ".join(
@@ -352,7 +360,8 @@ def run_benchmark(
     folder whose rows for this preset were made with another configuration is refused.
     ``max_test`` scores a stratified subsample of the test split (recorded in each row).
     Each invocation appends its versions and machine (and ``command``) to
-    ``environment.json``; at the end ``report.html`` is rewritten unless ``report`` is False.
+    ``environment.json``; at the end ``report.html`` is rewritten if any cell ran (or there
+    is none), unless ``report`` is False.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -399,7 +408,8 @@ def run_benchmark(
                     f"score {row['score_seconds']} s"
                 )
     write_tables(out, rows)
-    if report and rows:
+    ran = len(rows) > len(done)
+    if report and rows and (ran or not (out / "report.html").exists()):
         from contrasyn.report import write_report
 
         write_report(out, ds, log=log)
@@ -538,7 +548,7 @@ def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
             writer.writerows(rows)
     parts = []
     if rows:
-        table = markdown_table(rows, "synthetic_vs_normal_auroc")
+        table = markdown_table(rows, "synthetic_vs_normal_auroc", bold=False)
         parts.append(
             "AUROC of F's score telling G's samples from normal test images "
             f"(0.5: F takes them for normal images):\n\n{table}\n"

@@ -132,7 +132,7 @@ def _roc_and_histograms(
         a.set_title(f"{m} ({row['score']})", fontsize="medium")
         a.set_yticks([])
         a.locator_params(axis="x", nbins=4)
-    axes[0].legend(fontsize="small")
+    axes[0].legend(fontsize="small", loc="upper right")
     hist.suptitle(f"{title}: anomaly score (higher = more anomalous)")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("false positive rate")
@@ -224,7 +224,7 @@ def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path)
         for c, (xs, ys) in sorted(per_class.items()):
             a.plot(xs, ys, lw=1, label=f"{c} {names[c]}")
         a.set_title(key, fontsize="medium")
-    axes[0].legend(fontsize="x-small")
+    axes[0].legend(fontsize="x-small", loc="upper right")
     fig.suptitle(f"{method}: training losses (x: optimiser step, or epoch for the baselines)")
     return _save(fig, folder, f"loss_{method.replace('+', '_')}.png")
 
@@ -265,6 +265,7 @@ th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #eee; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.3em 0; }
+img.grid { width: 640px; image-rendering: pixelated; }
 .row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 pre { background: #f6f6f6; padding: 0.6em; font-size: 0.85em; overflow-x: auto; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
@@ -364,7 +365,7 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
                 if name == "samples.png"
                 else "normal test images, their G(E(x)), anomalous ones, theirs"
             )
-            body.append(f'<p>{m}: {what}<br><img src="{rel}" alt="{m} {name}"></p>')
+            body.append(f'<p>{m}: {what}<br><img class=grid src="{rel}" alt="{m} {name}"></p>')
 
     body.append("<h2>Training losses</h2>")
     for m in methods:
