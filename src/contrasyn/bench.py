@@ -193,11 +193,15 @@ def run_cell(
     return row
 
 
-def read_rows(out: Path) -> list[dict]:
-    path = out / "results.jsonl"
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (none if it does not exist)."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_rows(out: Path) -> list[dict]:
+    return read_jsonl(out / "results.jsonl")
 
 
 def write_tables(out: Path, rows: list[dict]) -> None:
@@ -473,11 +477,8 @@ def run_quality(
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}
     datasets: dict[str, ImageDataset] = {}
-    earlier = {}  # rows of an earlier call: kept for runs done before or without weights
-    if (out / "quality.jsonl").exists():
-        for line in (out / "quality.jsonl").read_text().splitlines():
-            q = json.loads(line)
-            earlier[tuple(q[k] for k in KEY)] = q
+    # rows of an earlier call: kept for runs done before or without weights
+    earlier = {tuple(q[k] for k in KEY): q for q in read_jsonl(out / "quality.jsonl")}
     rows = []
     for r in read_rows(out):
         if r["method"] not in ("csi+g", "full"):

@@ -24,6 +24,22 @@ from typing import Any
 from contrasyn.config import RunConfig, ScoreConfig, TrainConfig, merge
 from contrasyn.errors import ConfigError
 
+CPU = RunConfig(
+    TrainConfig(
+        width=16,
+        batch_size=32,
+        lr_reference_batch=32,
+        epochs=12,
+        warmup_epochs=2,
+        max_train=1000,
+        precision="auto",
+        channels_last=True,
+        checkpoint_every=5,
+        gen_width=16,
+    ),
+    ScoreConfig(score="feat", augment=False, ensemble=1),
+)
+
 PRESETS: dict[str, RunConfig] = {
     "paper": RunConfig(
         TrainConfig(
@@ -36,39 +52,11 @@ PRESETS: dict[str, RunConfig] = {
         ),
         ScoreConfig(score="paper", ensemble=10),
     ),
-    "cpu": RunConfig(
-        TrainConfig(
-            width=16,
-            batch_size=32,
-            lr_reference_batch=32,
-            epochs=12,
-            warmup_epochs=2,
-            max_train=1000,
-            precision="auto",
-            channels_last=True,
-            checkpoint_every=5,
-            gen_width=16,
-        ),
-        ScoreConfig(score="feat", augment=False, ensemble=1),
-    ),
+    "cpu": CPU,
     # ``contrasyn demo``: the cpu recipe cut to fit all eight methods on two tasks into ~10
     # minutes on 2 CPU cores (with a 1,000-image test subsample and 200 + 200 validation
     # images); numbers from it are a demonstration, not a benchmark.
-    "demo": RunConfig(
-        TrainConfig(
-            width=16,
-            batch_size=32,
-            lr_reference_batch=32,
-            epochs=3,
-            warmup_epochs=1,
-            max_train=400,
-            precision="auto",
-            channels_last=True,
-            checkpoint_every=5,
-            gen_width=16,
-        ),
-        ScoreConfig(score="feat", augment=False, ensemble=1),
-    ),
+    "demo": merge(CPU, {"train": {"epochs": 3, "warmup_epochs": 1, "max_train": 400}}),
     "tiny": RunConfig(
         TrainConfig(
             width=4,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contrasyn.bench import markdown_table, read_rows, run_path, summary_table
+from contrasyn.bench import markdown_table, read_jsonl, read_rows, run_path, summary_table
 from contrasyn.data.base import ImageDataset
 
 FIGURES = "report"
@@ -69,6 +69,16 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _panels(n: int, width: float, height: float):
+    """A figure of ``n`` panels, four to a row, and its axes (spare ones hidden)."""
+    ncols = min(4, n)
+    fig = _figure(width * ncols, height * -(-n // ncols))
+    axes = fig.subplots(-(-n // ncols), ncols, squeeze=False).ravel()
+    for a in axes[n:]:
+        a.set_visible(False)
+    return fig, axes
+
+
 def _save(fig, folder: Path, name: str) -> str:
     fig.savefig(folder / name, dpi=90)
     return f"{FIGURES}/{name}"
@@ -115,12 +125,7 @@ def _roc_and_histograms(
 
     roc = _figure(5.0, 4.6)
     ax = roc.add_subplot()
-    ncols = min(4, len(cells))
-    nrows = -(-len(cells) // ncols)
-    hist = _figure(3.2 * ncols, 2.4 * nrows)
-    axes = hist.subplots(nrows, ncols, squeeze=False).ravel()
-    for a in axes[len(cells) :]:
-        a.set_visible(False)
+    hist, axes = _panels(len(cells), 3.2, 2.4)
     for a, (m, row) in zip(axes, cells.items(), strict=False):
         y = scores[m]["is_anomaly"].astype(bool)
         s = scores[m][row["score"]]
@@ -192,17 +197,11 @@ def _test_images(dataset: ImageDataset | None, stored: dict) -> np.ndarray | Non
     return dataset.test_images[index]
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path) -> str | None:
     """One panel per logged loss, one line per class (each class's first seed)."""
     curves: dict[str, dict[int, tuple[list, list]]] = {}
     for row in cells:
-        for rec in _read_metrics(run_path(out, row) / "metrics.jsonl"):
+        for rec in read_jsonl(run_path(out, row) / "metrics.jsonl"):
             x = rec.get("step", rec.get("epoch"))
             phase = f"{rec['phase']} " if "phase" in rec else ""
             for key, value in rec.items():
@@ -214,12 +213,7 @@ def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path)
                 ys.append(value)
     if not curves:
         return None
-    ncols = min(4, len(curves))
-    nrows = -(-len(curves) // ncols)
-    fig = _figure(3.4 * ncols, 2.5 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for a in axes[len(curves) :]:
-        a.set_visible(False)
+    fig, axes = _panels(len(curves), 3.4, 2.5)
     for a, (key, per_class) in zip(axes, curves.items(), strict=False):
         for c, (xs, ys) in sorted(per_class.items()):
             a.plot(xs, ys, lw=1, label=f"{c} {names[c]}")
