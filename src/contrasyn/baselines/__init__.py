@@ -28,7 +28,7 @@ BASELINE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "knn": {"max_train": None},
         "ocsvm": {"max_train": 2000, "nu": 0.1},
-        "deepsvdd": {"max_train": None, "epochs": 30, "pretrain_epochs": 10},
+        "deepsvdd": {"max_train": 2000, "epochs": 30, "pretrain_epochs": 10},
         "rot": {"max_train": 1000, "width": 16, "epochs": 12, "mode": "rot+trans"},
         "goad": {"max_train": 1000, "width": 16, "epochs": 2, "transforms": "rot+trans"},
     },
