@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from contrasyn.baselines import BASELINES, baseline_settings, build_baseline
-from contrasyn.config import TRAIN_METHODS, RunConfig, merge, save_config, to_dict
+from contrasyn.config import LATER_FIELDS, TRAIN_METHODS, RunConfig, merge, save_config, to_dict
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
@@ -320,7 +320,12 @@ def _config_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None =
     input size), a baseline's own settings (and the input size) for the other baselines;
     and the test subsample size, if any."""
     if method in TRAIN_METHODS or method == "knn":
-        text = json.dumps(to_dict(cfg), sort_keys=True)
+        data, defaults = to_dict(cfg), to_dict(RunConfig())
+        for part, names in LATER_FIELDS.items():
+            for name in names:
+                if data[part][name] == defaults[part][name]:
+                    del data[part][name]
+        text = json.dumps(data, sort_keys=True)
     else:
         inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
         text = json.dumps([baseline_settings(method, preset), inputs], sort_keys=True)

@@ -55,6 +55,8 @@ class TrainConfig:
     blur: bool = False
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False  # torch.compile F (pays on GPUs; see benchmarks/README.md)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 10
@@ -128,7 +130,16 @@ class ScoreConfig:
     crop_scale: float = 0.54
     batch_size: int = 256
     chunk: int = 4096
+    # The bank search: "exact" (chunked matrix product on the device) or "faiss" (an IVF
+    # inner-product index, approximate, for banks of millions; needs the faiss extra).
+    index: str = "exact"
+    nprobe: int = 32  # IVF cells visited per query ("faiss" only): recall against speed
     seed: int = 0
+
+
+# Fields added after results were committed: left out of a benchmark's config hash while they
+# keep their default, so folders written before them stay resumable (bench._config_sha).
+LATER_FIELDS = {"train": ("compile", "sync_bn"), "score": ("index", "nprobe")}
 
 
 @dataclass

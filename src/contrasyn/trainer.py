@@ -280,11 +280,15 @@ def train_networks(
             meta = {"config": to_dict(cfg), "epoch": epoch, "step": step, "data_sha256": data_sha}
             save_checkpoint(out / "last", _state_tensors(model, optimizer, side), meta)
 
+    # The graph F's steps run through: compiled on request (the checkpointed weights stay
+    # those of ``model``, which the compiled module shares).
+    forward = torch.compile(model) if cfg.compile else model
+
     def f_step(x: Tensor, name: str, where: str) -> CSILoss:
         """One LARS step of F on L_CSI over the shifted instances of ``x``."""
         views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
         with autocast(cfg.precision, device):
-            outputs = model(views.contiguous(memory_format=memory))
+            outputs = forward(views.contiguous(memory_format=memory))
         loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
         check_finite(
             f"{name} (L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g})",
