@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -230,3 +231,102 @@ def test_pixel_knn_ranks_outliers_higher() -> None:
     far = torch.ones(3, 3, 4, 4)
     knn = PixelKNN().fit(bank)
     assert knn.anomaly_score(near).max() < knn.anomaly_score(far).min()
+
+
+# -- the bank index (score.index, score.nprobe) ----------------------------------------------
+
+
+def _faiss_cfg(score_cfg: ScoreConfig, **change) -> ScoreConfig:
+    return ScoreConfig(**{**score_cfg.__dict__, "index": "faiss", **change})
+
+
+def _small_ivf(monkeypatch: pytest.MonkeyPatch, nlist: int = 3) -> None:
+    """Let the 7-image test bank train a real IVF index of ``nlist`` cells."""
+    import contrasyn.score as score
+
+    monkeypatch.setattr(score, "default_nlist", lambda n: nlist)
+    monkeypatch.setattr(score, "_MIN_POINTS_PER_CELL", 1)
+
+
+def test_scorer_faiss_small_bank_matches_exact() -> None:
+    """A 7-image bank is too small for IVF: FAISS searches it with an exact flat index."""
+    pytest.importorskip("faiss")
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    exact = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    approx = Scorer(train_cfg, _faiss_cfg(score_cfg)).fit(model, train_x)
+    assert {type(i).__name__ for i in approx._indices["z"]} == {"FaissIndex"}
+    assert not any(i.ivf for group in approx._indices.values() for i in group)
+    a, b = exact.score_samples(model, test_x), approx.score_samples(model, test_x)
+    for name in SCORES:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
+
+
+def test_scorer_faiss_ivf_every_cell_probed_matches_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss")
+    _small_ivf(monkeypatch, nlist=3)
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    exact = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    approx = Scorer(train_cfg, _faiss_cfg(score_cfg, nprobe=3)).fit(model, train_x)
+    groups = approx._indices
+    assert len(groups["paper"]) == 1 and len(groups["z"]) == len(groups["h"]) == K
+    assert all(i.ivf and i.nlist == 3 for group in groups.values() for i in group)
+    a, b = exact.score_samples(model, test_x), approx.score_samples(model, test_x)
+    for name in SCORES:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
+
+
+def test_scorer_faiss_reloaded_gives_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indices are not saved: rebuilt from the bank after ``load_state``, deterministically
+    (the very same IVF index, searched with 1 cell of 3 probed)."""
+    faiss = pytest.importorskip("faiss")
+    _small_ivf(monkeypatch, nlist=3)
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    cfg = _faiss_cfg(score_cfg, nprobe=1)
+    fitted = Scorer(train_cfg, cfg).fit(model, train_x)
+    state = fitted.state_tensors()
+    assert set(state) == {"bank_z", "bank_h", "weight_sim", "weight_shift"}
+    reloaded = Scorer(train_cfg, cfg).load_state(state)
+    assert reloaded._indices is None
+    a, b = fitted.score_samples(model, test_x), reloaded.score_samples(model, test_x)
+    for name in SCORES:
+        assert torch.equal(a[name], b[name])
+    for key, group in fitted._indices.items():
+        for x, y in zip(group, reloaded._indices[key], strict=True):
+            assert np.array_equal(faiss.serialize_index(x.index), faiss.serialize_index(y.index))
+    # a max over the probed cells only: never above the exact max
+    exact = Scorer(train_cfg, score_cfg).fit(model, train_x).score_samples(model, test_x)
+    assert all((a[name] <= exact[name] + 1e-5).all() for name in ("paper", "feat"))
+
+
+def test_scorer_exact_reloaded_gives_bit_identical_scores() -> None:
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    fitted = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    reloaded = Scorer(train_cfg, score_cfg).load_state(fitted.state_tensors())
+    a, b = fitted.score_samples(model, test_x), reloaded.score_samples(model, test_x)
+    for name in SCORES:
+        assert torch.equal(a[name], b[name])
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"index": "bogus"}, "index must be one of exact, faiss, got 'bogus'"),
+        ({"index": "FAISS"}, "index must be one of"),
+        ({"nprobe": 0}, "nprobe must be >= 1"),
+        ({"index": "faiss", "nprobe": -1}, "nprobe must be >= 1"),
+    ],
+)
+def test_config_rejects_bad_index_settings(change: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ScoreConfig(**change)
+
+
+def test_scorer_faiss_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    model, train_cfg, score_cfg, train_x, _ = _setup()
+    scorer = Scorer(train_cfg, _faiss_cfg(score_cfg))
+    with pytest.raises(ConfigError, match=r"contrasyn\[faiss\].*faiss-gpu"):
+        scorer.fit(model, train_x)
+    Scorer(train_cfg, score_cfg).fit(model, train_x)  # exact needs no faiss

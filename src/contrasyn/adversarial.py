@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 import torch
 from torch import Tensor, nn
 
+from contrasyn import distributed
 from contrasyn.augment import HorizontalFlip, shifted_views
 from contrasyn.config import TrainConfig
 from contrasyn.errors import TrainingError
@@ -64,9 +65,14 @@ def check_finite(name: str, value: float, where: str) -> None:
 
 
 def _step(loss: Tensor, *optimizers: torch.optim.Optimizer) -> None:
+    """One optimiser step; under ``torchrun`` the gradients are averaged over ranks first, so
+    the replicated networks stay identical on every rank."""
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.average_gradients(
+        p for opt in optimizers for group in opt.param_groups for p in group["params"]
+    )
     for opt in optimizers:
         opt.step()
 
@@ -225,7 +231,12 @@ class GenerativeSide(nn.Module):
         """One adversarial round on the real batch ``x`` in SPEC.md's order; returns every
         loss and the synthetic batch (detached) for L_JOINT. ``where`` names the step in error
         messages."""
-        h = torch.randn(self.cfg.synth_batch or len(x), self.cfg.latent_dim, device=x.device)
+        # synth_batch is global, like the real batch: each rank draws its share.
+        n = len(x)
+        if self.cfg.synth_batch is not None:
+            lo, hi = distributed.shard(self.cfg.synth_batch)
+            n = hi - lo
+        h = torch.randn(n, self.cfg.latent_dim, device=x.device)
         losses = self.d_step(x, h, ctx)
         losses.update(self.g_adv_step(x, h, ctx))
         losses.update(self.csi_s_step(model, h, augment, flip, ctx))
@@ -233,12 +244,17 @@ class GenerativeSide(nn.Module):
             losses.update(self.latent_step(x, h, ctx))
             losses.update(self.rec_step(model, x, augment, flip, ctx))
             losses.update(self.lrec_step(h, ctx))
-        values = {k: v.item() for k, v in losses.items()}
+        # Every rank takes the same decisions (stop, log) from the losses averaged over ranks.
+        mean = distributed.mean_over_ranks(
+            torch.stack([v.detach().float() for v in losses.values()])
+        )
+        values = dict(zip(losses, mean.tolist(), strict=True))
         for name, value in values.items():
             check_finite(name, value, where)
         self._watch_discriminators(values, where)
         with torch.no_grad(), ctx():
             synthetic = self.G(h).float()
+        distributed.broadcast_buffers(self)  # rank 0's BatchNorm statistics on every rank
         return values, synthetic
 
     def _watch_discriminators(self, values: dict[str, float], where: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contrasyn import distributed
 from contrasyn.baselines import BASELINES, baseline_settings, build_baseline
 from contrasyn.config import LATER_FIELDS, TRAIN_METHODS, RunConfig, merge, save_config, to_dict
 from contrasyn.data import default_resize_policy, to_model_input
@@ -25,7 +26,7 @@ from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
 from contrasyn.metrics import auroc, evaluate
 from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
-from contrasyn.score import SCORES, Scorer
+from contrasyn.score import SCORES, Scorer, import_faiss
 from contrasyn.trainer import resolve_device, train_networks
 
 METHODS = (*BASELINES, *TRAIN_METHODS)
@@ -146,9 +147,7 @@ def run_cell(
         )
         default = method
     elif method in TRAIN_METHODS:
-        cfg = merge(cfg, {"train": {"seed": seed, "method": method}, "score": {"seed": seed}})
-        images = _subsample(task.train_images, cfg.train.max_train, seed)
-        train_x = _inputs(images, task.dataset, cfg)
+        cfg, train_x = _training_set(task, method, seed, cfg)
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.json")
@@ -191,6 +190,15 @@ def run_cell(
             **scores,
         )
     return row
+
+
+def _training_set(
+    task: OneClassTask, method: str, seed: int, cfg: RunConfig
+) -> tuple[RunConfig, torch.Tensor]:
+    """The run configuration and training images of a CSI-family cell."""
+    cfg = merge(cfg, {"train": {"seed": seed, "method": method}, "score": {"seed": seed}})
+    images = _subsample(task.train_images, cfg.train.max_train, seed)
+    return cfg, _inputs(images, task.dataset, cfg)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -334,6 +342,23 @@ def _config_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None =
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def _check_folder(
+    out: Path, rows: list[dict], methods: Sequence[str], preset: str, cfg: RunConfig, max_test
+) -> dict[str, str]:
+    """Each method's config hash; refuses a folder whose rows were made with another one."""
+    shas = {m: _config_sha(m, preset, cfg, max_test) for m in methods}
+    for method, sha in shas.items():
+        clash = {
+            r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
+        } - {sha}
+        if clash:
+            raise ConfigError(
+                f"{out} holds {preset!r} {method} results made with another configuration "
+                f"(config {', '.join(sorted(clash))}, now {sha}); use another --out"
+            )
+    return shas
+
+
 def benchmark_task(
     ds: ImageDataset, normal: int, val_normal: int | None = None, max_test: int | None = None
 ) -> OneClassTask:
@@ -373,24 +398,20 @@ def run_benchmark(
     is none), unless ``report`` is False.
     """
     out = Path(out)
+    if distributed.launched() and not distributed.is_main():
+        return _train_alongside(ds, classes, methods, seeds, preset, cfg, out, val_normal, max_test)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows(out)
-    shas = {m: _config_sha(m, preset, cfg, max_test) for m in methods}
-    for method, sha in shas.items():
-        clash = {
-            r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
-        } - {sha}
-        if clash:
-            raise ConfigError(
-                f"{out} holds {preset!r} {method} results made with another configuration "
-                f"(config {', '.join(sorted(clash))}, now {sha}); use another --out"
-            )
+    shas = _check_folder(out, rows, methods, preset, cfg, max_test)
+    if cfg.score.index == "faiss" and set(methods) & set(TRAIN_METHODS):
+        import_faiss()  # missing: say so now, not after the first training
     save_config(cfg, out / f"preset-{preset}.json")
-    device = str(resolve_device(cfg.train.device))
+    device = str(distributed.init(resolve_device(cfg.train.device)))
     env_path = out / "environment.json"
     sessions = json.loads(env_path.read_text()) if env_path.exists() else []
     env_path.write_text(json.dumps([*sessions, environment(device, command)], indent=2) + "\n")
     done = {tuple(r[k] for k in KEY) for r in rows}
+    distributed.barrier()  # the other ranks read the same finished cells (_train_alongside)
     log(f"device {device}; {len(done)} cell(s) already done in {out}")
     for c in classes:
         task = benchmark_task(ds, c, val_normal, max_test)
@@ -423,6 +444,37 @@ def run_benchmark(
 
         write_report(out, ds, log=log)
     return rows
+
+
+def _train_alongside(
+    ds: ImageDataset,
+    classes: Sequence[int],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    preset: str,
+    cfg: RunConfig,
+    out: Path,
+    val_normal: int | None,
+    max_test: int | None,
+) -> list[dict]:
+    """A benchmark on a rank > 0 under ``torchrun``: it takes its part in training every
+    unfinished CSI-family cell, in rank 0's order; rank 0 runs the baselines, scores and
+    writes. Returns no rows."""
+    distributed.init(resolve_device(cfg.train.device))
+    rows = read_rows(out)
+    _check_folder(out, rows, methods, preset, cfg, max_test)  # fails as rank 0 does
+    done = {tuple(r[k] for k in KEY) for r in rows}
+    distributed.barrier()  # rank 0 has read the same rows and has not yet written any
+    for c in classes:
+        task = benchmark_task(ds, c, val_normal, max_test)
+        for method in methods:
+            for seed in seeds:
+                key = (ds.name, method, int(c), int(seed), preset)
+                if method in TRAIN_METHODS and key not in done:
+                    row = dict(zip(KEY, key, strict=True))
+                    cell_cfg, train_x = _training_set(task, method, seed, cfg)
+                    train_networks(train_x, cell_cfg.train, run_path(out, row), progress=False)
+    return []
 
 
 def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -325,6 +325,7 @@ def _rate_text(det: Detector) -> str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from contrasyn import distributed
     from contrasyn.data import find_images, load_images
     from contrasyn.detector import Detector
 
@@ -356,6 +357,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         found, cfg.train.image_size, cfg.train.channels, det.resize, skip_bad=args.skip_bad
     )
     epoch = _checkpoint_epoch(out / "checkpoints" / "last")
+    if not distributed.is_main():  # under torchrun, rank 0 reports and saves
+        det.fit(images)
+        return 0
     t = cfg.train
     length = f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
     say(
@@ -966,6 +970,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("contrasyn: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if "torch" in sys.modules:  # a process group can only exist where torch was loaded
+            from contrasyn import distributed
+
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 # The outlier scores (contrasyn.score); here so that torch-free code can name them.
 SCORES = ("paper", "csi", "feat")
+# The bank searches (contrasyn.score.build_index).
+INDEXES = ("exact", "faiss")
 # The training variants of SPEC.md ("Training"): CSI alone, CSI + GAN, the paper's full method.
 TRAIN_METHODS = ("csi", "csi+g", "full")
 
@@ -135,6 +137,14 @@ class ScoreConfig:
     index: str = "exact"
     nprobe: int = 32  # IVF cells visited per query ("faiss" only): recall against speed
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.index not in INDEXES:
+            raise ConfigError(
+                f"score.index must be one of {', '.join(INDEXES)}, got {self.index!r}"
+            )
+        if self.nprobe < 1:
+            raise ConfigError(f"score.nprobe must be >= 1 IVF cells, got {self.nprobe}")
 
 
 # Fields added after results were committed: left out of a benchmark's config hash while they

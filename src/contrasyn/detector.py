@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrasyn import __version__, quality
+from contrasyn import __version__, distributed, quality
 from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
 from contrasyn.config import TRAIN_METHODS, RunConfig, ScoreConfig, TrainConfig, from_dict, to_dict
@@ -35,7 +35,7 @@ from contrasyn.data.base import ImageDataset
 from contrasyn.errors import CheckpointError, ConfigError, DataError
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
-from contrasyn.score import Scorer
+from contrasyn.score import Scorer, import_faiss
 from contrasyn.trainer import build_model, resolve_device, train_networks
 
 AVAILABLE_METHODS = TRAIN_METHODS
@@ -213,6 +213,8 @@ class Detector:
         """Train on normal images ``X``; ``y`` is ignored (one-class: all of X is normal)."""
         cfg = self.resolved_config()
         rate = self._rate()
+        if cfg.score.index == "faiss":
+            import_faiss()  # missing: say so now, not after training
         images, _ = self._images(X, cfg.train)
         n = len(images)
         n_hold = int(round(self.holdout * n))
@@ -233,6 +235,8 @@ class Detector:
         model, side = train_networks(
             train_x, cfg.train, self.checkpoint_dir, self.progress, self.verbose
         )
+        if not distributed.is_main():
+            return self  # under torchrun, ranks > 0 only train; rank 0 builds the bank
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         self.config_ = cfg
         self.model_ = model
@@ -261,6 +265,11 @@ class Detector:
         return self
 
     def _check_fitted(self) -> None:
+        if not hasattr(self, "scorer_") and distributed.launched() and not distributed.is_main():
+            raise ConfigError(
+                f"rank {distributed.rank()} only trained: under torchrun the fitted detector "
+                "(bank, threshold) is rank 0's"
+            )
         if not hasattr(self, "scorer_"):
             raise ConfigError("this Detector is not fitted: call fit() or Detector.load() first")
 

@@ -174,7 +174,10 @@ def torch_deterministic_scores(detector: Detector, images: Any) -> dict[str, np.
         images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     x, _ = detector._images(images, detector.config_.train)
     train_cfg = dataclasses.replace(detector.config_.train, precision="fp32")
-    score_cfg = dataclasses.replace(detector.config_.score, augment=False, ensemble=1)
+    # The exported graph searches the bank exactly: so does the reference it is checked against.
+    score_cfg = dataclasses.replace(
+        detector.config_.score, augment=False, ensemble=1, index="exact"
+    )
     scorer = Scorer(train_cfg, score_cfg).load_state(detector.scorer_.state_tensors())
     return {k: v.numpy() for k, v in scorer.score_samples(detector.model_, x).items()}
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrasyn.distributed import gather_views
+
 
 def nt_xent(z: Tensor, temperature: float = 0.5) -> Tensor:
     """Normalised-temperature cross-entropy, averaged over all 2N anchors.
@@ -44,8 +46,9 @@ class CSILoss(NamedTuple):
 def csi_loss(
     z: Tensor, shift_logits: Tensor, shift_labels: Tensor, temperature: float = 0.5
 ) -> CSILoss:
-    """L_con-SI + L_cls-SI over a ``[view1; view2]`` batch of shifted instances."""
-    con = nt_xent(z, temperature)
+    """L_con-SI + L_cls-SI over a ``[view1; view2]`` batch of shifted instances. Under
+    ``torchrun`` the contrast runs over the views of every rank (``distributed.gather_views``)."""
+    con = nt_xent(gather_views(z), temperature)
     cls = F.cross_entropy(shift_logits.float(), shift_labels)
     return CSILoss(con + cls, con, cls)
 

@@ -15,21 +15,27 @@ side by side at no extra cost:
   (before the projection head): the most stable score in our calibration runs.
 
 Features of every image are averaged over the R draws (CSI's ensemble); the training bank
-holds, for every training image and shift, that average. The search is a chunked matrix
-product on the model's device whose memory stays bounded whatever the bank size.
+holds, for every training image and shift, that average. Every search goes through a
+``BankIndex`` (``build_index``), chosen by ``ScoreConfig.index``: ``"exact"`` (the default) is
+a chunked matrix product on the model's device whose memory stays bounded whatever the bank
+size; ``"faiss"`` is an approximate FAISS IVF inner-product index on the CPU for banks of
+millions (the ``faiss`` extra). The indices are rebuilt from the bank tensors, never saved.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
-from contrasyn.config import SCORES, ScoreConfig, TrainConfig
+from contrasyn.config import INDEXES, SCORES, ScoreConfig, TrainConfig
 from contrasyn.errors import ConfigError
 from contrasyn.nets import CSINet
 from contrasyn.trainer import autocast
@@ -47,6 +53,130 @@ def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tenso
             best = torch.maximum(best, (q @ bank[j : j + chunk].T).amax(dim=1))
         out[i : i + chunk] = best
     return out
+
+
+# FAISS trains an IVF quantizer on the bank itself and warns below this many points per cell
+# (faiss.ClusteringParameters.min_points_per_centroid); smaller banks get an exact flat index.
+_MIN_POINTS_PER_CELL = 39
+# k-means runs on a seeded subsample of at most this many points per cell (FAISS's default
+# is 256): training costs about 10 x 64 x nlist^2 x d, a few times the cost of adding the bank.
+_TRAIN_POINTS_PER_CELL = 64
+
+
+def import_faiss() -> Any:
+    """The ``faiss`` module, or a ``ConfigError`` that says how to install it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ConfigError(
+            "score.index='faiss' needs the faiss package: pip install 'contrasyn[faiss]' "
+            "(faiss-cpu; on a CUDA machine faiss-gpu provides the same module, the index "
+            "still searches on the CPU), or set score.index='exact'"
+        ) from e
+    return faiss
+
+
+def default_nlist(n: int) -> int:
+    """IVF cells for a bank of ``n`` vectors: about ``4 sqrt(n)`` (FAISS's usual rule)."""
+    return max(1, round(4 * math.sqrt(n)))
+
+
+class BankIndex:
+    """A fixed bank of vectors (M, d) searched for the max inner product of each query."""
+
+    kind: str
+
+    def max(self, queries: Tensor) -> Tensor:
+        """``max_j <queries[i], bank[j]>`` for every i: (N,), on the queries' device and dtype."""
+        raise NotImplementedError
+
+
+class ExactIndex(BankIndex):
+    """``max_inner_product`` on the bank's device: exact, at most chunk x chunk products."""
+
+    kind = "exact"
+
+    def __init__(self, bank: Tensor, chunk: int = 4096) -> None:
+        self.bank, self.chunk = bank, chunk
+
+    def max(self, queries: Tensor) -> Tensor:
+        return max_inner_product(queries, self.bank, self.chunk)
+
+
+class FaissIndex(BankIndex):
+    """A FAISS inner-product index on the CPU (float32), searched with k = 1.
+
+    IVF-Flat with ``nlist`` cells (``default_nlist`` of the bank size unless given), whose
+    quantizer is trained by spherical k-means on the bank itself (at most 64 points a cell,
+    subsampled), seeded with ``seed`` (the Scorer passes ``ScoreConfig.seed``), so the same
+    bank gives the same index. A search
+    visits the ``nprobe`` cells nearest the query and is exact when ``nprobe >= nlist``. A
+    bank smaller than 39 points per cell (``4 sqrt(M)`` cells: under about 24,000 vectors)
+    cannot train the quantizer: it gets an exact ``IndexFlatIP`` instead (``self.ivf`` is
+    False). The index stores a float32 copy of the bank on the CPU whatever the bank's
+    device; queries are copied to the CPU and the result back to their device. A query whose
+    probed cells are all empty (FAISS returns no neighbour) is answered by the exact search.
+    """
+
+    kind = "faiss"
+
+    def __init__(
+        self, bank: Tensor, nprobe: int = 32, nlist: int | None = None, seed: int = 0
+    ) -> None:
+        faiss = import_faiss()
+        self.bank = bank
+        x = np.ascontiguousarray(bank.detach().float().cpu().numpy(), dtype=np.float32)
+        n, d = x.shape
+        self.nlist = default_nlist(n) if nlist is None else nlist
+        self.ivf = n >= _MIN_POINTS_PER_CELL * self.nlist
+        if self.ivf:
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed  # k-means initialisation and subsampling
+            index.cp.max_points_per_centroid = _TRAIN_POINTS_PER_CELL
+            index.train(x)
+            index.nprobe = min(nprobe, self.nlist)
+            self._quantizer = quantizer  # the IVF index does not own it
+        else:
+            index = faiss.IndexFlatIP(d)
+        index.add(x)
+        self.index = index
+
+    def max(self, queries: Tensor) -> Tensor:
+        if queries.shape[1] != self.bank.shape[1]:
+            raise ValueError(
+                f"dimension mismatch: queries {queries.shape[1]}, bank {self.bank.shape[1]}"
+            )
+        q = np.ascontiguousarray(queries.detach().float().cpu().numpy(), dtype=np.float32)
+        scores, ids = self.index.search(q, 1)
+        out = torch.from_numpy(scores[:, 0].copy())
+        missing = torch.from_numpy(ids[:, 0] < 0)
+        if missing.any():
+            out[missing] = max_inner_product(
+                queries[missing.to(queries.device)].to(self.bank), self.bank
+            ).to(out)
+        return out.to(device=queries.device, dtype=queries.dtype)
+
+
+def build_index(
+    bank: Tensor,
+    kind: str = "exact",
+    nprobe: int = 32,
+    chunk: int = 4096,
+    *,
+    nlist: int | None = None,
+    seed: int = 0,
+) -> BankIndex:
+    """The search over ``bank`` (M, d): ``"exact"`` (``ExactIndex``, chunk x chunk products on
+    the bank's device) or ``"faiss"`` (``FaissIndex``: IVF-Flat, ``nprobe`` cells a query,
+    ``nlist`` cells, exact flat for small banks; needs faiss)."""
+    if kind == "exact":
+        return ExactIndex(bank, chunk)
+    if kind == "faiss":
+        if nprobe < 1:
+            raise ConfigError(f"nprobe must be >= 1 IVF cells, got {nprobe}")
+        return FaissIndex(bank, nprobe, nlist, seed)
+    raise ConfigError(f"index must be one of {', '.join(INDEXES)}, got {kind!r}")
 
 
 @dataclass
@@ -101,6 +231,12 @@ class Scorer:
 
     ``score_samples`` returns a dict ``{score name: normality (N,)}`` for every score in
     ``SCORES``; ``ScoreConfig.score`` names the one the detector reports by default.
+
+    Its 2K + 1 bank searches (``paper``: one over the K concatenated shifts; ``csi`` and
+    ``feat``: one per shift) each get a ``BankIndex`` of kind ``ScoreConfig.index``, built in
+    ``fit`` or at the first score after ``load_state`` (indices are not saved: the bank
+    tensors are the state, and rebuilding is deterministic). With ``"faiss"`` every index
+    holds a float32 copy of its part of the bank on the CPU, besides the bank itself.
     """
 
     def __init__(self, train_cfg: TrainConfig, cfg: ScoreConfig) -> None:
@@ -111,6 +247,7 @@ class Scorer:
         if not cfg.augment and cfg.ensemble != 1:
             raise ConfigError("score.augment=false is one deterministic pass: set ensemble=1")
         self.train_cfg, self.cfg = train_cfg, cfg
+        self._indices: dict[str, list[BankIndex]] | None = None
         self.augment = (
             SimCLRAugment(
                 train_cfg.jitter,
@@ -130,9 +267,26 @@ class Scorer:
         return {name.rstrip("_"): getattr(self, name) for name in self._STATE}
 
     def load_state(self, tensors: dict[str, Tensor]) -> Scorer:
+        """Restore the bank and weights; the search indices are rebuilt at the first score."""
         for name in self._STATE:
             setattr(self, name, tensors[name.rstrip("_")])
+        self._indices = None
         return self
+
+    def _build_indices(self) -> dict[str, list[BankIndex]]:
+        """The bank searches ``score_samples`` does: ``paper`` (one over the K concatenated
+        shifts), ``z`` and ``h`` (one per shift)."""
+        cfg, k = self.cfg, self.train_cfg.num_shifts
+
+        def build(bank: Tensor) -> BankIndex:
+            return build_index(bank, cfg.index, cfg.nprobe, cfg.chunk, seed=cfg.seed)
+
+        self._indices = {
+            "paper": [build(self.bank_z_.flatten(1))],
+            "z": [build(self.bank_z_[:, s]) for s in range(k)],
+            "h": [build(self.bank_h_[:, s]) for s in range(k)],
+        }
+        return self._indices
 
     def _mean_features(
         self, model: CSINet, images: Tensor, on_draw: Callable[[DrawFeatures], None] | None = None
@@ -171,22 +325,20 @@ class Scorer:
         self.bank_h_ = F.normalize(bank.h, dim=2)
         self.weight_sim_ = 1.0 / bank.z.norm(dim=2).mean(0)  # (K,)
         self.weight_shift_ = 1.0 / bank.logit.mean(0)  # (K,)
+        self._build_indices()
         return self
 
     def score_samples(self, model: CSINet, images: Tensor) -> dict[str, Tensor]:
-        chunk, k = self.cfg.chunk, self.train_cfg.num_shifts
+        indices = self._indices if self._indices is not None else self._build_indices()
+        k = self.train_cfg.num_shifts
         paper = torch.zeros(len(images), device=self.bank_z_.device)
 
         def add_paper(d: DrawFeatures) -> None:
-            paper.add_(max_inner_product(d.z.flatten(1), self.bank_z_.flatten(1), chunk))
+            paper.add_(indices["paper"][0].max(d.z.flatten(1)))
 
         mean = self._mean_features(model, images, add_paper)
-        sim = torch.stack(
-            [max_inner_product(mean.z[:, s], self.bank_z_[:, s], chunk) for s in range(k)], dim=1
-        )
+        sim = torch.stack([indices["z"][s].max(mean.z[:, s]) for s in range(k)], dim=1)
         csi = (sim * self.weight_sim_ + mean.logit * self.weight_shift_).mean(1)
         h = F.normalize(mean.h, dim=2)
-        feat = torch.stack(
-            [max_inner_product(h[:, s], self.bank_h_[:, s], chunk) for s in range(k)], dim=1
-        ).mean(1)
+        feat = torch.stack([indices["h"][s].max(h[:, s]) for s in range(k)], dim=1).mean(1)
         return {"paper": (paper / self.cfg.ensemble).cpu(), "csi": csi.cpu(), "feat": feat.cpu()}

@@ -7,6 +7,8 @@ LARS step on CSI's warm-up + cosine schedule. For ``csi+g`` and ``full``, after 
 real batch and the round's synthetic batch together. Every loss component goes to
 ``metrics.jsonl``; checkpoints (safetensors + JSON) are written every ``checkpoint_every``
 epochs and at the end, and ``train`` resumes from ``out_dir/last`` when it exists.
+Under ``torchrun`` the same loop runs on every rank, each on its slice of the global batch
+(``contrasyn.distributed``); rank 0 logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from contrasyn import distributed
 from contrasyn.adversarial import GenerativeSide, check_finite
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, shifted_views
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from contrasyn.config import TrainConfig, from_dict, to_dict
 from contrasyn.errors import ConfigError, TrainingError
-from contrasyn.losses import CSILoss, csi_loss
+from contrasyn.losses import csi_loss
 from contrasyn.nets import CSINet
 from contrasyn.optim import LARS, warmup_cosine_lr
 
@@ -99,9 +102,13 @@ def _sgd_state(optimizer) -> dict:
 
 
 def _state_tensors(
-    model: nn.Module, optimizer, side: GenerativeSide | None = None
+    model: nn.Module,
+    optimizer,
+    side: GenerativeSide | None = None,
+    rng: list[tuple[Tensor, Tensor | None]] | None = None,
 ) -> dict[str, Tensor]:
-    """Everything needed to resume exactly: weights, momentum and Adam state, RNG state."""
+    """Everything needed to resume exactly: weights, momentum and Adam state, RNG state (of
+    every rank when ``rng`` holds them: ``distributed.gather_rng_states``)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if side is not None:
         tensors.update(side.weight_tensors())
@@ -111,14 +118,20 @@ def _state_tensors(
         buf = state[p].get("momentum_buffer")
         if buf is not None:
             tensors[f"optim.momentum.{i}"] = buf
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for r, (cpu, cuda) in enumerate(rng or distributed.gather_rng_states()):
+        suffix = f".rank{r}" if r else ""
+        tensors[f"rng.cpu{suffix}"] = cpu
+        if cuda is not None:
+            tensors[f"rng.cuda{suffix}"] = cuda
     return tensors
 
 
 def _restore(
-    model: nn.Module, optimizer, side: GenerativeSide | None, tensors: dict[str, Tensor]
+    model: nn.Module,
+    optimizer,
+    side: GenerativeSide | None,
+    tensors: dict[str, Tensor],
+    seed: int,
 ) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if side is not None:
@@ -129,9 +142,20 @@ def _restore(
         key = f"optim.momentum.{i}"
         if key in tensors:
             state[p]["momentum_buffer"] = tensors[key].to(p.device)
-    torch.set_rng_state(tensors["rng.cpu"].cpu())
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"].cpu())
+    # A run resumed with more ranks than it was saved with: the new ranks start fresh streams.
+    suffix = f".rank{distributed.rank()}" if distributed.rank() else ""
+    if f"rng.cpu{suffix}" not in tensors:
+        torch.manual_seed(_rank_seed(seed))
+        return
+    torch.set_rng_state(tensors[f"rng.cpu{suffix}"].cpu())
+    if f"rng.cuda{suffix}" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"].cpu())
+
+
+def _rank_seed(seed: int) -> int:
+    """Rank r > 0's seed for augmentations and latent draws, so ranks do not repeat each other
+    (rank 0 keeps ``seed``: one process or many, rank 0 draws the same)."""
+    return seed + 1_000_003 * distributed.rank()
 
 
 def log_line(method: str, total: int, entry: dict) -> str:
@@ -238,16 +262,19 @@ def train_networks(
             f"training images are {images.shape[-2]}x{images.shape[-1]} but the generator of "
             f"method {cfg.method!r} makes {cfg.image_size}x{cfg.image_size} (train.image_size)"
         )
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    device = distributed.init(resolve_device(cfg.device))
+    main = distributed.is_main()
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
     side = GenerativeSide(cfg).to(device) if cfg.method != "csi" else None
     augment, flip = build_augment(cfg), HorizontalFlip()
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
+    torch.manual_seed(_rank_seed(cfg.seed))
 
     batch = min(cfg.batch_size, len(images))
+    lo, hi = distributed.shard(batch)  # this rank's slice of every global batch
     steps_per_epoch = max(len(images) // batch, 1)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     epochs = math.ceil(total / steps_per_epoch)
@@ -267,43 +294,48 @@ def train_networks(
                 f"{out}: the run there was trained on other images; use the same images, "
                 "another output folder, or delete that folder to start over"
             )
-        _restore(model, optimizer, side, tensors)
+        _restore(model, optimizer, side, tensors, cfg.seed)
         start_epoch = meta["epoch"]
-    log = MetricsLog(out / "metrics.jsonl", start_epoch * steps_per_epoch) if out else None
+    log = MetricsLog(out / "metrics.jsonl", start_epoch * steps_per_epoch) if out and main else None
 
     def checkpoint(epoch: int) -> None:
         # A discriminator on a winning streak may be collapsing training: an intermediate
         # checkpoint then would not be a good one to keep, so it waits (the final one is kept).
         streak = side is not None and max(side.win_streak.values()) > 0
         if out is not None and (epoch == epochs or not streak):
-            step = min(epoch * steps_per_epoch, total)
-            meta = {"config": to_dict(cfg), "epoch": epoch, "step": step, "data_sha256": data_sha}
-            save_checkpoint(out / "last", _state_tensors(model, optimizer, side), meta)
+            rng = distributed.gather_rng_states()  # every rank takes part; rank 0 writes
+            if main:
+                step = min(epoch * steps_per_epoch, total)
+                meta = {"config": to_dict(cfg), "epoch": epoch, "step": step}
+                meta["data_sha256"] = data_sha
+                save_checkpoint(out / "last", _state_tensors(model, optimizer, side, rng), meta)
 
-    # The graph F's steps run through: compiled on request (the checkpointed weights stay
-    # those of ``model``, which the compiled module shares).
-    forward = torch.compile(model) if cfg.compile else model
+    # The module F's steps run through: DDP under torchrun, compiled on request; both share
+    # ``model``'s parameters, which are what is checkpointed and returned.
+    forward = distributed.wrap(model, device, cfg.sync_bn)
+    if cfg.compile:
+        forward = torch.compile(forward)
 
-    def f_step(x: Tensor, name: str, where: str) -> CSILoss:
+    def f_step(x: Tensor, name: str, where: str) -> dict[str, float]:
         """One LARS step of F on L_CSI over the shifted instances of ``x``."""
         views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
         with autocast(cfg.precision, device):
             outputs = forward(views.contiguous(memory_format=memory))
         loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
-        check_finite(
-            f"{name} (L_con-SI {loss.con.item():.4g}, L_cls-SI {loss.cls.item():.4g})",
-            loss.total.item(),
-            where,
-        )
+        # Logged, and checked, as the mean over ranks: every rank stops together.
+        total, con, cls = distributed.mean_over_ranks(
+            torch.stack([loss.total, loss.con, loss.cls]).detach().float()
+        ).tolist()
+        check_finite(f"{name} (L_con-SI {con:.4g}, L_cls-SI {cls:.4g})", total, where)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         optimizer.step()
-        return loss
+        return {"loss": total, "loss_con": con, "loss_cls": cls}
 
     bar = tqdm(
         total=total,
         initial=start_epoch * steps_per_epoch,
-        disable=None if progress else True,  # None: only on a terminal
+        disable=None if progress and main else True,  # None: only on a terminal
         desc=f"train {cfg.method}",
         unit="step",
         dynamic_ncols=True,
@@ -331,17 +363,15 @@ def train_networks(
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x = images[order[i * batch : (i + 1) * batch]].to(device, non_blocking=True)
+                x = images[order[i * batch : (i + 1) * batch][lo:hi]].to(device, non_blocking=True)
                 where = f"at epoch {epoch}, step {step}" + (f" (in {out})" if out else "")
-                loss = f_step(x, "L_CSI", where)
-                record = {"loss": loss.total.item(), "loss_con": loss.con.item()}
-                record["loss_cls"] = loss.cls.item()
+                record = f_step(x, "L_CSI", where)
                 if side is not None and (step + 1) % cfg.gen_every == 0:
                     gen_losses, synthetic = side.round(
                         model, x, augment, flip, lambda: autocast(cfg.precision, device), where
                     )
                     joint = f_step(torch.cat([x, synthetic]), "L_JOINT", where)
-                    gen_losses = {**gen_losses, "loss_joint": joint.total.item(), "gen_step": step}
+                    gen_losses = {**gen_losses, "loss_joint": joint["loss"], "gen_step": step}
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == total - 1:
                     entry = {
@@ -354,7 +384,7 @@ def train_networks(
                     }
                     if log is not None:
                         log.write(entry)
-                    if verbose:
+                    if verbose and main:
                         tqdm.write(log_line(cfg.method, total, entry))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", refresh=False)
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs:
@@ -363,6 +393,8 @@ def train_networks(
         bar.close()
         if log is not None:
             log.close()
+    distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics, kept by every rank
+    distributed.barrier()
     if side is not None:
         side.eval()
     return Trained(model.eval(), side)
