@@ -306,3 +306,28 @@ def test_steps_sets_the_run_length_and_the_schedule(tmp_path: Path) -> None:
     assert records[-1]["lr"] == pytest.approx(warmup_cosine_lr(4 / 2, 0.1, 5 / 2, 1.0, 10.0))
     meta = json.loads((out / "last.json").read_text())
     assert (meta["epoch"], meta["step"]) == (3, 5)
+
+
+def test_compile_runs_the_steps_through_torch_compile(monkeypatch) -> None:
+    """``train.compile`` puts F's training steps through ``torch.compile`` (recorded here, not
+    compiled: compiling takes minutes on a CPU); the returned and checkpointed F is the model."""
+    compiled: list[torch.nn.Module] = []
+    calls: list[int] = []
+
+    def fake_compile(module: torch.nn.Module) -> torch.nn.Module:
+        compiled.append(module)
+
+        def forward(x: torch.Tensor):
+            calls.append(len(x))
+            return module(x)
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = train(_images(), _cfg(method="csi", epochs=1, compile=True), progress=False)
+    assert compiled == [model]
+    assert calls == [8 * 2 * 4] * 2  # 2 steps, each 8 images x 2 views x 4 rotations
+    uncompiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch, "compile", lambda m: uncompiled.append(m) or m)
+    train(_images(), _cfg(method="csi", epochs=1), progress=False)
+    assert not uncompiled

@@ -57,7 +57,7 @@ class TrainConfig:
     blur: bool = False
     precision: str = "fp32"
     channels_last: bool = False
-    compile: bool = False  # torch.compile F (pays on GPUs; see benchmarks/README.md)
+    compile: bool = False  # torch.compile F's training steps (README: "Speed options")
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     seed: int = 0
     device: str = "auto"

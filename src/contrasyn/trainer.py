@@ -154,7 +154,7 @@ def _restore(
 
 def _rank_seed(seed: int) -> int:
     """Rank r > 0's seed for augmentations and latent draws, so ranks do not repeat each other
-    (rank 0 keeps ``seed``: one process or many, rank 0 draws the same)."""
+    (rank 0 draws as one process does)."""
     return seed + 1_000_003 * distributed.rank()
 
 
@@ -271,7 +271,8 @@ def train_networks(
     augment, flip = build_augment(cfg), HorizontalFlip()
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
-    torch.manual_seed(_rank_seed(cfg.seed))
+    if distributed.rank():  # rank 0 (or one process) keeps drawing from the seed's stream
+        torch.manual_seed(_rank_seed(cfg.seed))
 
     batch = min(cfg.batch_size, len(images))
     lo, hi = distributed.shard(batch)  # this rank's slice of every global batch
