@@ -331,3 +331,22 @@ def test_compile_runs_the_steps_through_torch_compile(monkeypatch) -> None:
     monkeypatch.setattr(torch, "compile", lambda m: uncompiled.append(m) or m)
     train(_images(), _cfg(method="csi", epochs=1), progress=False)
     assert not uncompiled
+
+
+def test_resumes_a_checkpoint_written_before_newer_config_fields(tmp_path: Path) -> None:
+    """A checkpoint whose config lacks fields added since (at their defaults now) resumes;
+    one with a really different config is still refused."""
+    from contrasyn.checkpoint import save_checkpoint
+
+    cfg = _cfg(method="csi", epochs=2)
+    trained = train(_images(), cfg, tmp_path, progress=False)
+    tensors, meta = load_checkpoint(tmp_path / "last")
+    for name in ("compile", "sync_bn"):
+        del meta["config"][name]
+    save_checkpoint(tmp_path / "last", tensors, {k: v for k, v in meta.items() if k != "versions"})
+    resumed = train(_images(), cfg, tmp_path, progress=False)  # finished: nothing to do
+    assert _weights(resumed).keys() == _weights(trained).keys()
+    for k, v in _weights(trained).items():
+        assert torch.equal(_weights(resumed)[k], v)
+    with pytest.raises(ConfigError, match="different config"):
+        train(_images(), _cfg(method="csi", epochs=3), tmp_path, progress=False)

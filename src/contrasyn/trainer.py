@@ -288,7 +288,9 @@ def train_networks(
                 f"{out / 'last.json'} was left by an interrupted save; rebuilt it", stacklevel=2
             )
         tensors, meta = load_checkpoint(out / "last", device)
-        if meta["config"] != to_dict(cfg):
+        # Read through TrainConfig, so a checkpoint from before a field existed (at its
+        # default now) still resumes.
+        if to_dict(from_dict(TrainConfig, meta["config"])) != to_dict(cfg):
             raise ConfigError(f"{out}: a run with a different config is there; use another --out")
         if meta.get("data_sha256") != data_sha:
             raise ConfigError(
