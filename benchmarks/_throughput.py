@@ -50,7 +50,17 @@ __all__ = [
     "time_scoring",
     "time_training",
     "window_steps",
+    "write_json",
 ]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename, so a killed run leaves the
+    previous complete file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def window_steps(cfg: TrainConfig, csi_window: int = 1) -> int:

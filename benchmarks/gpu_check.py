@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _throughput import time_scoring, time_training  # benchmarks/, the script's folder
+from _throughput import time_scoring, time_training, write_json  # benchmarks/, the script's folder
 
 from contrasyn.checkpoint import versions
 from contrasyn.config import ScoreConfig, TrainConfig
@@ -194,13 +194,6 @@ def measure(fn: Callable[[], dict], device: torch.device) -> dict:
     else:
         result["peak_gpu_memory_mib"] = None
     return result
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> dict:

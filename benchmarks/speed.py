@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import torch
-from _throughput import time_scoring, time_training  # benchmarks/, the script's folder
+from _throughput import time_scoring, time_training, write_json  # benchmarks/, the script's folder
 
 from contrasyn.checkpoint import versions
 from contrasyn.config import TRAIN_METHODS, TrainConfig
@@ -55,13 +55,6 @@ OPTIONS = {
     "bf16+channels_last": ("bf16", True, False),
     "compile": ("fp32", False, True),
 }
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> dict:

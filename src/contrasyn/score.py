@@ -84,8 +84,6 @@ def default_nlist(n: int) -> int:
 class BankIndex:
     """A fixed bank of vectors (M, d) searched for the max inner product of each query."""
 
-    kind: str
-
     def max(self, queries: Tensor) -> Tensor:
         """``max_j <queries[i], bank[j]>`` for every i: (N,), on the queries' device and dtype."""
         raise NotImplementedError
@@ -93,8 +91,6 @@ class BankIndex:
 
 class ExactIndex(BankIndex):
     """``max_inner_product`` on the bank's device: exact, at most chunk x chunk products."""
-
-    kind = "exact"
 
     def __init__(self, bank: Tensor, chunk: int = 4096) -> None:
         self.bank, self.chunk = bank, chunk
@@ -117,8 +113,6 @@ class FaissIndex(BankIndex):
     device; queries are copied to the CPU and the result back to their device. A query whose
     probed cells are all empty (FAISS returns no neighbour) is answered by the exact search.
     """
-
-    kind = "faiss"
 
     def __init__(
         self, bank: Tensor, nprobe: int = 32, nlist: int | None = None, seed: int = 0

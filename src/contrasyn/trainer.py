@@ -104,11 +104,11 @@ def _sgd_state(optimizer) -> dict:
 def _state_tensors(
     model: nn.Module,
     optimizer,
-    side: GenerativeSide | None = None,
-    rng: list[tuple[Tensor, Tensor | None]] | None = None,
+    side: GenerativeSide | None,
+    rng: list[tuple[Tensor, Tensor | None]],
 ) -> dict[str, Tensor]:
-    """Everything needed to resume exactly: weights, momentum and Adam state, RNG state (of
-    every rank when ``rng`` holds them: ``distributed.gather_rng_states``)."""
+    """Everything needed to resume exactly: weights, momentum and Adam state, and the RNG
+    states of every rank (``distributed.gather_rng_states``)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if side is not None:
         tensors.update(side.weight_tensors())
@@ -118,7 +118,7 @@ def _state_tensors(
         buf = state[p].get("momentum_buffer")
         if buf is not None:
             tensors[f"optim.momentum.{i}"] = buf
-    for r, (cpu, cuda) in enumerate(rng or distributed.gather_rng_states()):
+    for r, (cpu, cuda) in enumerate(rng):
         suffix = f".rank{r}" if r else ""
         tensors[f"rng.cpu{suffix}"] = cpu
         if cuda is not None:
