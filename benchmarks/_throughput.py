@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from contrasyn.checkpoint import atomic_write
 from contrasyn.config import ScoreConfig, TrainConfig
 from contrasyn.score import Scorer
 from contrasyn.trainer import build_model, resolve_device, train_networks
@@ -55,12 +56,11 @@ __all__ = [
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename, so a killed run leaves the
-    previous complete file, never half of one."""
+    """Write ``data`` to ``path`` as checkpoints are written (temporary file, rename), so a
+    killed run leaves the previous complete file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def window_steps(cfg: TrainConfig, csi_window: int = 1) -> int:

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``.NAME.*.tmp`` in the same folder, then rename over ``path``."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` fills ``.NAME.*.tmp`` in the same folder, which is synced and renamed
+    over ``path``: a crash leaves the previous complete file, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     umask = os.umask(0)
@@ -60,11 +62,11 @@ def save_checkpoint(stem: str | Path, tensors: dict, meta: dict[str, Any]) -> No
     meta = {**meta, "versions": versions()}
     text = json.dumps(meta, indent=2, sort_keys=True)
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_write(
+    atomic_write(
         stem.with_suffix(".safetensors"),
         lambda tmp: save_file(contiguous, tmp, metadata={"contrasyn": text}),
     )
-    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 def read_checkpoint(
@@ -143,7 +145,7 @@ def recover_interrupted_save(stem: str | Path) -> bool:
         meta = None
     if header_meta is None or meta == header_meta:
         return False
-    _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(header + "\n"))
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(header + "\n"))
     return True
 
 

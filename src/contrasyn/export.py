@@ -99,7 +99,7 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
         raise ConfigError(
             f"ONNX export needs torch, onnx and onnxscript ({e}): pip install 'contrasyn[onnx]'"
         ) from e
-    from contrasyn.checkpoint import _atomic_write
+    from contrasyn.checkpoint import atomic_write
 
     if not hasattr(detector, "model_"):
         raise ConfigError("this Detector is not fitted: call fit() or Detector.load() first")
@@ -152,7 +152,7 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
 
-    _atomic_write(path / ONNX_FILE, write)
+    atomic_write(path / ONNX_FILE, write)
     return path
 
 
