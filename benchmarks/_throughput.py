@@ -41,8 +41,10 @@ import torch
 
 from contrasyn.checkpoint import atomic_write
 from contrasyn.config import ScoreConfig, TrainConfig
+from contrasyn.device import resolve_device
 from contrasyn.score import Scorer
-from contrasyn.trainer import build_model, resolve_device, train_networks
+from contrasyn.trained import build_model
+from contrasyn.trainer import train_networks
 
 __all__ = [
     "random_images",

@@ -43,8 +43,8 @@ from _throughput import time_scoring, time_training, write_json  # benchmarks/, 
 
 from contrasyn.checkpoint import versions
 from contrasyn.config import TRAIN_METHODS, TrainConfig
+from contrasyn.device import bf16_is_fast
 from contrasyn.presets import get_preset
-from contrasyn.trainer import bf16_is_fast
 
 REFERENCE = "fp32-eager"
 # name: (precision, channels_last, compile)

@@ -91,7 +91,7 @@ def check_training() -> dict:
         device="cpu",
     )
     images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    model, side = train_networks(images, cfg, progress=False)
+    model, side, _ = train_networks(images, cfg, progress=False)
     flat = torch.cat([t.detach().reshape(-1).float() for t in model.state_dict().values()])
     gen = torch.cat([t.detach().reshape(-1).float() for t in side.state_dict().values()])
     spread = {}

@@ -3,6 +3,8 @@ step of Algorithm 1 trains, the full round, and the stability checks."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 
 import contrasyn.adversarial as adversarial
 import contrasyn.trainer as trainer
-from contrasyn.adversarial import GenerativeSide, frozen
+from contrasyn.adversarial import GenerativeSide
 from contrasyn.augment import HorizontalFlip, shifted_views
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig
@@ -21,10 +23,21 @@ from contrasyn.losses import (
     csi_loss,
     discriminator_loss,
     generator_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
     latent_reconstruction_loss,
     reconstruction_loss,
 )
-from contrasyn.trainer import build_augment, build_model, load_generator, train, train_networks
+from contrasyn.steps import frozen
+from contrasyn.trained import build_model, load_generator
+from contrasyn.trainer import (
+    Batch,
+    algorithm_1,
+    build_augment,
+    resolve_gen_channels,
+    train,
+    train_networks,
+)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -128,16 +141,18 @@ def _changed(before, model, side) -> set[str]:
 
 def test_d_step_trains_only_D(parts) -> None:
     model, side, x, h, _, _ = parts
+    fakes = side.fakes(x, h)
     before = _snapshot(model, side)
-    side.d_step(x, h)
+    side.d_step(x, fakes)
     assert _changed(before, model, side) == {"D"}
 
 
 def test_adversarial_step_trains_G_and_E_only(parts) -> None:
     model, side, x, h, _, _ = parts
+    fakes = side.fakes(x, h)
     before = _snapshot(model, side)
     d_params = [p.detach().clone() for p in side.D.parameters()]
-    side.g_adv_step(x, h)
+    side.g_adv_step(fakes)
     assert _changed(before, model, side) == {"G", "E"}
     assert all(p.grad is None for p in side.D.parameters())
     assert all(torch.equal(a, b) for a, b in zip(d_params, side.D.parameters(), strict=True))
@@ -257,7 +272,7 @@ def test_full_training_logs_every_loss_and_resumes_exactly(tmp_path: Path, monke
     for a, b in f_pairs:
         assert torch.equal(a, b)
     side, loaded_cfg = load_generator(tmp_path / "cut/last")
-    assert loaded_cfg == cfg and not side.training
+    assert loaded_cfg == dataclasses.replace(cfg, gen_channels=1) and not side.training
     assert all(
         torch.equal(a, b) for a, b in zip(side.G.parameters(), ref.side.G.parameters(), strict=True)
     )
@@ -318,3 +333,97 @@ def test_generator_images_are_in_the_unit_range() -> None:
     side = GenerativeSide(_cfg()).eval()
     x = side.G(torch.randn(5, 8) * 10)
     assert x.shape == (5, 1, 16, 16) and x.min() >= 0 and x.max() <= 1
+
+
+# -- Algorithm 1's structure: when the round runs and what L_JOINT sees -----------------------
+
+
+def test_round_after_every_nth_batch_and_joint_step_on_real_and_synthetic() -> None:
+    calls, records = [], []
+    batches = [
+        Batch(s, s + 1.0, torch.full((2, 1, 4, 4), float(s)), 0.1, f"step {s}", None)
+        for s in range(7)
+    ]
+    synthetic = torch.full((3, 1, 4, 4), -1.0)
+
+    def f_step(x, lr, name, where):
+        calls.append((name, x.clone()))
+        return {"loss": float(len(x))}
+
+    def gen_round(x, where):
+        calls.append(("round", x.clone()))
+        return {"loss_d": 0.5}, synthetic
+
+    algorithm_1(batches, f_step, gen_round, 3, lambda b, r: records.append(r))
+    names = [c[0] for c in calls]
+    # N = 3: a round after the 3rd and 6th batches (steps 2 and 5), never after the 1st
+    assert names == [
+        "L_CSI", "L_CSI", "L_CSI", "round", "L_JOINT",
+        "L_CSI", "L_CSI", "L_CSI", "round", "L_JOINT", "L_CSI",
+    ]  # fmt: skip
+    assert torch.equal(calls[3][1], batches[2].x)  # the round sees the batch X just stepped on
+    joint = calls[4][1]  # L_JOINT: X and X~ together, real first
+    assert joint.shape == (5, 1, 4, 4)
+    assert torch.equal(joint[:2], batches[2].x) and torch.equal(joint[2:], synthetic)
+    assert records[2] == {"loss": 2.0, "loss_d": 0.5, "loss_joint": 5.0, "gen_step": 2}
+    assert records[3] == {"loss": 2.0}
+    # CSI alone: no round, no joint step
+    calls.clear()
+    algorithm_1(batches, f_step, None, 3, lambda b, r: None)
+    assert [c[0] for c in calls] == ["L_CSI"] * 7
+
+
+def test_d_loss_has_the_reconstruction_term(parts) -> None:
+    model, side, x, h, _, _ = parts
+    side.D.eval()  # no spectral-norm power iteration: the same logits before and after a copy
+    fakes = [f.detach() for f in side.fakes(x, h)]
+    assert len(fakes) == 2  # full: x~ and x^
+    D = copy.deepcopy(side.D)
+    with torch.no_grad():
+        real, synth, rec = D(x), D(fakes[0]), D(fakes[1])
+    three = discriminator_loss(real, synth, rec).item()
+    got = side.d_step(x, fakes)["loss_d"].item()
+    assert got == pytest.approx(three, rel=1e-5)
+    assert abs(got - discriminator_loss(real, synth).item()) > 1e-3  # the x^ term counts
+
+
+def test_logged_round_losses_and_rounds_follow_gen_every(tmp_path: Path) -> None:
+    cfg = _cfg(epochs=3, gen_every=2)  # 2 steps an epoch: rounds after steps 1, 3, 5
+    train_networks(_images(), cfg, tmp_path, progress=False)
+    log = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("gen_step") for r in log] == [None, 1, 1, 3, 3, 5]
+
+
+def test_warm_up_trains_the_autoencoder_before_F_and_is_logged(tmp_path: Path) -> None:
+    cfg = _cfg(epochs=1, gen_warmup=3, gen_every=4)  # 2 steps: no round, only the warm-up
+    torch.manual_seed(cfg.seed)  # the trainer's initialisation: F first, then G, D, E, D'
+    build_model(cfg)
+    side_init = GenerativeSide(dataclasses.replace(cfg, gen_channels=1))
+    ran = train_networks(_images(), cfg, tmp_path, progress=False)
+    log = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("warmup_round") for r in log[:3]] == [0, 1, 2]
+    assert {"loss_d", "loss_g_adv", "loss_ld", "loss_rec", "loss_lrec"} <= set(log[0])
+    assert "loss_csi_s" not in log[0] and [r["step"] for r in log[3:]] == [0, 1]
+    # G changed though no round of the joint training ran
+    assert not torch.equal(ran.side.G.dense.weight, side_init.G.dense.weight)
+    no_warmup = train_networks(_images(), dataclasses.replace(cfg, gen_warmup=0), progress=False)
+    assert torch.equal(no_warmup.side.G.dense.weight, side_init.G.dense.weight)
+
+
+def test_gan_losses_by_hand() -> None:
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.5, 1.5])
+    expected_d = (max(0, 1 - 2.0) + max(0, 1 - 0.5)) / 2 + (max(0, 1 - 0.5) + max(0, 1 + 1.5)) / 2
+    assert hinge_discriminator_loss(real, fake).item() == pytest.approx(expected_d)
+    assert hinge_generator_loss(fake, real).item() == pytest.approx(-(0.5 + 1.25))
+
+
+def test_grey_data_gets_a_grey_generator() -> None:
+    grey = torch.rand(6, 1, 16, 16).expand(-1, 3, -1, -1)
+    cfg = resolve_gen_channels(_cfg(channels=3), grey)
+    assert cfg.gen_channels == 1
+    assert resolve_gen_channels(_cfg(channels=3), torch.rand(6, 3, 16, 16)).gen_channels == 3
+    assert resolve_gen_channels(_cfg(channels=3, method="csi"), grey).gen_channels is None
+    side = GenerativeSide(cfg)
+    assert side.G(torch.randn(2, 8)).shape == (2, 1, 16, 16)
+    assert side.to_model(torch.rand(2, 1, 16, 16)).shape == (2, 3, 16, 16)
+    torch.testing.assert_close(side.from_model(grey), grey[:, :1])

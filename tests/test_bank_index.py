@@ -148,12 +148,12 @@ def test_bank_search_benchmark_smoke() -> None:
 
 def test_detector_without_faiss_fails_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing faiss is reported at once, not after the whole training run."""
-    from contrasyn import detector as detector_module
+    from contrasyn import csi_family
     from contrasyn.detector import Detector
 
     monkeypatch.setitem(sys.modules, "faiss", None)
     trained = []
-    monkeypatch.setattr(detector_module, "train_networks", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(csi_family, "train_networks", lambda *a, **k: trained.append(1))
     det = Detector(preset="tiny", device="cpu", score__index="faiss", progress=False)
     with pytest.raises(ConfigError, match=r"contrasyn\[faiss\]"):
         det.fit(torch.rand(20, 3, 32, 32))

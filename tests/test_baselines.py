@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrasyn.baselines.deepsvdd import DeepSVDD
-from contrasyn.baselines.goad import GOAD, centre_triplet_loss
+from contrasyn.baselines.deepsvdd import DeepSVDD, DeepSVDDConfig
+from contrasyn.baselines.goad import GOAD, GOADConfig, centre_triplet_loss
 from contrasyn.baselines.ocsvm import PixelOCSVM
-from contrasyn.baselines.rot import RotationDetector
+from contrasyn.baselines.rot import RotationDetector, RotConfig
 from contrasyn.baselines.transforms import (
     Transform,
     apply,
@@ -19,6 +19,7 @@ from contrasyn.baselines.transforms import (
     translate,
 )
 from contrasyn.data import load_dataset, to_model_input
+from contrasyn.errors import ConfigError
 from contrasyn.metrics import auroc
 from contrasyn.protocol import one_class_task
 
@@ -84,28 +85,29 @@ def test_ocsvm_beats_chance(task) -> None:
 
 def test_deepsvdd_beats_chance_and_keeps_its_centre_off_zero(task) -> None:
     # measured 0.699 with 5 pre-training epochs, 0.749 without (0.551 after 4 epochs)
-    det = DeepSVDD(rep_dim=32, epochs=15, pretrain_epochs=2, batch_size=32, lr=1e-3)
+    det = DeepSVDD(DeepSVDDConfig(rep_dim=32, epochs=15, pretrain_epochs=2, batch_size=32, lr=1e-3))
     _check(det, task, 0.6)
-    assert (det.center_.abs() >= det.eps).all()
+    assert (det.center_.abs() >= det.config.eps).all()
     assert len(det.pretrain_loss_) == 2 and det.train_loss_[-1] < det.train_loss_[0]
     layers = [m for m in det.net_.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert layers and all(m.bias is None for m in layers)
 
 
 def test_rot_trans_beats_chance(task) -> None:
-    _check(RotationDetector(width=4, epochs=3, batch_size=16, lr=0.05), task, 0.7)
+    _check(RotationDetector(RotConfig(width=4, epochs=3, batch_size=16, lr=0.05)), task, 0.7)
 
 
 def test_geom_mode_beats_chance(task) -> None:
-    _check(RotationDetector("geom", width=4, epochs=3, batch_size=16, lr=0.05, draws=8), task, 0.6)
+    cfg = RotConfig("geom", width=4, epochs=3, batch_size=16, lr=0.05, draws=8)
+    _check(RotationDetector(cfg), task, 0.6)
 
 
 def test_goad_beats_chance(task) -> None:
-    _check(GOAD("rot+trans", width=4, epochs=2, batch_size=4), task, 0.6)
+    _check(GOAD(GOADConfig("rot+trans", width=4, epochs=2, batch_size=4)), task, 0.6)
 
 
 def test_bad_modes() -> None:
-    with pytest.raises(ValueError, match="mode"):
-        RotationDetector("flip")
-    with pytest.raises(ValueError, match="transforms"):
-        GOAD("flip")
+    with pytest.raises(ConfigError, match="mode"):
+        RotConfig("flip")
+    with pytest.raises(ConfigError, match="transforms"):
+        GOADConfig("flip")

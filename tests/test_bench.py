@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contrasyn.bench import markdown_table, summary_table
+from contrasyn.results import markdown_table, summary_table
 
 
 def _row(method: str, c: int, seed: int, auroc: float, **extra) -> dict:

@@ -171,10 +171,11 @@ def test_benchmark_runs_every_baseline(tmp_path: Path) -> None:
     settings = json.loads((out / "runs/synthetic/deepsvdd/class0/seed0/settings.json").read_text())
     assert settings["epochs"] == 3 and settings["max_train"] == 200
     assert {r["n_train"] for r in rows if r["method"] == "goad"} == {"50"}
-    # each method's rows carry its own configuration hash: another CSI width leaves the
-    # learned baselines' rows valid (resumed, nothing to do), not kNN's (input settings)
-    assert main([*_bench_args(out, methods="ocsvm,goad"), "--set", "train.width=4"]) == 0
-    assert main([*_bench_args(out, methods="knn"), "--set", "train.width=4"]) == 2
+    # each method's rows carry a hash of what they depend on: another CSI width leaves every
+    # baseline's rows valid (resumed, nothing to do); another input size does not
+    assert main([*_bench_args(out, methods="knn,ocsvm,goad"), "--set", "train.width=4"]) == 0
+    assert main([*_bench_args(out, methods="knn"), "--set", "train.channels=1"]) == 2
+    assert main([*_bench_args(out, methods="goad"), "--set", "goad.epochs=2"]) == 2
 
 
 def test_demo_falls_back_to_digits_and_writes_the_report(tmp_path: Path, capsys) -> None:

@@ -89,11 +89,13 @@ def test_save_load_round_trip(fitted: Detector, task, tmp_path: Path) -> None:
 
 
 def test_full_detector_samples_and_reconstructs(fitted: Detector, task) -> None:
+    # the synthetic shapes are grey: G learns one channel, replicated to F's three
+    assert fitted.config_.train.gen_channels == 1
     samples = fitted.sample(5, seed=1)
-    assert samples.shape == (5, 32, 32, 3) and samples.dtype == np.uint8
+    assert samples.shape == (5, 32, 32, 1) and samples.dtype == np.uint8
     assert not np.array_equal(samples, fitted.sample(5, seed=2))
     rec = fitted.reconstruct(task.test_images[:4])
-    assert rec.shape == (4, 32, 32, 3) and rec.dtype == np.uint8
+    assert rec.shape == (4, 32, 32, 1) and rec.dtype == np.uint8
     assert fitted.generator_ is not None and fitted.generator_.E is not None
 
 

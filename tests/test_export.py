@@ -82,7 +82,7 @@ def test_export_completes_the_folder(fitted) -> None:
     assert batch.dim_param and not batch.dim_value  # symbolic: any batch size
 
 
-@pytest.mark.parametrize("name", ["feat", "paper", "csi"])
+@pytest.mark.parametrize("name", ["feat", "paper", "csi", "cos", "norm"])
 def test_onnx_scores_equal_torch_deterministic_scores(onnx_det, images, torch_scores, name) -> None:
     got = onnx_det.scores(images)[name]
     assert got.shape == (len(images),) and got.dtype == np.float32

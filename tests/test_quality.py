@@ -154,7 +154,7 @@ def test_quality_keeps_runs_measured_before_unless_asked(variants_bench: Path, m
     def must_not_load(*args, **kwargs):
         raise AssertionError("a run measured before was measured again")
 
-    monkeypatch.setattr("contrasyn.trainer.load_generator", must_not_load)
+    monkeypatch.setattr("contrasyn.trained.load_generator", must_not_load)
     assert main(["quality", "--results", str(out)]) == 0
     assert (out / "quality.jsonl").read_text() == before
     with pytest.raises(AssertionError, match="measured again"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrasyn.baselines.knn import PixelKNN
+from contrasyn.baselines.knn import KNNConfig, PixelKNN
 from contrasyn.config import ScoreConfig, TrainConfig
 from contrasyn.errors import ConfigError
 from contrasyn.nets import CSINet
@@ -96,16 +96,23 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
     test_draws = draws(test_x)
     n, m = len(test_x), len(train_x)
     paper = torch.zeros(n, dtype=torch.float64)
+    cos_only = torch.zeros(n, dtype=torch.float64)
+    norm_only = torch.zeros(n, dtype=torch.float64)
     for d in test_draws:
         for i in range(n):
-            best = -float("inf")
+            best, best_cos = -float("inf"), -float("inf")
             for j in range(m):
-                total = 0.0
+                total, total_cos = 0.0, 0.0
                 for k in range(K):
                     a, b = d.z[i, k].double(), bank_z[j, k].double()
                     total += a.norm() * F.cosine_similarity(a, b, dim=0)
-                best = max(best, float(total))
+                    total_cos += F.cosine_similarity(a, b, dim=0)
+                best, best_cos = max(best, float(total)), max(best_cos, float(total_cos))
             paper[i] += best / len(test_draws)
+            cos_only[i] += best_cos / len(test_draws)
+            norm_only[i] += sum(float(d.z[i, k].double().norm()) for k in range(K)) / len(
+                test_draws
+            )
     z = torch.stack([d.z for d in test_draws]).mean(0)
     h = torch.stack([d.h for d in test_draws]).mean(0)
     logit = torch.stack([d.logit for d in test_draws]).mean(0)
@@ -125,7 +132,7 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
                 for j in range(m)
             ]
             feat[i] += max(cos) / K
-    return {"paper": paper, "csi": csi, "feat": feat}
+    return {"paper": paper, "csi": csi, "feat": feat, "cos": cos_only, "norm": norm_only}
 
 
 @pytest.mark.parametrize("ensemble", [1, 2])
@@ -133,7 +140,7 @@ def test_scorer_matches_brute_force(ensemble: int) -> None:
     model, train_cfg, score_cfg, train_x, test_x = _setup(ensemble=ensemble)
     scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
     got = scorer.score_samples(model, test_x)
-    assert set(got) == set(SCORES) == {"paper", "csi", "feat"}
+    assert set(got) == set(SCORES) == {"paper", "csi", "feat", "cos", "norm"}
     expected = _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x)
     for name in SCORES:
         assert got[name].shape == (5,) and got[name].device.type == "cpu"
@@ -216,7 +223,7 @@ def test_pixel_knn_matches_cdist(k: int, chunk: int) -> None:
     queries[0] = bank[4]  # an exact match: distance 0
     d = torch.cdist(queries.flatten(1).double(), bank.flatten(1).double())
     expected = d.topk(k, largest=False).values.mean(1)
-    got = PixelKNN(k=k, chunk=chunk).fit(bank).anomaly_score(queries)
+    got = PixelKNN(KNNConfig(k=k, chunk=chunk)).fit(bank).anomaly_score(queries)
     assert got.shape == (6,)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=2e-3)
     if k == 1:

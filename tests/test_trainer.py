@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,18 +13,12 @@ import torch
 import contrasyn.trainer as trainer
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig, to_dict
+from contrasyn.device import autocast, bf16_is_fast, resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.losses import CSILoss
 from contrasyn.optim import LARS, warmup_cosine_lr
-from contrasyn.trainer import (
-    TrainingError,
-    autocast,
-    build_model,
-    build_optimizer,
-    load_model,
-    resolve_device,
-    train,
-)
+from contrasyn.trained import build_model, load_model
+from contrasyn.trainer import TrainingError, build_optimizer, train
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -79,10 +74,12 @@ def test_run_writes_metrics_and_checkpoint(full_run) -> None:
         "metrics.jsonl",
     ]
     tensors, meta = load_checkpoint(out / "last")
-    assert meta["epoch"] == 3 and meta["step"] == 6 and meta["config"] == to_dict(_cfg())
+    # saved as run: G's channels resolved from the (one-channel) data
+    ran = dataclasses.replace(_cfg(), gen_channels=1)
+    assert meta["epoch"] == 3 and meta["step"] == 6 and meta["config"] == to_dict(ran)
     assert any(k.startswith("optim.momentum.") for k in tensors) and "rng.cpu" in tensors
     model, cfg = load_model(out / "last")
-    assert cfg == _cfg() and not model.training
+    assert cfg == ran and not model.training
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
 
@@ -255,7 +252,7 @@ def test_autocast() -> None:
         assert torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast("auto", cpu):
-        assert torch.is_autocast_enabled("cpu") == trainer.bf16_is_fast(cpu)
+        assert torch.is_autocast_enabled("cpu") == bf16_is_fast(cpu)
 
 
 def test_resume_with_sgd_and_sparse_checkpoints(tmp_path: Path, monkeypatch) -> None:

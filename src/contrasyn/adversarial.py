@@ -11,70 +11,31 @@ gradient reaches its parameters and its buffers (BatchNorm statistics) are resto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrasyn import distributed
-from contrasyn.augment import HorizontalFlip, shifted_views
+from contrasyn.augment import HorizontalFlip, grayscale, shifted_views
 from contrasyn.config import TrainConfig
 from contrasyn.errors import TrainingError
 from contrasyn.losses import (
     csi_loss,
     discriminator_loss,
     generator_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
     latent_reconstruction_loss,
     reconstruction_loss,
 )
 from contrasyn.nets import CSINet, Discriminator, Encoder, Generator, LatentDiscriminator
-
-
-@contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Run ``modules`` forward (in their current mode) without training them: parameters get no
-    gradient and buffers (BatchNorm running statistics, spectral-norm vectors) are restored on
-    exit, so the backward pass and the optimiser step belong inside the block."""
-    params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
-
+from contrasyn.steps import check_finite, frozen, step
 
 _SHOWN = {"D": "D", "Dz": "D'"}
 Context = Callable[[], AbstractContextManager]
-
-
-def check_finite(name: str, value: float, where: str) -> None:
-    if value != value or value in (float("inf"), float("-inf")):
-        raise TrainingError(
-            f"{name} became {value} {where}; the last good checkpoint is kept. "
-            "Lower the learning rates (train.base_lr, train.gen_lr, train.disc_lr) or use "
-            "precision fp32."
-        )
-
-
-def _step(loss: Tensor, *optimizers: torch.optim.Optimizer) -> None:
-    """One optimiser step; under ``torchrun`` the gradients are averaged over ranks first, so
-    the replicated networks stay identical on every rank."""
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    loss.backward()
-    distributed.average_gradients(
-        p for opt in optimizers for group in opt.param_groups for p in group["params"]
-    )
-    for opt in optimizers:
-        opt.step()
 
 
 class GenerativeSide(nn.Module):
@@ -86,7 +47,9 @@ class GenerativeSide(nn.Module):
         if cfg.method == "csi":
             raise ValueError("the csi variant has no generative side")
         self.cfg = cfg
-        size, c, w, d = cfg.image_size, cfg.channels, cfg.gen_width, cfg.latent_dim
+        # G's channels (``gen_channels``, resolved by the trainer from the data; unresolved: F's)
+        self.channels = cfg.gen_channels or cfg.channels
+        size, c, w, d = cfg.image_size, self.channels, cfg.gen_width, cfg.latent_dim
         self.G = Generator(d, c, size, w)
         self.D = Discriminator(c, size, w)
         self.E = Encoder(d, c, size, w) if cfg.method == "full" else None
@@ -129,28 +92,52 @@ class GenerativeSide(nn.Module):
                     state.setdefault(int(i), {})[field] = value
             opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
 
-    # Each step below is one optimiser step of Algorithm 1; ``round`` runs them in order.
-    # ``ctx`` opens the precision context (autocast or nothing).
+    # -- channels: G works in the data's own channels, F in train.channels ---------------------
 
-    def d_step(self, x: Tensor, h: Tensor, ctx: Context = nullcontext) -> dict[str, Tensor]:
-        """Eq. 7, D's side: real x -> 1, synthetic x~ = G(h) (and x^ = G(E(x))) -> 0."""
-        G, D, E = self.G, self.D, self.E
-        with torch.no_grad(), ctx():
-            fakes = [G(h)] + ([G(E(x))] if E is not None else [])
+    def to_model(self, images: Tensor) -> Tensor:
+        """G's images as F's input: one grey channel replicated to F's channels."""
+        return images.expand(-1, self.cfg.channels, -1, -1)
+
+    def from_model(self, x: Tensor) -> Tensor:
+        """Real images in G's channels: the luma of replicated grey (itself) when G is grey."""
+        return grayscale(x) if self.channels < x.shape[1] else x
+
+    def _d_loss(self, real: Tensor, *generated: Tensor) -> Tensor:
+        hinge = self.cfg.gan_loss == "hinge"
+        return (hinge_discriminator_loss if hinge else discriminator_loss)(real, *generated)
+
+    def _g_loss(self, *generated: Tensor) -> Tensor:
+        hinge = self.cfg.gan_loss == "hinge"
+        return (hinge_generator_loss if hinge else generator_loss)(*generated)
+
+    # Each step below is one optimiser step of Algorithm 1; ``round`` runs them in order.
+    # ``x`` is the real batch in G's channels; ``ctx`` opens the precision context.
+
+    def fakes(self, x: Tensor, h: Tensor, ctx: Context = nullcontext) -> list[Tensor]:
+        """Eq. 7's generated images, with their graph: x~ = G(h) and, for ``full``,
+        x^ = G(E(x)). Both halves of eq. 7 (``d_step`` on them detached, then ``g_adv_step``)
+        use this one forward of G (and E), which is G's training forward of the round."""
+        with ctx():
+            out = [self.G(h)]
+            if self.E is not None:
+                out.append(self.G(self.E(x)))
+        return out
+
+    def d_step(self, x: Tensor, fakes: list[Tensor], ctx: Context = nullcontext) -> dict:
+        """Eq. 7, D's side: real x -> 1, synthetic x~ (and reconstructed x^) -> 0."""
+        fakes = [f.detach() for f in fakes]
         with ctx():
             # One D forward per step: spectral norm updates its vectors in place on each call.
-            logits = D(torch.cat([x, *fakes])).split([len(x)] + [len(f) for f in fakes])
-            loss = discriminator_loss(*logits)
-        _step(loss, self.optimizers["D"])
+            logits = self.D(torch.cat([x, *fakes])).split([len(x)] + [len(f) for f in fakes])
+            loss = self._d_loss(*logits)
+        step(loss, self.optimizers["D"])
         return {"loss_d": loss}
 
-    def g_adv_step(self, x: Tensor, h: Tensor, ctx: Context = nullcontext) -> dict[str, Tensor]:
-        """Eq. 7, the other side: G (and E) make D answer 1 on x~ (and x^)."""
-        G, D, E = self.G, self.D, self.E
-        with frozen(D), ctx():
-            fakes = [G(h)] + ([G(E(x))] if E is not None else [])
-            loss = generator_loss(*D(torch.cat(fakes)).split([len(f) for f in fakes]))
-            _step(loss, *(self.optimizers[n] for n in ("G", "E") if n in self.optimizers))
+    def g_adv_step(self, fakes: list[Tensor], ctx: Context = nullcontext) -> dict:
+        """Eq. 7, the other side: G (and E) make the updated D answer "real" on x~ (and x^)."""
+        with frozen(self.D), ctx():
+            loss = self._g_loss(*self.D(torch.cat(fakes)).split([len(f) for f in fakes]))
+            step(loss, *(self.optimizers[n] for n in ("G", "E") if n in self.optimizers))
         return {"loss_g_adv": loss}
 
     def csi_s_step(
@@ -160,64 +147,80 @@ class GenerativeSide(nn.Module):
         augment: nn.Module,
         flip: HorizontalFlip,
         ctx: Context = nullcontext,
-    ) -> dict[str, Tensor]:
+    ) -> dict:
         """Eq. 6: L_CSI on synthetic images only; the gradient goes through F and T into G."""
         cfg = self.cfg
         with frozen(model), ctx():
-            views, labels = shifted_views(self.G(h), augment, cfg.num_shifts, flip)
+            views, labels = shifted_views(self.to_model(self.G(h)), augment, cfg.num_shifts, flip)
             out = model(views)
             loss = csi_loss(out.z, out.shift, labels, cfg.temperature)
-            _step(loss.total, self.optimizers["G"])
+            step(loss.total, self.optimizers["G"])
         return {"loss_csi_s": loss.total}
 
-    def latent_step(self, x: Tensor, h: Tensor, ctx: Context = nullcontext) -> dict[str, Tensor]:
+    def latent_step(self, x: Tensor, h: Tensor, ctx: Context = nullcontext) -> dict:
         """Eq. 9: D' tells N(0, I) draws (-> 1) from encodings E(x) (-> 0); then E makes D'
         answer 1 on E(x)."""
         E, Dz = self._encoder()
-        with torch.no_grad(), ctx():
+        with torch.no_grad(), frozen(E), ctx():
             encoded = E(x)
         with ctx():
-            loss_ld = discriminator_loss(*Dz(torch.cat([h, encoded])).split([len(h), len(x)]))
-        _step(loss_ld, self.optimizers["Dz"])
+            loss_ld = self._d_loss(*Dz(torch.cat([h, encoded])).split([len(h), len(x)]))
+        step(loss_ld, self.optimizers["Dz"])
         with frozen(Dz), ctx():
-            loss_e = generator_loss(Dz(E(x)))
-            _step(loss_e, self.optimizers["E"])
+            loss_e = self._g_loss(Dz(E(x)))
+            step(loss_e, self.optimizers["E"])
         return {"loss_ld": loss_ld, "loss_e_adv": loss_e}
 
     def rec_step(
         self,
-        model: CSINet,
+        model: CSINet | None,
         x: Tensor,
-        augment: nn.Module,
-        flip: HorizontalFlip,
+        augment: nn.Module | None = None,
+        flip: HorizontalFlip | None = None,
         ctx: Context = nullcontext,
-    ) -> dict[str, Tensor]:
+    ) -> dict:
         """Eq. 8: lambda * pixel MSE of x^ = G(E(x)) minus the agreement of z(T1(x)) and
-        z(T2(x^)) in F's space; updates G and E."""
+        z(T2(x^)) in F's space; updates G and E. Without ``model`` (the warm-up, before F
+        has learnt anything) only the pixel term."""
         E, _ = self._encoder()
-        with frozen(model), ctx():
+        with ctx():
             x_rec = self.G(E(x))
+        if model is None:
+            with ctx():
+                mse = F.mse_loss(x_rec.float(), x.float())
+                total = self.cfg.rec_weight * mse
+            step(total, self.optimizers["G"], self.optimizers["E"])
+            return {"loss_rec": total, "rec_mse": mse}
+        with frozen(model), ctx():
             with torch.no_grad():
-                z_real = model(augment(flip(x))).z
-            z_rec = model(augment(flip(x_rec))).z
+                z_real = model(augment(flip(self.to_model(x)))).z
+            z_rec = model(augment(flip(self.to_model(x_rec)))).z
             rec = reconstruction_loss(x, x_rec, z_real, z_rec, self.cfg.rec_weight)
-            _step(rec.total, self.optimizers["G"], self.optimizers["E"])
+            step(rec.total, self.optimizers["G"], self.optimizers["E"])
         return {"loss_rec": rec.total, "rec_mse": rec.mse, "rec_sim": rec.sim}
 
-    def lrec_step(self, h: Tensor, ctx: Context = nullcontext) -> dict[str, Tensor]:
-        """Eq. 10: E inverts G on synthetic images; updates E only."""
+    def lrec_step(self, h: Tensor, ctx: Context = nullcontext) -> dict:
+        """Eq. 10: E inverts G on synthetic images; updates E only (G runs frozen)."""
         E, _ = self._encoder()
-        with torch.no_grad(), ctx():
+        with torch.no_grad(), frozen(self.G), ctx():
             synthetic = self.G(h)
         with ctx():
             loss = latent_reconstruction_loss(E(synthetic), h)
-        _step(loss, self.optimizers["E"])
+        step(loss, self.optimizers["E"])
         return {"loss_lrec": loss}
 
     def _encoder(self) -> tuple[Encoder, LatentDiscriminator]:
         if self.E is None or self.Dz is None:
             raise ValueError(f"method {self.cfg.method!r} has no encoder")
         return self.E, self.Dz
+
+    def _latent(self, x: Tensor) -> Tensor:
+        """The round's h: the real batch's size, or this rank's share of ``synth_batch``."""
+        n = len(x)
+        if self.cfg.synth_batch is not None:
+            lo, hi = distributed.shard(self.cfg.synth_batch)
+            n = hi - lo
+        return torch.randn(n, self.cfg.latent_dim, device=x.device)
 
     def round(
         self,
@@ -228,23 +231,44 @@ class GenerativeSide(nn.Module):
         ctx: Context = nullcontext,
         where: str = "",
     ) -> tuple[dict[str, float], Tensor]:
-        """One adversarial round on the real batch ``x`` in SPEC.md's order; returns every
-        loss and the synthetic batch (detached) for L_JOINT. ``where`` names the step in error
-        messages."""
-        # synth_batch is global, like the real batch: each rank draws its share.
-        n = len(x)
-        if self.cfg.synth_batch is not None:
-            lo, hi = distributed.shard(self.cfg.synth_batch)
-            n = hi - lo
-        h = torch.randn(n, self.cfg.latent_dim, device=x.device)
-        losses = self.d_step(x, h, ctx)
-        losses.update(self.g_adv_step(x, h, ctx))
+        """One adversarial round of Algorithm 1 on the real batch ``x`` (F's channels), in the
+        paper's order; returns every loss and X~ = G(h) as drawn at the top of the round
+        (detached, in F's channels) for L_JOINT. ``where`` names the step in errors."""
+        real = self.from_model(x)
+        h = self._latent(x)
+        fakes = self.fakes(real, h, ctx)  # X~, X^ <- G(h), G(E(X))
+        losses = self.d_step(real, fakes, ctx)
+        losses.update(self.g_adv_step(fakes, ctx))
         losses.update(self.csi_s_step(model, h, augment, flip, ctx))
         if self.E is not None:
-            losses.update(self.latent_step(x, h, ctx))
-            losses.update(self.rec_step(model, x, augment, flip, ctx))
+            losses.update(self.latent_step(real, h, ctx))
+            losses.update(self.rec_step(model, real, augment, flip, ctx))
             losses.update(self.lrec_step(h, ctx))
-        # Every rank takes the same decisions (stop, log) from the losses averaged over ranks.
+        values = self._check(losses, where)
+        distributed.broadcast_buffers(self)  # rank 0's BatchNorm statistics on every rank
+        return values, self.to_model(fakes[0].detach().float())
+
+    def warmup_round(
+        self, x: Tensor, ctx: Context = nullcontext, where: str = ""
+    ) -> dict[str, float]:
+        """A round of the adversarial autoencoder alone (before F trains): eq. 7, and for
+        ``full`` eq. 9, eq. 8's pixel term and eq. 10; the steps that need F are left out."""
+        real = self.from_model(x)
+        h = self._latent(x)
+        fakes = self.fakes(real, h, ctx)
+        losses = self.d_step(real, fakes, ctx)
+        losses.update(self.g_adv_step(fakes, ctx))
+        if self.E is not None:
+            losses.update(self.latent_step(real, h, ctx))
+            losses.update(self.rec_step(None, real, ctx=ctx))
+            losses.update(self.lrec_step(h, ctx))
+        values = self._check(losses, where)
+        distributed.broadcast_buffers(self)
+        return values
+
+    def _check(self, losses: dict[str, Tensor], where: str) -> dict[str, float]:
+        """The losses as floats averaged over ranks (every rank takes the same decisions),
+        checked for NaN/inf and for a discriminator that wins outright."""
         mean = distributed.mean_over_ranks(
             torch.stack([v.detach().float() for v in losses.values()])
         )
@@ -252,10 +276,7 @@ class GenerativeSide(nn.Module):
         for name, value in values.items():
             check_finite(name, value, where)
         self._watch_discriminators(values, where)
-        with torch.no_grad(), ctx():
-            synthetic = self.G(h).float()
-        distributed.broadcast_buffers(self)  # rank 0's BatchNorm statistics on every rank
-        return values, synthetic
+        return values
 
     def _watch_discriminators(self, values: dict[str, float], where: str) -> None:
         """Stop when D (or D') has won outright for ``d_win_rounds`` rounds in a row: its loss

@@ -1,14 +1,15 @@
 """The benchmark harness: every (task, method, seed) cell in one protocol, resumable.
 
+Every cell is a ``Detector`` (``detector``): the estimator a user's ``fit`` builds, at the
+benchmark's preset and overrides, so the published numbers come from the users' code path.
 Each finished cell appends one row to ``results.jsonl`` (the source of truth) and the CSV
-``results.csv`` and Markdown ``table.md`` are rewritten from it, so a killed benchmark
-rerun with the same arguments skips what is done. Columns follow SPEC.md ("Results files");
-methods with several scores add ``auroc_<score>`` and ``val_auroc_<score>`` columns.
+``results.csv`` and Markdown ``table.md`` are rewritten from it (``contrasyn.results``), so a
+killed benchmark rerun with the same arguments skips what is done. Methods with several
+scores add ``auroc_<score>`` and ``val_auroc_<score>`` columns.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import time
@@ -19,47 +20,43 @@ import numpy as np
 import torch
 
 from contrasyn import distributed
-from contrasyn.baselines import BASELINES, baseline_settings, build_baseline
-from contrasyn.config import LATER_FIELDS, TRAIN_METHODS, RunConfig, merge, save_config, to_dict
+from contrasyn.config import (
+    GENERATIVE_FIELDS,
+    LATER_FIELDS,
+    TRAIN_METHODS,
+    RunConfig,
+    load_config,
+    save_config,
+    to_dict,
+)
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
+from contrasyn.detector import Detector, training_indices
+from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.metrics import auroc, evaluate
+from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
-from contrasyn.score import SCORES, Scorer, import_faiss
-from contrasyn.trainer import resolve_device, train_networks
-
-METHODS = (*BASELINES, *TRAIN_METHODS)
-KEY = ("dataset", "method", "normal_class", "seed", "preset")
-COLUMNS = (
-    *KEY,
-    "score",
-    "auroc",
-    "aupr",
-    "fpr95",
-    "auroc_per_class_mean",
-    "train_seconds",
-    "score_seconds",
-    "n_train",
-    "n_test",
+from contrasyn.registry import BASELINES, METHOD_NAMES, method_config
+from contrasyn.results import (
+    KEY,
+    markdown_table,
+    read_jsonl,
+    read_rows,
+    run_path,
+    write_csv,
+    write_rows,
 )
+from contrasyn.score import import_faiss
+
+METHODS = METHOD_NAMES
+# the row field saying how ``config_sha`` was computed (rows without it: the first scheme)
+SCHEME = 2
 
 
 def _inputs(images: np.ndarray, dataset: str, cfg: RunConfig) -> torch.Tensor:
     return to_model_input(
         images, cfg.train.image_size, cfg.train.channels, default_resize_policy(dataset)
-    )
-
-
-def run_path(out: Path, row: dict) -> Path:
-    """Where a cell's run files live: ``out/runs/DATASET/METHOD/classK/seedS``."""
-    return (
-        out
-        / "runs"
-        / row["dataset"]
-        / row["method"]
-        / f"class{row['normal_class']}"
-        / f"seed{row['seed']}"
     )
 
 
@@ -79,6 +76,7 @@ def environment(device: str, command: str | None = None) -> dict:
         "versions": versions() | {"numpy": np.__version__, "scikit-learn": sklearn.__version__},
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
@@ -86,101 +84,105 @@ def environment(device: str, command: str | None = None) -> dict:
     }
 
 
-def _losses(detector) -> list[dict]:
-    """A learned baseline's per-epoch losses, the records of its ``metrics.jsonl``."""
-    return [
-        {"phase": phase, "epoch": i + 1, "loss": loss}
-        for phase, attr in (("pretrain", "pretrain_loss_"), ("train", "train_loss_"))
-        for i, loss in enumerate(getattr(detector, attr, []))
-    ]
+def _cpu_model() -> str | None:
+    """The CPU's model name and its bf16 support (Linux), for every timing recorded."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    lines = info.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), "")
+    flags = next((ln for ln in lines if ln.startswith("flags")), "").split()
+    extras = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({' '.join(extras)})" if model else None
 
 
-def _subsample(images: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None or len(images) <= limit:
-        return images
-    keep = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
-    return images[keep]
+def detector(
+    method: str,
+    preset: str,
+    overrides: dict,
+    seed: int,
+    run_dir: Path | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+) -> Detector:
+    """The ``Detector`` of one benchmark cell: the user's estimator at ``preset`` with the
+    benchmark's ``overrides`` ({"train": .., "score": ..} for the CSI family, {"rot": ..} for
+    a baseline), no threshold hold-out (the task has its own validation split), the preset's
+    scoring (deterministic or R draws) and, for the CSI family, ``run_dir`` for checkpoints."""
+    cfg = get_preset(preset, _family_overrides(overrides))
+    inputs = {k: getattr(cfg.train, k) for k in ("image_size", "channels")}
+    common = dict(
+        method=method, preset=preset, seed=seed, holdout=0.0, device=cfg.train.device,
+        progress=progress, verbose=verbose,
+    )  # fmt: skip
+    if method not in TRAIN_METHODS:
+        return Detector(**common, **inputs, **overrides.get(method, {}))
+    deterministic = not cfg.score.augment
+    flat = {
+        f"{section}__{name}": value
+        for section in ("train", "score")
+        for name, value in overrides.get(section, {}).items()
+        if not (deterministic and section == "score" and name in ("augment", "ensemble"))
+        and name not in ("device", "seed", "method")
+    }
+    return Detector(**common, deterministic=deterministic, checkpoint_dir=run_dir, **flat)
+
+
+def _family_overrides(overrides: dict) -> dict:
+    """The CSI family's part of a benchmark's overrides (the baselines' sections dropped)."""
+    return {k: v for k, v in overrides.items() if k in ("train", "score")}
+
+
+def check_overrides(overrides: dict) -> None:
+    """Sections of ``--config``/``--set``: train, score, or a baseline's name."""
+    unknown = sorted(set(overrides) - {"train", "score", *BASELINES})
+    if unknown:
+        raise ConfigError(
+            f"unknown override section(s) {', '.join(unknown)}: use train, score (the CSI "
+            f"family) or a baseline's name ({', '.join(BASELINES)})"
+        )
 
 
 def run_cell(
     task: OneClassTask,
     method: str,
     seed: int,
-    cfg: RunConfig,
+    preset: str = "cpu",
+    overrides: dict | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
-    preset: str = "cpu",
     verbose: bool = False,
 ) -> dict:
-    """Train and score one method on one task; returns the metrics row (without the key).
-    ``preset`` picks the baselines' settings (``BASELINE_PRESETS``); CSI's are in ``cfg``.
-    ``verbose`` prints the training losses as they are logged."""
-    row: dict = {}
-    side = None  # the generative networks of csi+g / full
+    """Fit and score one method on one task, through ``Detector`` exactly as a user's ``fit``
+    runs; returns the metrics row (without the key)."""
+    overrides = overrides or {}
+    cfg = get_preset(preset, _family_overrides(overrides))
+    det = detector(method, preset, overrides, seed, run_dir, progress, verbose)
+    train_x = _inputs(task.train_images, task.dataset, cfg)
     test_x = _inputs(task.test_images, task.dataset, cfg)
-    if method in BASELINES:
-        settings = baseline_settings(method, preset)
-        images = _subsample(task.train_images, settings["max_train"], seed)
-        train_x = _inputs(images, task.dataset, cfg)
-        if run_dir is not None and method != "knn":
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-        device = str(resolve_device(cfg.train.device))
-        detector = build_baseline(method, settings, seed, device)
-        t0 = time.perf_counter()
-        detector.fit(train_x)
-        t1 = time.perf_counter()
-        losses = _losses(detector)
-        if run_dir is not None and losses:
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
-        if verbose and losses:
-            print(
-                f"{method} losses: "
-                + ", ".join(f"{r['phase']} {r['epoch']} {r['loss']:.4g}" for r in losses),
-                flush=True,
-            )
-        scores = {method: detector.anomaly_score(test_x).numpy()}
-        val = (
-            {method: detector.anomaly_score(_inputs(task.val_images, task.dataset, cfg)).numpy()}
-            if task.val_images is not None
-            else None
-        )
-        default = method
-    elif method in TRAIN_METHODS:
-        cfg, train_x = _training_set(task, method, seed, cfg)
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.json")
-        t0 = time.perf_counter()
-        model, side = train_networks(train_x, cfg.train, run_dir, progress, verbose)
-        t1 = time.perf_counter()
-        scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
-        scores = {k: -v.numpy() for k, v in scorer.score_samples(model, test_x).items()}
-        val = None
-        if task.val_images is not None:
-            val_x = _inputs(task.val_images, task.dataset, cfg)
-            val = {k: -v.numpy() for k, v in scorer.score_samples(model, val_x).items()}
-        default = cfg.score.score
-    else:
-        raise ConfigError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    t0 = time.perf_counter()
+    det.fit(train_x)
+    t1 = time.perf_counter()
+    scores = {k: -v for k, v in det.scores(test_x).items()}
+    val = None
+    if task.val_images is not None:
+        val_x = _inputs(task.val_images, task.dataset, cfg)
+        val = {k: -v for k, v in det.scores(val_x).items()}
     t2 = time.perf_counter()
-    if side is not None and run_dir is not None:
-        save_generator_grids(side, task, cfg, run_dir, seed)
-    row.update(score=default, **evaluate(task.test_is_anomaly, scores[default], task.test_labels))
-    row.update(
-        train_seconds=round(t1 - t0, 2),
-        score_seconds=round(t2 - t1, 2),
-        n_train=len(train_x),
-        n_test=len(test_x),
-    )
-    if len(scores) > 1:
-        for name in SCORES:
-            row[f"auroc_{name}"] = auroc(task.test_is_anomaly, scores[name])
-    if val is not None:
-        for name, s in val.items():
-            row[f"val_auroc_{name}"] = auroc(task.val_is_anomaly, s)
+    default = det.score_name_
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if method in TRAIN_METHODS:
+            save_config(det.config_, run_dir / "config.json")
+        else:
+            settings = json.dumps(to_dict(det.config_), indent=2)
+            (run_dir / "settings.json").write_text(settings + "\n")
+        losses = det.method_.losses
+        if losses:
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
+        if det.generator_ is not None:
+            save_generator_grids(det.generator_, task, cfg, run_dir, seed)
         index = {} if task.test_index is None else {"test_index": task.test_index}
         np.savez_compressed(
             run_dir / "test_scores.npz",
@@ -189,144 +191,64 @@ def run_cell(
             **index,
             **scores,
         )
+    if verbose and det.method_.losses:
+        print(
+            f"{method} losses: "
+            + ", ".join(f"{r['phase']} {r['epoch']} {r['loss']:.4g}" for r in det.method_.losses),
+            flush=True,
+        )
+    row: dict = {"score": default}
+    row.update(evaluate(task.test_is_anomaly, scores[default], task.test_labels))
+    row.update(
+        train_seconds=round(t1 - t0, 2),
+        score_seconds=round(t2 - t1, 2),
+        n_train=det.n_train_,
+        n_test=len(test_x),
+    )
+    if len(scores) > 1:
+        for name, s in scores.items():
+            row[f"auroc_{name}"] = auroc(task.test_is_anomaly, s)
+    if val is not None:
+        for name, s in val.items():
+            row[f"val_auroc_{name}"] = auroc(task.val_is_anomaly, s)
     return row
 
 
-def _training_set(
-    task: OneClassTask, method: str, seed: int, cfg: RunConfig
-) -> tuple[RunConfig, torch.Tensor]:
-    """The run configuration and training images of a CSI-family cell."""
-    cfg = merge(cfg, {"train": {"seed": seed, "method": method}, "score": {"seed": seed}})
-    images = _subsample(task.train_images, cfg.train.max_train, seed)
-    return cfg, _inputs(images, task.dataset, cfg)
+def _relevant_config(method: str, preset: str, cfg: RunConfig, overrides: dict) -> dict:
+    """What a cell's result depends on besides its key: the CSI family's run configuration
+    (``csi`` without the generative side's fields; not the per-cell method, seed and device),
+    or a baseline's settings and the model input size."""
+    if method in TRAIN_METHODS:
+        data, defaults = to_dict(cfg), to_dict(RunConfig())
+        for part, names in LATER_FIELDS.items():
+            for name in names:
+                if data[part][name] == defaults[part][name]:
+                    del data[part][name]
+        drop = {"method", "seed", "device", *(GENERATIVE_FIELDS if method == "csi" else ())}
+        data["train"] = {k: v for k, v in data["train"].items() if k not in drop}
+        data["score"].pop("seed", None)
+        return data
+    settings = to_dict(method_config(method, preset, overrides.get(method, {})))
+    inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
+    return {"settings": settings, "inputs": inputs}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file (none if it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_rows(out: Path) -> list[dict]:
-    return read_jsonl(out / "results.jsonl")
-
-
-def write_tables(out: Path, rows: list[dict]) -> None:
-    """Rewrite ``results.csv`` and ``table.md`` from the rows (all columns kept)."""
-    columns = list(COLUMNS) + sorted({k for r in rows for k in r} - set(COLUMNS))
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "table.md").write_text(
-        "AUROC per normal class (anomalies positive):\n\n"
-        + markdown_table(rows)
-        + "\n\nMeans over tasks and seeds:\n\n"
-        + summary_table(rows)
-        + "\n"
-    )
-
-
-def summary_table(rows: list[dict]) -> str:
-    """Per method (and, for methods with several scores, per score): the means over all
-    cells of every metric, the validation AUROC used to choose a score, and the times.
-    ``cells`` says how many results each mean is over (methods of a partly finished run
-    may differ)."""
-    if not rows:
-        return "(no results)"
-    lines = [
-        "| method | score | cells | AUROC | val AUROC | AUROC (per-class mean) | AUPR | FPR@95 "
-        "| train s | score s |",
-        "|---" * 10 + "|",
-    ]
-
-    def mean(key: str, cells: list[dict]) -> str:
-        values = [r[key] for r in cells if key in r]
-        return f"{np.mean(values):.4f}" if len(values) == len(cells) else "-"
-
-    for method in dict.fromkeys(r["method"] for r in rows):
-        cells = [r for r in rows if r["method"] == method]
-        default = cells[0]["score"]
-        lines.append(
-            f"| {method} | {default} | {len(cells)} | {mean('auroc', cells)} "
-            f"| {mean(f'val_auroc_{default}', cells)}"
-            f" | {mean('auroc_per_class_mean', cells)} | {mean('aupr', cells)}"
-            f" | {mean('fpr95', cells)} | {float(np.mean([r['train_seconds'] for r in cells])):.1f}"
-            f" | {float(np.mean([r['score_seconds'] for r in cells])):.1f} |"
-        )
-        for name in SCORES:
-            if f"auroc_{name}" in cells[0] and name != default:
-                lines.append(
-                    f"| {method} | {name} | | {mean(f'auroc_{name}', cells)} "
-                    f"| {mean(f'val_auroc_{name}', cells)} | | | | | |"
-                )
-    return "\n".join(lines)
-
-
-def markdown_table(
-    rows: list[dict],
-    metric: str = "auroc",
-    lower_is_better: bool = False,
-    fmt: str = ".3f",
-    bold: bool = True,
+def config_sha(
+    method: str, preset: str, cfg: RunConfig, overrides: dict, max_test: int | None = None
 ) -> str:
-    """Per-class AUROC (or ``metric``; mean +- std over seeds) for each method, with the mean
-    over classes; the best method of each row in bold (unless ``bold`` is False, for a
-    metric where neither end is better)."""
-    pick = min if lower_is_better else max
-    if not rows:
-        return "(no results)"
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    classes = sorted({r["normal_class"] for r in rows})
-    names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
-    lines = ["| class | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-
-    def cell(values: list[float]) -> tuple[float, str]:
-        if not values:
-            return float("-inf"), "-"
-        m = float(np.mean(values))
-        text = f"{m:{fmt}}" + (f" ± {np.std(values):{fmt}}" if len(values) > 1 else "")
-        return m, text
-
-    per_method_means: dict[str, list[float]] = {m: [] for m in methods}
-    for c in classes:
-        cells = []
-        for m in methods:
-            vals = [r[metric] for r in rows if r["method"] == m and r["normal_class"] == c]
-            cells.append(cell(vals))
-            if vals:
-                per_method_means[m].append(float(np.mean(vals)))
-        best = pick((v for v, t in cells if t != "-"), default=None) if bold else None
-        lines.append(
-            f"| {c} {names[c]} | "
-            + " | ".join(f"**{t}**" if v == best and t != "-" else t for v, t in cells)
-            + " |"
-        )
-    means = [
-        cell(per_method_means[m])
-        if len(per_method_means[m]) == len(classes)
-        else (float("-inf"), "-")
-        for m in methods
-    ]
-    best = pick((v for v, t in means if t != "-"), default=None) if bold else None
-    lines.append(
-        "| **mean** | "
-        + " | ".join(
-            f"**{float(v):{fmt}}**"
-            if v == best and t != "-"
-            else (f"{v:{fmt}}" if t != "-" else "-")
-            for v, t in means
-        )
-        + " |"
-    )
-    return "\n".join(lines)
+    """A short hash of ``_relevant_config`` (and the test subsample size, if any): rows of
+    one method in one folder must share it, so a resumed benchmark never mixes settings."""
+    text = json.dumps(_relevant_config(method, preset, cfg, overrides), sort_keys=True)
+    if max_test is not None:
+        text += f"|max_test={max_test}"
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _config_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None = None) -> str:
-    """What a result depends on: CSI's run configuration for the CSI family and kNN (the
-    input size), a baseline's own settings (and the input size) for the other baselines;
-    and the test subsample size, if any."""
+def _first_scheme_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None) -> str:
+    """The hash rows carried before ``SCHEME`` 2: the whole run configuration (CSI family
+    and kNN) or a baseline's preset settings and input size."""
+    from contrasyn.baselines import BASELINE_PRESETS
+
     if method in TRAIN_METHODS or method == "knn":
         data, defaults = to_dict(cfg), to_dict(RunConfig())
         for part, names in LATER_FIELDS.items():
@@ -336,17 +258,43 @@ def _config_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None =
         text = json.dumps(data, sort_keys=True)
     else:
         inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
-        text = json.dumps([baseline_settings(method, preset), inputs], sort_keys=True)
+        text = json.dumps([BASELINE_PRESETS[preset][method], inputs], sort_keys=True)
     if max_test is not None:
         text += f"|max_test={max_test}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def _upgrade_rows(out: Path, rows: list[dict], preset: str) -> bool:
+    """Rows of the first hashing scheme get ``SCHEME`` 2 hashes, computed from the folder's
+    ``preset-PRESET.json`` (the configuration they were made with) once that file is shown to
+    be theirs: its first-scheme hash equals the row's. Returns whether any row changed."""
+    path = out / f"preset-{preset}.json"
+    changed = False
+    for r in rows:
+        if r.get("config_scheme") == SCHEME or r["preset"] != preset or not path.exists():
+            continue
+        stored = load_config(RunConfig, path)
+        max_test = r.get("max_test")
+        if _first_scheme_sha(r["method"], preset, stored, max_test) == r["config_sha"]:
+            r["config_sha"] = config_sha(r["method"], preset, stored, {}, max_test)
+            r["config_scheme"] = SCHEME
+            changed = True
+    return changed
+
+
 def _check_folder(
-    out: Path, rows: list[dict], methods: Sequence[str], preset: str, cfg: RunConfig, max_test
+    out: Path,
+    rows: list[dict],
+    methods: Sequence[str],
+    preset: str,
+    cfg: RunConfig,
+    overrides: dict,
+    max_test,
 ) -> dict[str, str]:
     """Each method's config hash; refuses a folder whose rows were made with another one."""
-    shas = {m: _config_sha(m, preset, cfg, max_test) for m in methods}
+    if _upgrade_rows(out, rows, preset):
+        write_rows(out, rows)
+    shas = {m: config_sha(m, preset, cfg, overrides, max_test) for m in methods}
     for method, sha in shas.items():
         clash = {
             r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
@@ -377,7 +325,7 @@ def run_benchmark(
     methods: Sequence[str],
     seeds: Sequence[int],
     preset: str,
-    cfg: RunConfig,
+    overrides: dict,
     out: str | Path,
     val_normal: int | None = None,
     progress: bool = True,
@@ -389,20 +337,30 @@ def run_benchmark(
 ) -> list[dict]:
     """Run every cell not already in ``out/results.jsonl``; returns all rows.
 
-    ``val_normal`` normal train images per task are held out for validation (default: 10%
-    of the class, at most 500). Rows record a hash of the configuration; resuming into a
-    folder whose rows for this preset were made with another configuration is refused.
-    ``max_test`` scores a stratified subsample of the test split (recorded in each row).
-    Each invocation appends its versions and machine (and ``command``) to
-    ``environment.json``; at the end ``report.html`` is rewritten if any cell ran (or there
-    is none), unless ``report`` is False.
+    ``overrides`` are nested: {"train": .., "score": ..} for the CSI family, {"rot": ..} and
+    so on for a baseline. ``val_normal`` normal train images per task are held out for
+    validation (default: 10% of the class, at most 500). Rows record a hash of the
+    configuration; resuming into a folder whose rows for this preset were made with another
+    configuration is refused. ``max_test`` scores a stratified subsample of the test split
+    (recorded in each row). Each invocation appends its versions and machine (and
+    ``command``) to ``environment.json``; at the end ``report.html`` is rewritten if any
+    cell ran (or there is none), unless ``report`` is False.
     """
     out = Path(out)
+    check_overrides(overrides)
+    cfg = get_preset(preset, _family_overrides(overrides))
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
+        if m in BASELINES:
+            method_config(m, preset, overrides.get(m, {}))  # bad settings: fail before any run
     if distributed.launched() and not distributed.is_main():
-        return _train_alongside(ds, classes, methods, seeds, preset, cfg, out, val_normal, max_test)
+        return _train_alongside(
+            ds, classes, methods, seeds, preset, overrides, out, val_normal, max_test
+        )
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows(out)
-    shas = _check_folder(out, rows, methods, preset, cfg, max_test)
+    shas = _check_folder(out, rows, methods, preset, cfg, overrides, max_test)
     if cfg.score.index == "faiss" and set(methods) & set(TRAIN_METHODS):
         import_faiss()  # missing: say so now, not after the first training
     save_config(cfg, out / f"preset-{preset}.json")
@@ -424,20 +382,23 @@ def run_benchmark(
                     zip(KEY, key, strict=True),
                     class_name=ds.class_names[c],
                     config_sha=shas[method],
+                    config_scheme=SCHEME,
                     **({} if max_test is None else {"max_test": max_test}),
                 )
                 run_dir = run_path(out, row)
-                row.update(run_cell(task, method, seed, cfg, run_dir, progress, preset, verbose))
+                row.update(
+                    run_cell(task, method, seed, preset, overrides, run_dir, progress, verbose)
+                )
                 rows.append(row)
                 with (out / "results.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                write_tables(out, rows)
+                write_rows(out, rows)
                 log(
                     f"{ds.name} class {c} ({ds.class_names[c]}) {method} seed {seed}: "
                     f"AUROC {row['auroc']:.4f} ({row['score']}), train {row['train_seconds']} s, "
                     f"score {row['score_seconds']} s"
                 )
-    write_tables(out, rows)
+    write_rows(out, rows)
     ran = len(rows) > len(done)
     if report and rows and (ran or not (out / "report.html").exists()):
         from contrasyn.report import write_report
@@ -452,17 +413,18 @@ def _train_alongside(
     methods: Sequence[str],
     seeds: Sequence[int],
     preset: str,
-    cfg: RunConfig,
+    overrides: dict,
     out: Path,
     val_normal: int | None,
     max_test: int | None,
 ) -> list[dict]:
     """A benchmark on a rank > 0 under ``torchrun``: it takes its part in training every
-    unfinished CSI-family cell, in rank 0's order; rank 0 runs the baselines, scores and
-    writes. Returns no rows."""
+    unfinished CSI-family cell, in rank 0's order (the same ``Detector.fit``, which on a rank
+    > 0 only trains); rank 0 runs the baselines, scores and writes. Returns no rows."""
+    cfg = get_preset(preset, _family_overrides(overrides))
     distributed.init(resolve_device(cfg.train.device))
     rows = read_rows(out)
-    _check_folder(out, rows, methods, preset, cfg, max_test)  # fails as rank 0 does
+    _check_folder(out, rows, methods, preset, cfg, overrides, max_test)  # fails as rank 0 does
     done = {tuple(r[k] for k in KEY) for r in rows}
     distributed.barrier()  # rank 0 has read the same rows and has not yet written any
     for c in classes:
@@ -472,8 +434,8 @@ def _train_alongside(
                 key = (ds.name, method, int(c), int(seed), preset)
                 if method in TRAIN_METHODS and key not in done:
                     row = dict(zip(KEY, key, strict=True))
-                    cell_cfg, train_x = _training_set(task, method, seed, cfg)
-                    train_networks(train_x, cell_cfg.train, run_path(out, row), progress=False)
+                    det = detector(method, preset, overrides, seed, run_path(out, row))
+                    det.fit(_inputs(task.train_images, task.dataset, cfg))
     return []
 
 
@@ -501,8 +463,8 @@ def save_generator_grids(
     save_grid(list(sample(side.G, 128, seed).split(16)), run_dir / "samples.png")
     if side.E is not None:
         normal, anomalous = _grid_images(task, cfg, 16)
-        grid = [normal, reconstructions(side.G, side.E, normal)]
-        grid += [anomalous, reconstructions(side.G, side.E, anomalous)]
+        grid = [side.from_model(normal), reconstructions(side, normal)]
+        grid += [side.from_model(anomalous), reconstructions(side, anomalous)]
         save_grid(grid, run_dir / "reconstructions.png")
 
 
@@ -529,7 +491,9 @@ def run_quality(
     from contrasyn.config import RunConfig, load_config
     from contrasyn.data import load_dataset
     from contrasyn.quality import feature_space, sample, sample_distance
-    from contrasyn.trainer import data_fingerprint, load_generator, load_model
+    from contrasyn.score import Scorer
+    from contrasyn.trained import load_generator, load_model
+    from contrasyn.trainer import data_fingerprint
 
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}
@@ -560,8 +524,8 @@ def run_quality(
         task = benchmark_task(
             datasets[r["dataset"]], r["normal_class"], val_normal, r.get("max_test")
         )
-        images = _subsample(task.train_images, cfg.train.max_train, r["seed"])
-        train_x = _inputs(images, task.dataset, cfg)
+        _, rest = training_indices(len(task.train_images), 0.0, cfg.train.max_train, r["seed"])
+        train_x = _inputs(task.train_images[rest], task.dataset, cfg)
         if load_checkpoint(run_dir / "last")[1].get("data_sha256") != data_fingerprint(train_x):
             raise ConfigError(
                 f"{run_dir}: its training images differ from the ones rebuilt here "
@@ -570,14 +534,16 @@ def run_quality(
         side, _ = load_generator(run_dir / "last")
         row = {k: r[k] for k in KEY} | {"class_name": r.get("class_name"), "n": len(train_x)}
         for name, net in feature_nets.items():
-            row[name.replace("-", "_")] = sample_distance(side.G, train_x, net, seed=r["seed"])
+            key = name.replace("-", "_")
+            row[key], row[f"{key}_floor"] = sample_distance(side.G, train_x, net, seed=r["seed"])
+            row[f"{key}_ratio"] = row[key] / row[f"{key}_floor"]
         # Where G's images sit in F's space: the AUROC of F's score (the run's default)
         # telling synthetic images from the normal test images; 0.5 = F takes them for normal.
         model, _ = load_model(run_dir / "last")
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         is_normal = np.asarray(task.test_is_anomaly) == 0
         normal_x = _inputs(task.test_images[is_normal], task.dataset, cfg)
-        synthetic = sample(side.G, len(normal_x), r["seed"] + 1)
+        synthetic = side.to_model(sample(side.G, len(normal_x), r["seed"] + 1))
         scored = [
             scorer.score_samples(model, x)[cfg.score.score].numpy() for x in (normal_x, synthetic)
         ]
@@ -600,10 +566,7 @@ def run_quality(
 def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
     (out / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if rows:
-        with (out / "quality.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out / "quality.csv", rows)
     parts = []
     if rows:
         table = markdown_table(rows, "synthetic_vs_normal_auroc", bold=False)
@@ -617,4 +580,14 @@ def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
             f"Fréchet distance of samples to training images, {metric} "
             f"(lower is better):\n\n{table}\n"
         )
+        measured = [r for r in rows if f"{metric}_ratio" in r]
+        if measured:
+            floor = markdown_table(measured, f"{metric}_floor", fmt=".4g", bold=False)
+            ratio = markdown_table(measured, f"{metric}_ratio", lower_is_better=True, fmt=".3g")
+            parts.append(
+                f"Its floor, {metric} between two disjoint halves of the training images (as "
+                f"far apart as two samples of the class itself are):\n\n{floor}\n\n"
+                f"The ratio of the two (1: as close as real images are to each other):\n\n"
+                f"{ratio}\n"
+            )
     (out / "quality.md").write_text("\n".join(parts))

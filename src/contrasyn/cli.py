@@ -119,7 +119,6 @@ def _run_benchmark(
     overrides: dict,
 ) -> list[dict]:
     from contrasyn.bench import METHODS, run_benchmark
-    from contrasyn.presets import get_preset
 
     method_list = _parse_list(methods)
     unknown = [m for m in method_list if m not in METHODS]
@@ -127,7 +126,6 @@ def _run_benchmark(
         raise ConfigError(
             f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}"
         )
-    cfg = get_preset(preset, overrides)
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
     return run_benchmark(
         ds,
@@ -135,7 +133,7 @@ def _run_benchmark(
         method_list,
         _parse_list(seeds, int),
         preset,
-        cfg,
+        overrides,
         out,
         val_normal=args.val_normal,
         progress=not args.quiet,
@@ -153,7 +151,7 @@ def _load(name: str, root: str | None) -> ImageDataset:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from contrasyn.bench import markdown_table
+    from contrasyn.results import markdown_table
 
     ds = _load(args.dataset, args.root)
     rows = _run_benchmark(
@@ -168,9 +166,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from contrasyn.bench import read_rows
     from contrasyn.errors import DataError
     from contrasyn.report import write_report
+    from contrasyn.results import read_rows
 
     rows = read_rows(Path(args.results))
     if not rows:
@@ -195,8 +193,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     one-class tasks, a stratified test subsample scored, the table and the report written."""
     import numpy as np
 
-    from contrasyn.bench import markdown_table
     from contrasyn.errors import DataError
+    from contrasyn.results import markdown_table
 
     try:
         ds = _load("fashion-mnist", args.root)
@@ -268,7 +266,7 @@ def _warn(message: str) -> None:
 
 def _check_device(name: str) -> None:
     """Fail early, in one line, on a device torch does not know or this machine lacks."""
-    from contrasyn.trainer import resolve_device
+    from contrasyn.device import resolve_device
 
     resolve_device(name)
 

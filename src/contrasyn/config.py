@@ -19,11 +19,14 @@ from contrasyn.errors import ConfigError
 T = TypeVar("T")
 
 # The outlier scores (contrasyn.score); here so that torch-free code can name them.
-SCORES = ("paper", "csi", "feat")
+SCORES = ("paper", "csi", "feat", "cos", "norm")
 # The bank searches (contrasyn.score.build_index).
 INDEXES = ("exact", "faiss")
 # The training variants of SPEC.md ("Training"): CSI alone, CSI + GAN, the paper's full method.
 TRAIN_METHODS = ("csi", "csi+g", "full")
+# The adversarial losses of eq. 7 and 9: the paper's binary cross-entropy (non-saturating for
+# the generator side) or SNGAN's hinge loss.
+GAN_LOSSES = ("bce", "hinge")
 
 
 @dataclass
@@ -72,6 +75,12 @@ class TrainConfig:
     gen_lr: float = 2e-4  # Adam for G and E
     disc_lr: float = 2e-4  # Adam for D and D'
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    gan_loss: str = "bce"  # eq. 7 and 9: "bce" (the paper's) or "hinge" (SNGAN's)
+    # Channels G emits and D and E read; None: 1 when every training image is grey (its
+    # channels equal), else train.channels. G's images are replicated to F's channels.
+    gen_channels: int | None = None
+    # Rounds of the adversarial autoencoder alone (eq. 7-10 without F) before F's training.
+    gen_warmup: int = 0
     # Stability: stop when a discriminator loss stays below this for this many rounds in a row.
     d_win_loss: float = 1e-3
     d_win_rounds: int = 100
@@ -99,6 +108,17 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.channels not in (1, 3):
             raise ConfigError(f"train.channels must be 1 or 3, got {self.channels}")
+        if self.gen_channels not in (None, 1, self.channels):
+            raise ConfigError(
+                f"train.gen_channels must be null, 1 or train.channels ({self.channels}), "
+                f"got {self.gen_channels}"
+            )
+        if self.gan_loss not in GAN_LOSSES:
+            raise ConfigError(
+                f"train.gan_loss must be one of {', '.join(GAN_LOSSES)}, got {self.gan_loss!r}"
+            )
+        if self.gen_warmup < 0:
+            raise ConfigError(f"train.gen_warmup must be >= 0 rounds, got {self.gen_warmup}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"train.steps must be >= 1 or null, got {self.steps}")
         if self.synth_batch is not None and self.synth_batch < 2:
@@ -149,7 +169,17 @@ class ScoreConfig:
 
 # Fields added after results were committed: left out of a benchmark's config hash while they
 # keep their default, so folders written before them stay resumable (bench._config_sha).
-LATER_FIELDS = {"train": ("compile", "sync_bn"), "score": ("index", "nprobe")}
+LATER_FIELDS = {
+    "train": ("compile", "sync_bn", "gan_loss", "gen_channels", "gen_warmup"),
+    "score": ("index", "nprobe"),
+}
+
+
+# TrainConfig fields only the generative side (csi+g, full) reads.
+GENERATIVE_FIELDS = (
+    "latent_dim", "gen_width", "gen_every", "synth_batch", "rec_weight", "gen_lr", "disc_lr",
+    "adam_betas", "gan_loss", "gen_channels", "gen_warmup", "d_win_loss", "d_win_rounds",
+)  # fmt: skip
 
 
 @dataclass

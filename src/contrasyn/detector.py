@@ -13,6 +13,9 @@ The threshold needs no labelled anomalies: ``holdout`` of the normal training im
 kept out of training and out of the bank; their anomaly scores set ``threshold_`` at the
 chosen false-alarm rate (the fraction of normal images that will be flagged). It can be
 changed after training (``set_threshold``) without retraining, and is saved with the model.
+
+Every method of ``contrasyn.registry`` (the CSI family and the baselines) runs behind this
+one estimator; the benchmark harness builds its cells with it too.
 """
 
 from __future__ import annotations
@@ -27,20 +30,23 @@ import torch
 from torch import Tensor
 
 from contrasyn import __version__, distributed, quality
-from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
-from contrasyn.config import TRAIN_METHODS, RunConfig, ScoreConfig, TrainConfig, from_dict, to_dict
+from contrasyn.config import TRAIN_METHODS, ScoreConfig, TrainConfig, from_dict, to_dict
 from contrasyn.data import find_images, load_images, to_model_input
 from contrasyn.data.base import ImageDataset
+from contrasyn.device import resolve_device
 from contrasyn.errors import CheckpointError, ConfigError, DataError
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
-from contrasyn.score import Scorer, import_faiss
-from contrasyn.trainer import build_model, resolve_device, train_networks
+from contrasyn.registry import METHOD_NAMES, Method, build_method, method_class, method_config
+from contrasyn.score import import_faiss
 
-AVAILABLE_METHODS = TRAIN_METHODS
+AVAILABLE_METHODS = METHOD_NAMES
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 _SCORE_FIELDS = {f.name for f in dataclasses.fields(ScoreConfig)}
+# The model input every method takes (N, channels, image_size, image_size); for the CSI family
+# these are train fields, for a baseline settings of the detector, the preset's by default.
+_INPUT_FIELDS = ("image_size", "channels")
 
 Images = np.ndarray | Tensor | str | Path | list | tuple | ImageDataset | OneClassTask
 
@@ -65,6 +71,20 @@ def _route(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def training_indices(
+    n: int, holdout: float, max_train: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``n`` images a detector holds out for its threshold and which it trains on:
+    ``round(holdout * n)`` drawn with ``seed``, then at most ``max_train`` of the rest (same
+    seed), both sorted. The benchmark (holdout 0) draws its training subsample here too."""
+    n_hold = int(round(holdout * n))
+    order = np.random.default_rng(seed).permutation(n)
+    hold, rest = np.sort(order[:n_hold]), np.sort(order[n_hold:])
+    if max_train is not None and len(rest) > max_train:
+        rest = np.sort(np.random.default_rng(seed).choice(rest, max_train, replace=False))
+    return hold, rest
+
+
 def _to_uint8(images: Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
@@ -72,26 +92,36 @@ def _to_uint8(images: Tensor) -> np.ndarray:
 class Detector:
     """One-class image anomaly detector.
 
-    ``method``: ``full`` (the paper's method: CSI plus an adversarial autoencoder whose
-    synthetic images join the contrastive training), ``csi+g`` (CSI plus a GAN) or ``csi``
-    (CSI alone); default: the preset's (``full``). Parameters are stored as given
-    (scikit-learn style); fitted state ends in ``_``.
-    ``preset`` names a configuration (``cpu``, ``paper``, ``tiny``); any field of
-    ``TrainConfig``/``ScoreConfig`` can be overridden by keyword (``epochs=5``). ``score``
-    picks the outlier score (``feat``, ``paper``, ``csi``; default: the preset's).
-    ``false_alarm_rate`` (default 0.05) or ``contamination`` (the same quantile, PyOD's
-    name) sets the threshold from the held-out normal images. ``image_size``/``channels``
-    default to the preset's; images of other sizes are brought to it by ``resize``;
-    ``skip_bad`` skips unreadable image files with a warning instead of failing.
-    ``checkpoint_dir`` makes training checkpointed and resumable; ``progress`` shows a
-    progress bar on a terminal, ``verbose`` prints the losses every ``log_every`` steps.
-    ``deterministic`` (default)
-    scores each image by one pass of its K rotations, so a score depends only on the image
-    (not on the batch it came in) and equals the ONNX export's; ``False`` uses the preset's
-    ensemble of R random test-time draws of T (CSI's protocol, as the benchmarks do). On
-    Fashion-MNIST class 0 (cpu preset, validation split) the deterministic ``feat`` score
-    was 0.940 AUROC against 0.935 for R = 2 draws.
+    ``method``: any registered method: ``full`` (the paper's method: CSI plus an adversarial
+    autoencoder whose synthetic images join the contrastive training), ``csi+g`` (CSI plus
+    a GAN), ``csi`` (CSI alone), or a baseline (``knn``, ``ocsvm``, ``deepsvdd``, ``rot``,
+    ``goad``); default: the preset's. Parameters are stored as given (scikit-learn style;
+    ``get_params``/``set_params``, so ``sklearn.base.clone`` works); fitted state ends in
+    ``_``.
+    ``preset`` names a configuration (``cpu``, ``paper``, ``demo``, ``tiny``); any setting of
+    the method can be overridden by keyword: a field of ``TrainConfig``/``ScoreConfig`` for
+    the CSI family (``epochs=5``), a baseline's own settings for a baseline (``epochs=5``
+    for ``rot``); ``image_size``/``channels`` set the model input for every method.
+    ``score`` picks the outlier score (``feat``, ``paper``, ``csi``, ``cos``, ``norm``;
+    default: the preset's). ``false_alarm_rate`` (default 0.05) or ``contamination`` (the
+    same quantile, PyOD's name) sets the threshold from the held-out normal images
+    (``holdout``; 0 keeps none and leaves no threshold, as the benchmark does, which has its
+    own validation split). Images of other sizes are brought to the input size by
+    ``resize``; ``skip_bad`` skips unreadable image files with a warning instead of failing.
+    ``checkpoint_dir`` makes the CSI family's training checkpointed and resumable;
+    ``progress`` shows a progress bar on a terminal, ``verbose`` prints the losses as they
+    are logged. ``deterministic`` (default) scores each image by one pass of its K
+    rotations, so a score depends only on the image (not on the batch it came in) and
+    equals the ONNX export's; ``False`` uses the preset's ensemble of R random test-time
+    draws of T (CSI's protocol). On Fashion-MNIST class 0 (cpu preset, validation split)
+    the deterministic ``feat`` score was 0.940 AUROC against 0.935 for R = 2 draws.
     """
+
+    _PARAMS = (
+        "method", "preset", "score", "false_alarm_rate", "contamination", "holdout",
+        "deterministic", "resize", "skip_bad", "device", "seed", "checkpoint_dir", "progress",
+        "verbose",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -127,21 +157,47 @@ class Detector:
         self.verbose = verbose
         self.overrides = overrides
 
+    # -- scikit-learn's parameter protocol ------------------------------------------------
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every constructor parameter, the keyword overrides included (``clone`` rebuilds
+        the detector from these)."""
+        return {**{name: getattr(self, name) for name in self._PARAMS}, **self.overrides}
+
+    def set_params(self, **params: Any) -> Detector:
+        """Set constructor parameters; other names become setting overrides (checked when
+        the configuration is resolved)."""
+        for name, value in params.items():
+            if name in self._PARAMS:
+                setattr(self, name, value)
+            else:
+                self.overrides[name] = value
+        return self
+
     # -- configuration -------------------------------------------------------------------
 
-    def resolved_config(self) -> RunConfig:
-        """The configuration ``fit`` will use (preset + overrides + this detector's settings);
+    @property
+    def method_name(self) -> str:
+        """``method``, or the preset's when None."""
+        return self.method or get_preset(self.preset).train.method
+
+    def resolved_config(self) -> Any:
+        """The settings ``fit`` will use (preset + overrides + this detector's settings): a
+        ``RunConfig`` for the CSI family, the baseline's settings dataclass for a baseline;
         raises ``ConfigError`` for an unknown method, setting or threshold rate."""
         self._rate()
-        if self.method is not None and self.method not in AVAILABLE_METHODS:
+        name = self.method_name
+        if name not in AVAILABLE_METHODS:
             raise ConfigError(
-                f"method {self.method!r} is not available; "
-                f"available: {', '.join(AVAILABLE_METHODS)}"
+                f"method {name!r} is not available; available: {', '.join(AVAILABLE_METHODS)}"
             )
+        if name not in TRAIN_METHODS:
+            if self.score not in (None, name):
+                raise ConfigError(f"method {name!r} has one score, {name!r}; got {self.score!r}")
+            settings = {k: v for k, v in self.overrides.items() if k not in _INPUT_FIELDS}
+            return method_config(name, self.preset, settings)
         nested = _route(self.overrides)
         nested["train"].update(device=self.device, seed=self.seed)
-        if self.method is not None:
-            nested["train"]["method"] = self.method
         nested["score"].setdefault("seed", self.seed)
         if self.score is not None:
             nested["score"]["score"] = self.score
@@ -153,7 +209,16 @@ class Detector:
                     "draws); pass deterministic=False to use test-time draws"
                 )
             nested["score"].update(augment=False, ensemble=1)
-        return get_preset(self.preset, nested)
+        return method_config(name, self.preset, nested)
+
+    def _input_spec(self, cfg: Any) -> dict[str, int]:
+        """The model input's size and channels: the CSI family's train fields; for a
+        baseline the preset's, or ``image_size``/``channels`` given as keywords."""
+        if hasattr(cfg, "train"):
+            return {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
+        train = get_preset(self.preset).train
+        spec = {k: getattr(train, k) for k in _INPUT_FIELDS}
+        return {**spec, **{k: self.overrides[k] for k in _INPUT_FIELDS if k in self.overrides}}
 
     @property
     def flag_rate(self) -> float:
@@ -169,18 +234,17 @@ class Detector:
 
     # -- input ---------------------------------------------------------------------------
 
-    def _images(self, X: Images, cfg: TrainConfig) -> tuple[Tensor, list[Path] | None]:
+    def _images(self, X: Images, spec: dict[str, int]) -> tuple[Tensor, list[Path] | None]:
         """Model input (N, C, S, S) in [0, 1] from any accepted kind of input, plus the
         file paths when the input was files (so results can name them)."""
+        size, channels = spec["image_size"], spec["channels"]
         paths = None
         if isinstance(X, OneClassTask | ImageDataset):
             X = X.train_images
         if isinstance(X, str | Path):
             X = find_images(X) if Path(X).is_dir() else [Path(X)]
         if isinstance(X, list | tuple):
-            arrays, paths = load_images(
-                X, cfg.image_size, cfg.channels, self.resize, skip_bad=self.skip_bad
-            )
+            arrays, paths = load_images(X, size, channels, self.resize, skip_bad=self.skip_bad)
             X = arrays
         if isinstance(X, np.ndarray):
             if X.ndim == 3:
@@ -191,9 +255,9 @@ class Detector:
                     "pass floats in [0, 1] as a torch tensor (N, C, H, W)"
                 )
             policy = "pad" if self.resize == "pad" else "resize"
-            return to_model_input(X, cfg.image_size, cfg.channels, policy), paths
+            return to_model_input(X, size, channels, policy), paths
         if isinstance(X, Tensor):
-            expected = (cfg.channels, cfg.image_size, cfg.image_size)
+            expected = (channels, size, size)
             if X.ndim != 4 or tuple(X.shape[1:]) != expected:
                 raise DataError(
                     f"tensor images must be (N, {', '.join(map(str, expected))}), "
@@ -210,50 +274,63 @@ class Detector:
     # -- fitting -------------------------------------------------------------------------
 
     def fit(self, X: Images, y: None = None) -> Detector:
-        """Train on normal images ``X``; ``y`` is ignored (one-class: all of X is normal)."""
+        """Train on normal images ``X``; ``y`` is ignored (one-class: all of X is normal).
+
+        ``holdout`` of the images (drawn with ``seed``) are kept for the threshold; from the
+        rest the method's ``max_train`` are drawn (same seed) to train on."""
         cfg = self.resolved_config()
         rate = self._rate()
-        if cfg.score.index == "faiss":
+        if getattr(getattr(cfg, "score", None), "index", None) == "faiss":
             import_faiss()  # missing: say so now, not after training
-        images, _ = self._images(X, cfg.train)
+        spec = self._input_spec(cfg)
+        images, _ = self._images(X, spec)
         n = len(images)
         n_hold = int(round(self.holdout * n))
-        if not 0 < self.holdout < 1 or n_hold < 1 or n - n_hold < 2:
+        if not 0 <= self.holdout < 1 or (self.holdout > 0 and n_hold < 1) or n - n_hold < 2:
             raise DataError(
                 f"{n} training image(s) with holdout={self.holdout}: need at least 2 to train "
-                "and 1 held out for the threshold"
+                "and, unless holdout=0, 1 held out for the threshold"
             )
-        if n_hold < 20:
+        if 0 < n_hold < 20:
             warnings.warn(f"the threshold rests on only {n_hold} held-out images", stacklevel=2)
+        method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
         order = np.random.default_rng(self.seed).permutation(n)
         hold, rest = order[:n_hold], np.sort(order[n_hold:])
-        if cfg.train.max_train is not None and len(rest) > cfg.train.max_train:
+        if method.max_train is not None and len(rest) > method.max_train:
             rest = np.sort(
-                np.random.default_rng(self.seed).choice(rest, cfg.train.max_train, replace=False)
+                np.random.default_rng(self.seed).choice(rest, method.max_train, replace=False)
             )
         train_x = images[torch.as_tensor(rest)]
-        model, side = train_networks(
-            train_x, cfg.train, self.checkpoint_dir, self.progress, self.verbose
-        )
+        run_dir = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        method.fit(train_x, run_dir, self.progress, self.verbose)
         if not distributed.is_main():
             return self  # under torchrun, ranks > 0 only train; rank 0 builds the bank
-        scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
-        self.config_ = cfg
-        self.model_ = model
-        self.generator_ = side
-        self.scorer_ = scorer
+        self.method_ = method
+        self.config_ = method.config
+        self.input_ = spec
         self.n_train_ = len(train_x)
-        self.holdout_scores_ = scorer.score_samples(model, images[torch.as_tensor(hold)])[
-            cfg.score.score
-        ].numpy()
-        self.set_threshold(rate)
+        self.holdout_scores_ = (
+            method.score_samples(images[torch.as_tensor(hold)])[self.score_name_].numpy()
+            if n_hold
+            else np.zeros(0)
+        )
+        self.threshold_ = None
+        if n_hold:
+            self.set_threshold(rate)
         return self
+
+    @property
+    def score_name_(self) -> str:
+        """The score this detector reports (the method's default unless ``score`` says)."""
+        return self.method_.default_score
 
     def set_threshold(
         self, false_alarm_rate: float | None = None, contamination: float | None = None
     ) -> Detector:
         """Move the threshold without retraining: flag this fraction of normal images."""
         self._check_fitted()
+        if not len(self.holdout_scores_):
+            raise ConfigError("fitted with holdout=0: no held-out images to place a threshold")
         if false_alarm_rate is not None or contamination is not None:
             self.false_alarm_rate = (
                 false_alarm_rate if false_alarm_rate is not None else (self.false_alarm_rate)
@@ -265,22 +342,52 @@ class Detector:
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "scorer_") and distributed.launched() and not distributed.is_main():
+        if not hasattr(self, "method_") and distributed.launched() and not distributed.is_main():
             raise ConfigError(
                 f"rank {distributed.rank()} only trained: under torchrun the fitted detector "
                 "(bank, threshold) is rank 0's"
             )
-        if not hasattr(self, "scorer_"):
+        if not hasattr(self, "method_"):
             raise ConfigError("this Detector is not fitted: call fit() or Detector.load() first")
+
+    # -- the CSI family's fitted networks (None/errors for the baselines) -----------------
+
+    def _family(self) -> Method:
+        self._check_fitted()
+        if self.method_.name not in TRAIN_METHODS:
+            raise ConfigError(
+                f"method {self.method_.name!r} is a baseline: it has no CSI network "
+                f"(use {', '.join(TRAIN_METHODS)})"
+            )
+        return self.method_
+
+    @property
+    def model_(self):
+        """F, the CSI family's trained network."""
+        return self._family().model
+
+    @property
+    def scorer_(self):
+        """The CSI family's feature bank and scores."""
+        return self._family().scorer
+
+    @property
+    def generator_(self):
+        """G, D (and E, D') of ``csi+g``/``full``; None for ``csi`` and the baselines."""
+        self._check_fitted()
+        return getattr(self.method_, "side", None)
 
     # -- scoring -------------------------------------------------------------------------
 
+    def scores(self, X: Images) -> dict[str, np.ndarray]:
+        """Normality of each image under every score the method computes (one pass)."""
+        self._check_fitted()
+        images, _ = self._images(X, self.input_)
+        return {k: v.numpy() for k, v in self.method_.score_samples(images).items()}
+
     def score_samples(self, X: Images) -> np.ndarray:
         """Normality M(x) of each image: higher = more normal (scikit-learn's sign)."""
-        self._check_fitted()
-        images, _ = self._images(X, self.config_.train)
-        scores = self.scorer_.score_samples(self.model_, images)
-        return scores[self.config_.score.score].numpy()
+        return self.scores(X)[self.score_name_]
 
     def anomaly_score(self, X: Images) -> np.ndarray:
         """-M(x): higher = more anomalous."""
@@ -289,6 +396,8 @@ class Detector:
     def decision_function(self, X: Images) -> np.ndarray:
         """``threshold_ - anomaly_score``: negative for anomalies, >= 0 for normal images."""
         anomaly = self.anomaly_score(X)
+        if self.threshold_ is None:
+            raise ConfigError("fitted with holdout=0: no threshold (fit with holdout > 0)")
         return self.threshold_ - anomaly
 
     def predict(self, X: Images) -> np.ndarray:
@@ -297,16 +406,15 @@ class Detector:
 
     # -- the generator (csi+g, full) -------------------------------------------------------
 
-    def _generator(self) -> GenerativeSide:
-        self._check_fitted()
-        if self.generator_ is None:
-            raise ConfigError(
-                f"method {self.config_.train.method!r} has no generator (use csi+g or full)"
-            )
-        return self.generator_
+    def _generator(self):
+        side = self.generator_
+        if side is None:
+            raise ConfigError(f"method {self.method_.name!r} has no generator (use csi+g or full)")
+        return side
 
     def sample(self, n: int = 64, seed: int = 0) -> np.ndarray:
-        """``n`` synthetic images G(h), h ~ N(0, I), as uint8 (n, H, W, C) like the input."""
+        """``n`` synthetic images G(h), h ~ N(0, I), as uint8 (n, H, W, C): C is the data's
+        own channels (grey data gives grey samples)."""
         return _to_uint8(quality.sample(self._generator().G, n, seed))
 
     def reconstruct(self, X: Images) -> np.ndarray:
@@ -315,8 +423,8 @@ class Detector:
         side = self._generator()
         if side.E is None:
             raise ConfigError("reconstruction needs the encoder E: method 'full'")
-        images, _ = self._images(X, self.config_.train)
-        return _to_uint8(quality.reconstructions(side.G, side.E, images))
+        images, _ = self._images(X, self.input_)
+        return _to_uint8(quality.reconstructions(side, images))
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -325,20 +433,20 @@ class Detector:
         ``path/model.json`` (config, threshold, versions), each atomically."""
         self._check_fitted()
         path = Path(path)
-        tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
-        tensors.update({f"scorer.{k}": v for k, v in self.scorer_.state_tensors().items()})
+        tensors = dict(self.method_.state_tensors())
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
-        if self.generator_ is not None:
-            tensors.update(self.generator_.weight_tensors())
         meta = {
             "format": DETECTOR_FORMAT,
-            "method": self.config_.train.method,
+            "method": self.method_.name,
             "preset": self.preset,
             "config": to_dict(self.config_),
+            "input": self.input_,
+            "score": self.score_name_,
             "threshold": self.threshold_,
             "false_alarm_rate": self.false_alarm_rate,
             "contamination": self.contamination,
             "resize": self.resize,
+            "seed": self.method_.seed,
             "n_train": self.n_train_,
             "n_holdout": len(self.holdout_scores_),
         }
@@ -358,44 +466,38 @@ class Detector:
                 f"{path}: not a contrasyn detector (format {meta.get('format')!r})"
             )
         try:
-            cfg = from_dict(RunConfig, meta["config"])
+            name = meta["method"]
+            cfg = from_dict(method_class(name).config_class, meta["config"])
+            family = name in TRAIN_METHODS
+            seed = meta.get("seed", cfg.train.seed if family else 0)
             det = cls(
-                method=meta["method"],
+                method=name,
                 preset=meta["preset"],
-                score=cfg.score.score,
+                score=cfg.score.score if family else None,
                 false_alarm_rate=meta["false_alarm_rate"],
                 contamination=meta["contamination"],
-                deterministic=not cfg.score.augment,
+                deterministic=not cfg.score.augment if family else True,
                 resize=meta["resize"],
                 device=device,
-                seed=cfg.train.seed,
+                seed=seed,
             )
-            model = build_model(cfg.train).to(dev)
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            if cfg.train.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            scorer = Scorer(cfg.train, cfg.score).load_state(
-                {k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")}
-            )
+            method = build_method(name, cfg, seed, dev).load_state(tensors)
             holdout = tensors["holdout_scores"].cpu().numpy()
-            side = None
-            if cfg.train.method != "csi":
-                side = GenerativeSide(cfg.train).to(dev)
-                side.load_weight_tensors(tensors)
-                side.eval()
+            spec = meta.get("input") or det._input_spec(cfg)
         except (KeyError, RuntimeError, TypeError, ConfigError) as e:
             raise CheckpointError(f"{path}: model files are inconsistent ({e})") from e
+        det.method_ = method
         det.config_ = cfg
-        det.model_ = model.eval()
-        det.generator_ = side
-        det.scorer_ = scorer
+        det.input_ = spec
         det.n_train_ = meta["n_train"]
         det.holdout_scores_ = holdout
-        det.threshold_ = float(meta["threshold"])
+        det.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
         return det
 
     def __repr__(self) -> str:
-        fitted = f", threshold_={self.threshold_:.4g}" if hasattr(self, "threshold_") else ""
+        fitted = ""
+        if getattr(self, "threshold_", None) is not None:
+            fitted = f", threshold_={self.threshold_:.4g}"
         return (
             f"Detector(method={self.method!r}, preset={self.preset!r}, "
             f"score={self.score!r}{fitted}, contrasyn {__version__})"

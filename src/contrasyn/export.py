@@ -101,15 +101,13 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
         ) from e
     from contrasyn.checkpoint import atomic_write
 
-    if not hasattr(detector, "model_"):
-        raise ConfigError("this Detector is not fitted: call fit() or Detector.load() first")
+    network = detector.model_  # not fitted, or a baseline (no network F): one clear ConfigError
     path = Path(path)
     if not (path / "model.json").is_file():
         detector.save(path)
     saved, _ = read_checkpoint(path / "model", "numpy")
     weights = {
-        f"model.{k}": v.detach().cpu().contiguous().numpy()
-        for k, v in detector.model_.state_dict().items()
+        f"model.{k}": v.detach().cpu().contiguous().numpy() for k, v in network.state_dict().items()
     }
     digest = _weights_digest(weights)
     if _weights_digest(saved) != digest:
@@ -119,7 +117,7 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
         )
 
     cfg = detector.config_.train
-    model = copy.deepcopy(detector.model_).float().cpu()
+    model = copy.deepcopy(network).float().cpu()
     model = model.to(memory_format=torch.contiguous_format).eval()
     example = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size)
     program = torch.onnx.export(
@@ -157,7 +155,7 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
 
 
 def torch_deterministic_scores(detector: Detector, images: Any) -> dict[str, np.ndarray]:
-    """The three normality scores of ``images`` with PyTorch under the test-time transform
+    """Every normality score of ``images`` with PyTorch under the test-time transform
     ``OnnxDetector`` runs (K rotations only, one pass), against the detector's bank, in fp32.
 
     ``images``: float (N, C, S, S) in [0, 1] as a numpy array or tensor (or anything
@@ -168,17 +166,16 @@ def torch_deterministic_scores(detector: Detector, images: Any) -> dict[str, np.
 
     from contrasyn.score import Scorer
 
-    if not hasattr(detector, "scorer_"):
-        raise ConfigError("this Detector is not fitted: call fit() or Detector.load() first")
+    bank = detector.scorer_.state_tensors()  # not fitted, or a baseline: one clear ConfigError
     if isinstance(images, np.ndarray) and images.dtype.kind == "f":
         images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    x, _ = detector._images(images, detector.config_.train)
+    x, _ = detector._images(images, detector.input_)
     train_cfg = dataclasses.replace(detector.config_.train, precision="fp32")
     # The exported graph searches the bank exactly: so does the reference it is checked against.
     score_cfg = dataclasses.replace(
         detector.config_.score, augment=False, ensemble=1, index="exact"
     )
-    scorer = Scorer(train_cfg, score_cfg).load_state(detector.scorer_.state_tensors())
+    scorer = Scorer(train_cfg, score_cfg).load_state(bank)
     return {k: v.numpy() for k, v in scorer.score_samples(detector.model_, x).items()}
 
 
@@ -311,7 +308,7 @@ class OnnxDetector:
         return np.concatenate(zs), np.concatenate(hs), np.concatenate(logits)
 
     def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """All three normality scores ``{paper, csi, feat}`` (as ``Scorer.score_samples``)."""
+        """Every normality score ``{paper, csi, feat, cos, norm}`` (as ``Scorer.score_samples``)."""
         z, h, logit = self.features(images)
         chunk, k = self.config_.score.chunk, self.config_.train.num_shifts
         paper = max_inner_product(
@@ -323,7 +320,16 @@ class OnnxDetector:
         feat = np.stack(
             [max_inner_product(hn[:, s], self._bank_h[s], chunk) for s in range(k)], 1
         ).mean(1)
-        return {"paper": paper, "csi": csi.astype(np.float32), "feat": feat.astype(np.float32)}
+        flat = _normalize(z).reshape(len(z), self._bank_flat.shape[1])
+        cos = max_inner_product(flat, self._bank_flat, chunk)
+        norm = np.linalg.norm(z, axis=2).sum(1)
+        return {
+            "paper": paper,
+            "csi": csi.astype(np.float32),
+            "feat": feat.astype(np.float32),
+            "cos": cos.astype(np.float32),
+            "norm": norm.astype(np.float32),
+        }
 
     def score_samples(self, images: np.ndarray) -> np.ndarray:
         """Normality M(x) of each image under the detector's score: higher = more normal."""

@@ -80,6 +80,25 @@ def generator_loss(*generated: Tensor) -> Tensor:
     return loss
 
 
+def hinge_discriminator_loss(real: Tensor, *generated: Tensor) -> Tensor:
+    """SNGAN's hinge loss in place of eq. 7's (or eq. 9's) cross-entropies:
+    ``mean(relu(1 - D(real)))`` plus one ``mean(relu(1 + D(g)))`` per kind of generated sample."""
+    loss = F.relu(1 - real.float()).mean()
+    for g in generated:
+        loss = loss + F.relu(1 + g.float()).mean()
+    return loss
+
+
+def hinge_generator_loss(*generated: Tensor) -> Tensor:
+    """The generator side of the hinge loss: ``-mean(D(g))`` summed over the kinds of sample;
+    it never saturates, however confident D is."""
+    first, *rest = generated
+    loss = -first.float().mean()
+    for g in rest:
+        loss = loss - g.float().mean()
+    return loss
+
+
 class RecLoss(NamedTuple):
     """L_REC (eq. 8) and its two parts, kept separate for logging."""
 

@@ -157,11 +157,25 @@ def sample(generator: nn.Module, n: int, seed: int = 0, batch_size: int = 200) -
 
 
 def sample_distance(
-    generator: nn.Module, real: Tensor, space: nn.Module, n: int | None = None, seed: int = 0
-) -> float:
-    """Fréchet distance between ``n`` (default: as many as ``real``) samples and ``real``."""
-    fake = sample(generator, n or len(real), seed)
-    return frechet_distance(features(space, fake), features(space, real))
+    generator: nn.Module, real: Tensor, space: nn.Module, seed: int = 0
+) -> tuple[float, float]:
+    """G's Fréchet distance to the real images and its floor, on equal footing.
+
+    ``real`` is split (seeded) into two disjoint halves A and B. Returns the distance of
+    |A| samples G(h) to B, and the distance of A to B: what two samples of real images of
+    the class are apart at this size (the estimate's own bias and noise). A generator that
+    matched the class would score about the floor; the ratio says how far it is from that."""
+    half = len(real) // 2
+    if half < 2:
+        raise ValueError(f"need at least 4 real images (a distance and its floor), got {len(real)}")
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    a, b = real[perm[:half]], real[perm[half : 2 * half]]
+    target = features(space, b)
+    fake = sample(generator, half, seed)
+    return (
+        frechet_distance(features(space, fake), target),
+        frechet_distance(features(space, a), target),
+    )
 
 
 def save_grid(rows: list[Tensor], path: str | Path, pad: int = 2) -> Path:
@@ -183,7 +197,8 @@ def save_grid(rows: list[Tensor], path: str | Path, pad: int = 2) -> Path:
 
 
 @torch.no_grad()
-def reconstructions(generator: nn.Module, encoder: nn.Module, images: Tensor) -> Tensor:
-    """G(E(x)) for [0, 1] images, on the CPU."""
-    device = next(generator.parameters()).device
-    return generator(encoder(images.to(device))).float().cpu()
+def reconstructions(side: nn.Module, images: Tensor) -> Tensor:
+    """G(E(x)) for [0, 1] images (F's channels) by a ``GenerativeSide``, on the CPU, in G's
+    channels."""
+    device = next(side.parameters()).device
+    return side.G(side.E(side.from_model(images.to(device)))).float().cpu()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contrasyn.bench import markdown_table, read_jsonl, read_rows, run_path, summary_table
 from contrasyn.data.base import ImageDataset
+from contrasyn.results import markdown_table, read_jsonl, read_rows, run_path, summary_table
 
 FIGURES = "report"
 # numeric metrics.jsonl fields that are bookkeeping, not losses

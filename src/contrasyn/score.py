@@ -13,6 +13,9 @@ side by side at no extra cost:
   weighted by 1 / its mean training value, averaged over the K shifts.
 - ``feat``: the mean over shifts of the cosine 1-NN similarity of the penultimate features
   (before the projection head): the most stable score in our calibration runs.
+- ``cos`` and ``norm``, eq. 11 taken apart (for diagnosis): ``cos`` is eq. 11 without the
+  norm factor, ``max_x' sum_S sim(z_S(x), z_S(x'))``; ``norm`` is the factor alone,
+  ``sum_S ||z_S(x)||``; both averaged over the R draws as eq. 11 is.
 
 Features of every image are averaged over the R draws (CSI's ensemble); the training bank
 holds, for every training image and shift, that average. Every search goes through a
@@ -36,9 +39,9 @@ from torch import Tensor
 
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
 from contrasyn.config import INDEXES, SCORES, ScoreConfig, TrainConfig
+from contrasyn.device import autocast
 from contrasyn.errors import ConfigError
 from contrasyn.nets import CSINet
-from contrasyn.trainer import autocast
 
 
 def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tensor:
@@ -325,14 +328,18 @@ class Scorer:
     def score_samples(self, model: CSINet, images: Tensor) -> dict[str, Tensor]:
         indices = self._indices if self._indices is not None else self._build_indices()
         k = self.train_cfg.num_shifts
-        paper = torch.zeros(len(images), device=self.bank_z_.device)
+        per_draw = torch.zeros(3, len(images), device=self.bank_z_.device)
 
-        def add_paper(d: DrawFeatures) -> None:
-            paper.add_(indices["paper"][0].max(d.z.flatten(1)))
+        def add_draw(d: DrawFeatures) -> None:
+            # eq. 11 and its parts are averaged over draws (M_ens), not computed on the mean
+            per_draw[0].add_(indices["paper"][0].max(d.z.flatten(1)))
+            per_draw[1].add_(indices["paper"][0].max(F.normalize(d.z, dim=2).flatten(1)))
+            per_draw[2].add_(d.z.norm(dim=2).sum(1))
 
-        mean = self._mean_features(model, images, add_paper)
+        mean = self._mean_features(model, images, add_draw)
         sim = torch.stack([indices["z"][s].max(mean.z[:, s]) for s in range(k)], dim=1)
         csi = (sim * self.weight_sim_ + mean.logit * self.weight_shift_).mean(1)
         h = F.normalize(mean.h, dim=2)
         feat = torch.stack([indices["h"][s].max(h[:, s]) for s in range(k)], dim=1).mean(1)
-        return {"paper": (paper / self.cfg.ensemble).cpu(), "csi": csi.cpu(), "feat": feat.cpu()}
+        paper, cos, norm = (per_draw / self.cfg.ensemble).cpu()
+        return {"paper": paper, "csi": csi.cpu(), "feat": feat.cpu(), "cos": cos, "norm": norm}

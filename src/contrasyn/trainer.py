@@ -1,24 +1,26 @@
-"""Algorithm 1: the training loop of all three variants (``csi``, ``csi+g``, ``full``).
+"""Training: Algorithm 1 of the paper (``algorithm_1``), and the run around it.
 
-One readable loop: shuffle, build 2 views x K rotations on the device, one forward, L_CSI,
-LARS step on CSI's warm-up + cosine schedule. For ``csi+g`` and ``full``, after every
-``gen_every`` batches the generative side runs one adversarial round
-(``adversarial.GenerativeSide.round``) and F takes one more step, on L_JOINT: L_CSI over the
-real batch and the round's synthetic batch together. Every loss component goes to
-``metrics.jsonl``; checkpoints (safetensors + JSON) are written every ``checkpoint_every``
-epochs and at the end, and ``train`` resumes from ``out_dir/last`` when it exists.
-Under ``torchrun`` the same loop runs on every rank, each on its slice of the global batch
-(``contrasyn.distributed``); rank 0 logs and checkpoints.
+``algorithm_1`` is the paper's loop, one line of code per line of the algorithm: F's step on
+L_CSI for every real batch, and after every N-th batch one round of the generative side
+(``GenerativeSide.round``: lines 6-12) and F's step on L_JOINT. Everything else is set up
+around it by ``train_networks``: the batches and the learning-rate schedule
+(``TrainingRun.batches``), F's step with its precision, memory format, DDP and compilation
+(``FStep``), the adversarial autoencoder's warm-up before the first batch (``warm_up``,
+``train.gen_warmup`` rounds; 0 in the paper), and after each batch the log, the progress bar
+and the checkpoints (``TrainingRun.after_batch``). ``csi`` is the same loop without the
+generative side. Rerunning ``train_networks`` with the same ``out_dir`` resumes from the last
+checkpoint with the same RNG state. Under ``torchrun`` the loop runs on every rank, each on its
+slice of the global batch (``contrasyn.distributed``); rank 0 logs and checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import math
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,59 +29,138 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrasyn import distributed
-from contrasyn.adversarial import GenerativeSide, check_finite
+from contrasyn.adversarial import GenerativeSide
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, shifted_views
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
-from contrasyn.config import TrainConfig, from_dict, to_dict
+from contrasyn.config import TrainConfig, to_dict
+from contrasyn.device import autocast, resolve_device
 from contrasyn.errors import ConfigError, TrainingError
 from contrasyn.losses import csi_loss
 from contrasyn.nets import CSINet
 from contrasyn.optim import LARS, warmup_cosine_lr
+from contrasyn.runlog import MetricsLog, log_line
+from contrasyn.steps import check_finite
+from contrasyn.trained import build_model, saved_config
 
-__all__ = ["Trained", "TrainingError", "load_generator", "load_model", "train", "train_networks"]
+__all__ = ["Batch", "Trained", "TrainingError", "algorithm_1", "train", "train_networks"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit name must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+class Batch(NamedTuple):
+    """A real batch X of the loop: its step, the epoch reached at its end, F's learning rate,
+    where it is (for messages) and, on an epoch's last batch, that epoch's number."""
+
+    step: int
+    epoch: float
+    x: Tensor
+    lr: float
+    where: str
+    epoch_end: int | None
+
+
+Round = Callable[[Tensor, str], tuple[dict[str, float], Tensor]]
+
+
+def algorithm_1(
+    batches: Iterable[Batch],
+    f_step: Callable[[Tensor, float, str, str], dict[str, float]],
+    gen_round: Round | None,
+    every: int,
+    after_batch: Callable[[Batch, dict], None],
+) -> None:
+    """Algorithm 1 (``gen_round`` None: CSI alone). ``f_step(x, lr, name, where)`` is one step
+    of F on L_CSI over x; ``gen_round(X, where)`` runs lines 6-12 and returns their losses and
+    X~ = G(h) (``GenerativeSide.round``); ``every`` is N."""
+    for b in batches:  # for next image batch X do
+        record = f_step(b.x, b.lr, "L_CSI", b.where)  # update F by minimising L_CSI(X)
+        if gen_round is not None and (b.step + 1) % every == 0:  # if every N batches then
+            losses, synthetic = gen_round(b.x, b.where)  # lines 6-12: h, X~, X^; D, G, E, D'
+            joint = f_step(torch.cat([b.x, synthetic]), b.lr, "L_JOINT", b.where)  # F: L_JOINT
+            record = {**record, **losses, "loss_joint": joint["loss"], "gen_step": b.step}
+        after_batch(b, record)
+
+
+def warm_up(
+    side: GenerativeSide,
+    images: Tensor,
+    rounds: int,
+    batch: int,
+    shard: tuple[int, int],
+    ctx: Callable,
+    seed: int,
+    log: Callable[[int, dict], None],
+    out: Path | None,
+) -> None:
+    """``rounds`` rounds of the adversarial autoencoder alone (``warmup_round``) on shuffled
+    real batches in their own seeded order, before F's first step, so that G enters the joint
+    training already making images of the class; ``log(r, losses)`` after each."""
+    lo, hi = shard
+    order = torch.Generator().manual_seed(seed + 7_919)
+    per_pass = max(len(images) // batch, 1)
+    device = next(side.parameters()).device
+    for r in range(rounds):
+        if r % per_pass == 0:
+            perm = torch.randperm(len(images), generator=order)
+        i = r % per_pass
+        x = images[perm[i * batch : (i + 1) * batch][lo:hi]].to(device, non_blocking=True)
+        where = f"in warm-up round {r}" + (f" (in {out})" if out else "")
+        log(r, side.warmup_round(x, ctx, where))
+
+
+class Trained(NamedTuple):
+    """What training produced: F, G/D/E/D' for ``csi+g``/``full`` (else None), eval mode,
+    and the configuration as run (``gen_channels`` resolved from the data)."""
+
+    model: CSINet
+    side: GenerativeSide | None
+    config: TrainConfig
+
+
+def train(
+    images: Tensor,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+) -> CSINet:
+    """Train on ``images`` and return F in eval mode (see ``train_networks``)."""
+    return train_networks(images, cfg, out_dir, progress, verbose).model
+
+
+def train_networks(
+    images: Tensor,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+) -> Trained:
+    """Train F (and, for ``csi+g``/``full``, the generative side) on ``images`` (N, C, H, W)
+    in [0, 1]. ``verbose`` prints every logged record (each ``log_every`` steps) as a line,
+    which is what a log file of a run without a terminal (no progress bar) shows.
+
+    With ``out_dir`` the run is checkpointed and resumable: rerunning the same call after an
+    interruption continues from the last saved epoch with the same RNG state.
+    """
+    run = TrainingRun(images, cfg, out_dir, progress, verbose)
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(
-            f"device {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)"
-        ) from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} requested but MPS is not available")
-    return device
+        side, ctx = run.side, run.precision
+        if side is not None and run.start_epoch == 0 and run.cfg.gen_warmup:
+            warm_up(
+                side, images, run.cfg.gen_warmup, run.batch, run.shard, ctx, run.cfg.seed,
+                run.log_warmup, run.out,
+            )  # fmt: skip
+        gen_round = None
+        if side is not None:
+
+            def gen_round(x: Tensor, where: str) -> tuple[dict[str, float], Tensor]:
+                return side.round(run.model, x, run.augment, run.flip, ctx, where)
+
+        algorithm_1(run.batches(), run.f_step, gen_round, run.cfg.gen_every, run.after_batch)
+    finally:
+        run.close()
+    return run.finish()
 
 
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether the device has native bf16 matrix units (without them autocast is ~10x slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def autocast(precision: str, device: torch.device):
-    """bf16 autocast for ``bf16``, and for ``auto`` where the hardware runs bf16 natively."""
-    if precision not in ("fp32", "bf16", "auto"):
-        raise ConfigError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
-    if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def build_model(cfg: TrainConfig) -> CSINet:
-    return CSINet(cfg.width, cfg.channels, cfg.stem, cfg.proj_dim, cfg.num_shifts)
+# -- the run around the loop ----------------------------------------------------------------
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> LARS | torch.optim.SGD:
@@ -95,6 +176,241 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> LARS | torch.optim.SG
 
 def build_augment(cfg: TrainConfig) -> SimCLRAugment:
     return SimCLRAugment(cfg.jitter, cfg.jitter_p, cfg.gray_p, cfg.crop_scale, blur=cfg.blur)
+
+
+def resolve_gen_channels(cfg: TrainConfig, images: Tensor) -> TrainConfig:
+    """``cfg`` with ``gen_channels`` fixed from the data: 1 when every training image is grey
+    (its channels equal, as replicated grey images are), else ``channels``. G then learns the
+    data's own images; its samples are replicated to F's channels."""
+    if cfg.method == "csi" or cfg.gen_channels is not None:
+        return cfg
+    grey = cfg.channels == 1 or bool((images == images[:, :1]).all())
+    return dataclasses.replace(cfg, gen_channels=1 if grey else cfg.channels)
+
+
+def data_fingerprint(images: Tensor) -> str:
+    """sha256 of the training images, so a resumed run is known to continue on the same data."""
+    x = images.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}".encode())
+    digest.update(x.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _rank_seed(seed: int) -> int:
+    """Rank r > 0's seed for augmentations and latent draws, so ranks do not repeat each other
+    (rank 0 draws as one process does)."""
+    return seed + 1_000_003 * distributed.rank()
+
+
+class FStep:
+    """One LARS step of F on L_CSI over the shifted instances of a batch, at a learning rate;
+    the forward runs through ``forward`` (F itself, under DDP or compiled), in the run's
+    precision and memory format. Returns L_CSI and its parts, averaged over ranks."""
+
+    def __init__(self, run: TrainingRun, forward: nn.Module) -> None:
+        self.run, self.forward = run, forward
+
+    def __call__(self, x: Tensor, lr: float, name: str, where: str) -> dict[str, float]:
+        run, cfg = self.run, self.run.cfg
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        views, labels = shifted_views(x, run.augment, cfg.num_shifts, run.flip)
+        with run.precision():
+            outputs = self.forward(views.contiguous(memory_format=run.memory))
+        loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
+        # Logged, and checked, as the mean over ranks: every rank stops together.
+        total, con, cls = distributed.mean_over_ranks(
+            torch.stack([loss.total, loss.con, loss.cls]).detach().float()
+        ).tolist()
+        check_finite(f"{name} (L_con-SI {con:.4g}, L_cls-SI {cls:.4g})", total, where)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        run.optimizer.step()
+        return {"loss": total, "loss_con": con, "loss_cls": cls}
+
+
+class TrainingRun:
+    """Everything ``algorithm_1`` runs in: the networks and optimisers, the resumed state,
+    the batches and schedule, the log, the progress bar and the checkpoints."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        cfg: TrainConfig,
+        out_dir: str | Path | None,
+        progress: bool,
+        verbose: bool,
+    ) -> None:
+        if images.ndim != 4 or images.shape[1] != cfg.channels:
+            raise ConfigError(
+                f"training images must be (N, {cfg.channels}, H, W), got {tuple(images.shape)}"
+            )
+        if cfg.method != "csi" and images.shape[-1] != cfg.image_size:
+            raise ConfigError(
+                f"training images are {images.shape[-2]}x{images.shape[-1]} but the generator "
+                f"of method {cfg.method!r} makes {cfg.image_size}x{cfg.image_size} "
+                "(train.image_size)"
+            )
+        self.images, self.verbose = images, verbose
+        self.cfg = cfg = resolve_gen_channels(cfg, images)
+        self.device = device = distributed.init(resolve_device(cfg.device))
+        self.main = distributed.is_main()
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.model = build_model(cfg).to(device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.side = GenerativeSide(cfg).to(device) if cfg.method != "csi" else None
+        self.augment, self.flip = build_augment(cfg), HorizontalFlip()
+        self.memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory)
+        if distributed.rank():  # rank 0 (or one process) keeps drawing from the seed's stream
+            torch.manual_seed(_rank_seed(cfg.seed))
+
+        self.batch = min(cfg.batch_size, len(images))
+        self.shard = distributed.shard(self.batch)  # this rank's slice of every global batch
+        self.steps_per_epoch = max(len(images) // self.batch, 1)
+        self.total = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total / self.steps_per_epoch)
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.data_sha = data_fingerprint(images)
+        self.start_epoch = self._resume()
+        resume_step = self.start_epoch * self.steps_per_epoch
+        self.log = MetricsLog(self.out / "metrics.jsonl", resume_step) if self.out else None
+        if not self.main:
+            self.log = None
+        # The module F's steps run through: DDP under torchrun, compiled on request; both
+        # share ``model``'s parameters, which are what is checkpointed and returned.
+        forward = distributed.wrap(self.model, device, cfg.sync_bn)
+        self.f_step = FStep(self, torch.compile(forward) if cfg.compile else forward)
+        self.bar = tqdm(
+            total=self.total,
+            initial=resume_step,
+            disable=None if progress and self.main else True,  # None: only on a terminal
+            desc=f"train {cfg.method}",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        if self.side is not None:
+            self.side.train()
+        self.tick = time.perf_counter()
+        self.latest: dict[str, float] = {}
+
+    def precision(self):
+        """The precision context of every forward pass (bf16 autocast or nothing)."""
+        return autocast(self.cfg.precision, self.device)
+
+    def _resume(self) -> int:
+        """Restore the last checkpoint in ``out`` (if any); the epoch to start from."""
+        out = self.out
+        if out is None or not (out / "last.safetensors").exists():
+            return 0
+        if recover_interrupted_save(out / "last"):
+            warnings.warn(
+                f"{out / 'last.json'} was left by an interrupted save; rebuilt it", stacklevel=3
+            )
+        tensors, meta = load_checkpoint(out / "last", self.device)
+        # Read through TrainConfig, so a checkpoint from before a field existed (at its
+        # default now) still resumes.
+        if to_dict(saved_config(meta)) != to_dict(self.cfg):
+            raise ConfigError(f"{out}: a run with a different config is there; use another --out")
+        if meta.get("data_sha256") != self.data_sha:
+            raise ConfigError(
+                f"{out}: the run there was trained on other images; use the same images, "
+                "another output folder, or delete that folder to start over"
+            )
+        _restore(self.model, self.optimizer, self.side, tensors, self.cfg.seed)
+        return meta["epoch"]
+
+    def batches(self) -> Iterator[Batch]:
+        """The real batches from the resumed epoch on, shuffled per epoch (seeded), each with
+        F's learning rate on CSI's warm-up + cosine schedule."""
+        cfg, images, batch, spe = self.cfg, self.images, self.batch, self.steps_per_epoch
+        lo, hi = self.shard
+        for epoch in range(self.start_epoch, self.epochs):
+            order = torch.randperm(
+                len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
+            )
+            for i in range(spe):
+                step = epoch * spe + i
+                if step >= self.total:
+                    break
+                lr = warmup_cosine_lr(
+                    epoch + i / spe,
+                    cfg.lr,
+                    self.total / spe,
+                    cfg.warmup_epochs,
+                    cfg.warmup_multiplier,
+                )
+                x = images[order[i * batch : (i + 1) * batch][lo:hi]]
+                where = f"at epoch {epoch}, step {step}" + (f" (in {self.out})" if self.out else "")
+                last = i == spe - 1 or step == self.total - 1
+                yield Batch(
+                    step,
+                    round(epoch + (i + 1) / spe, 4),
+                    x.to(self.device, non_blocking=True),
+                    lr,
+                    where,
+                    epoch + 1 if last else None,
+                )
+
+    def after_batch(self, b: Batch, record: dict) -> None:
+        """Progress, the log every ``log_every`` steps (with the latest round's losses), and
+        the checkpoint every ``checkpoint_every`` epochs and at the end."""
+        self.bar.update(1)
+        self.latest.update(record)  # a round's losses stay until the next round
+        if b.step % self.cfg.log_every == 0 or b.step == self.total - 1:
+            entry = {
+                "step": b.step,
+                "epoch": b.epoch,
+                "lr": b.lr,
+                **self.latest,
+                "seconds": round(time.perf_counter() - self.tick, 3),
+            }
+            self._write(entry)
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{b.lr:.3g}", refresh=False)
+        if b.epoch_end is not None and (
+            b.epoch_end % self.cfg.checkpoint_every == 0 or b.epoch_end == self.epochs
+        ):
+            self.checkpoint(b.epoch_end)
+
+    def log_warmup(self, r: int, losses: dict[str, float]) -> None:
+        if r % self.cfg.log_every == 0 or r == self.cfg.gen_warmup - 1:
+            seconds = round(time.perf_counter() - self.tick, 3)
+            self._write({"warmup_round": r, **losses, "seconds": seconds})
+
+    def _write(self, entry: dict) -> None:
+        if self.log is not None:
+            self.log.write(entry)
+        if self.verbose and self.main:
+            tqdm.write(log_line(self.cfg.method, self.total, entry))
+
+    def checkpoint(self, epoch: int) -> None:
+        """Save everything needed to resume exactly. A discriminator on a winning streak may
+        be collapsing training: an intermediate checkpoint then would not be a good one to
+        keep, so it waits (the final one is kept)."""
+        side = self.side
+        streak = side is not None and max(side.win_streak.values()) > 0
+        if self.out is None or (epoch != self.epochs and streak):
+            return
+        rng = distributed.gather_rng_states()  # every rank takes part; rank 0 writes
+        if self.main:
+            step = min(epoch * self.steps_per_epoch, self.total)
+            meta = {"config": to_dict(self.cfg), "epoch": epoch, "step": step}
+            meta["data_sha256"] = self.data_sha
+            tensors = _state_tensors(self.model, self.optimizer, side, rng)
+            save_checkpoint(self.out / "last", tensors, meta)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
+
+    def finish(self) -> Trained:
+        distributed.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
+        distributed.barrier()
+        if self.side is not None:
+            self.side.eval()
+        return Trained(self.model.eval(), self.side, self.cfg)
 
 
 def _sgd_state(optimizer) -> dict:
@@ -150,254 +466,3 @@ def _restore(
     torch.set_rng_state(tensors[f"rng.cpu{suffix}"].cpu())
     if f"rng.cuda{suffix}" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"].cpu())
-
-
-def _rank_seed(seed: int) -> int:
-    """Rank r > 0's seed for augmentations and latent draws, so ranks do not repeat each other
-    (rank 0 draws as one process does)."""
-    return seed + 1_000_003 * distributed.rank()
-
-
-def log_line(method: str, total: int, entry: dict) -> str:
-    """One ``metrics.jsonl`` record as a line for a terminal or a log file."""
-    losses = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k.startswith(("loss", "rec_")))
-    return (
-        f"{method} step {entry['step'] + 1}/{total} epoch {entry['epoch']:.2f} "
-        f"lr {entry['lr']:.3g} {losses} ({entry['seconds']:.0f} s)"
-    )
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON record per logged step. On resume, records at or past the
-    resumed step (logged after the last checkpoint by the interrupted run) are dropped, so
-    the file reads as one uninterrupted run."""
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] < resume_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
-        self._file = path.open("a")
-
-    def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def data_fingerprint(images: Tensor) -> str:
-    """sha256 of the training images, so a resumed run is known to continue on the same data."""
-    x = images.detach().cpu().contiguous()
-    digest = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}".encode())
-    digest.update(x.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CSINet, TrainConfig]:
-    """The trained F and its config from a checkpoint written by ``train``."""
-    tensors, meta = load_checkpoint(stem, device)
-    cfg = from_dict(TrainConfig, meta["config"])
-    model = build_model(cfg).to(device)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    return model.eval(), cfg
-
-
-def load_generator(
-    stem: str | Path, device: str | torch.device = "cpu"
-) -> tuple[GenerativeSide, TrainConfig]:
-    """G, D (and E, D') of a ``csi+g`` or ``full`` checkpoint, in eval mode."""
-    tensors, meta = load_checkpoint(stem, device)
-    cfg = from_dict(TrainConfig, meta["config"])
-    if cfg.method == "csi":
-        raise ConfigError(f"{stem}: a 'csi' run has no generator (train csi+g or full)")
-    side = GenerativeSide(cfg).to(device)
-    side.load_weight_tensors(tensors)
-    return side.eval(), cfg
-
-
-class Trained(NamedTuple):
-    """What training produced: F, and G/D/E/D' for ``csi+g``/``full`` (else None), eval mode."""
-
-    model: CSINet
-    side: GenerativeSide | None
-
-
-def train(
-    images: Tensor,
-    cfg: TrainConfig,
-    out_dir: str | Path | None = None,
-    progress: bool = True,
-    verbose: bool = False,
-) -> CSINet:
-    """Train on ``images`` and return F in eval mode (see ``train_networks``)."""
-    return train_networks(images, cfg, out_dir, progress, verbose).model
-
-
-def train_networks(
-    images: Tensor,
-    cfg: TrainConfig,
-    out_dir: str | Path | None = None,
-    progress: bool = True,
-    verbose: bool = False,
-) -> Trained:
-    """Train F (and, for ``csi+g``/``full``, the generative side) on ``images`` (N, C, H, W)
-    in [0, 1]. ``verbose`` prints every logged record (each ``log_every`` steps) as a line,
-    which is what a log file of a run without a terminal (no progress bar) shows.
-
-    With ``out_dir`` the run is checkpointed and resumable: rerunning the same call after an
-    interruption continues from the last saved epoch with the same RNG state.
-    """
-    if images.ndim != 4 or images.shape[1] != cfg.channels:
-        raise ConfigError(
-            f"training images must be (N, {cfg.channels}, H, W), got {tuple(images.shape)}"
-        )
-    if cfg.method != "csi" and images.shape[-1] != cfg.image_size:
-        raise ConfigError(
-            f"training images are {images.shape[-2]}x{images.shape[-1]} but the generator of "
-            f"method {cfg.method!r} makes {cfg.image_size}x{cfg.image_size} (train.image_size)"
-        )
-    device = distributed.init(resolve_device(cfg.device))
-    main = distributed.is_main()
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = build_model(cfg).to(device)
-    optimizer = build_optimizer(model, cfg)
-    side = GenerativeSide(cfg).to(device) if cfg.method != "csi" else None
-    augment, flip = build_augment(cfg), HorizontalFlip()
-    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory)
-    if distributed.rank():  # rank 0 (or one process) keeps drawing from the seed's stream
-        torch.manual_seed(_rank_seed(cfg.seed))
-
-    batch = min(cfg.batch_size, len(images))
-    lo, hi = distributed.shard(batch)  # this rank's slice of every global batch
-    steps_per_epoch = max(len(images) // batch, 1)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    epochs = math.ceil(total / steps_per_epoch)
-    out = Path(out_dir) if out_dir is not None else None
-    start_epoch = 0
-    data_sha = data_fingerprint(images)
-    if out is not None and (out / "last.safetensors").exists():
-        if recover_interrupted_save(out / "last"):
-            warnings.warn(
-                f"{out / 'last.json'} was left by an interrupted save; rebuilt it", stacklevel=2
-            )
-        tensors, meta = load_checkpoint(out / "last", device)
-        # Read through TrainConfig, so a checkpoint from before a field existed (at its
-        # default now) still resumes.
-        if to_dict(from_dict(TrainConfig, meta["config"])) != to_dict(cfg):
-            raise ConfigError(f"{out}: a run with a different config is there; use another --out")
-        if meta.get("data_sha256") != data_sha:
-            raise ConfigError(
-                f"{out}: the run there was trained on other images; use the same images, "
-                "another output folder, or delete that folder to start over"
-            )
-        _restore(model, optimizer, side, tensors, cfg.seed)
-        start_epoch = meta["epoch"]
-    log = MetricsLog(out / "metrics.jsonl", start_epoch * steps_per_epoch) if out and main else None
-
-    def checkpoint(epoch: int) -> None:
-        # A discriminator on a winning streak may be collapsing training: an intermediate
-        # checkpoint then would not be a good one to keep, so it waits (the final one is kept).
-        streak = side is not None and max(side.win_streak.values()) > 0
-        if out is not None and (epoch == epochs or not streak):
-            rng = distributed.gather_rng_states()  # every rank takes part; rank 0 writes
-            if main:
-                step = min(epoch * steps_per_epoch, total)
-                meta = {"config": to_dict(cfg), "epoch": epoch, "step": step}
-                meta["data_sha256"] = data_sha
-                save_checkpoint(out / "last", _state_tensors(model, optimizer, side, rng), meta)
-
-    # The module F's steps run through: DDP under torchrun, compiled on request; both share
-    # ``model``'s parameters, which are what is checkpointed and returned.
-    forward = distributed.wrap(model, device, cfg.sync_bn)
-    if cfg.compile:
-        forward = torch.compile(forward)
-
-    def f_step(x: Tensor, name: str, where: str) -> dict[str, float]:
-        """One LARS step of F on L_CSI over the shifted instances of ``x``."""
-        views, labels = shifted_views(x, augment, cfg.num_shifts, flip)
-        with autocast(cfg.precision, device):
-            outputs = forward(views.contiguous(memory_format=memory))
-        loss = csi_loss(outputs.z, outputs.shift, labels, cfg.temperature)
-        # Logged, and checked, as the mean over ranks: every rank stops together.
-        total, con, cls = distributed.mean_over_ranks(
-            torch.stack([loss.total, loss.con, loss.cls]).detach().float()
-        ).tolist()
-        check_finite(f"{name} (L_con-SI {con:.4g}, L_cls-SI {cls:.4g})", total, where)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        optimizer.step()
-        return {"loss": total, "loss_con": con, "loss_cls": cls}
-
-    bar = tqdm(
-        total=total,
-        initial=start_epoch * steps_per_epoch,
-        disable=None if progress and main else True,  # None: only on a terminal
-        desc=f"train {cfg.method}",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    model.train()
-    if side is not None:
-        side.train()
-    gen_losses: dict[str, float] = {}
-    tick = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, epochs):
-            order = torch.randperm(
-                len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
-            )
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                if step >= total:
-                    break
-                lr = warmup_cosine_lr(
-                    epoch + i / steps_per_epoch,
-                    cfg.lr,
-                    total / steps_per_epoch,
-                    cfg.warmup_epochs,
-                    cfg.warmup_multiplier,
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x = images[order[i * batch : (i + 1) * batch][lo:hi]].to(device, non_blocking=True)
-                where = f"at epoch {epoch}, step {step}" + (f" (in {out})" if out else "")
-                record = f_step(x, "L_CSI", where)
-                if side is not None and (step + 1) % cfg.gen_every == 0:
-                    gen_losses, synthetic = side.round(
-                        model, x, augment, flip, lambda: autocast(cfg.precision, device), where
-                    )
-                    joint = f_step(torch.cat([x, synthetic]), "L_JOINT", where)
-                    gen_losses = {**gen_losses, "loss_joint": joint["loss"], "gen_step": step}
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == total - 1:
-                    entry = {
-                        "step": step,
-                        "epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
-                        "lr": lr,
-                        **record,
-                        **gen_losses,
-                        "seconds": round(time.perf_counter() - tick, 3),
-                    }
-                    if log is not None:
-                        log.write(entry)
-                    if verbose and main:
-                        tqdm.write(log_line(cfg.method, total, entry))
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", refresh=False)
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs:
-                checkpoint(epoch + 1)
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics, kept by every rank
-    distributed.barrier()
-    if side is not None:
-        side.eval()
-    return Trained(model.eval(), side)

@@ -1,18 +1,26 @@
-"""Classic one-class baselines, each written here and run in the same harness as CSI.
+"""Classic one-class baselines, each written here and registered as a method beside the CSI
+family (``contrasyn.registry``), so ``Detector(method="rot")``, ``contrasyn fit --method rot``
+and the benchmark run the same code.
 
-Every baseline is a plain object with ``fit(images)`` and ``anomaly_score(images)`` (higher =
-more anomalous) on (N, C, H, W) float images in [0, 1]. ``build_baseline`` makes one from a
-preset's settings (``BASELINE_PRESETS``), which the benchmark records with each result.
+Every baseline is a ``Baseline``: a typed settings dataclass (``config``), ``fit(images)`` and
+``anomaly_score(images)`` (higher = more anomalous) on (N, C, H, W) float images in [0, 1],
+and its fitted state as tensors. Per-preset settings are below (``BASELINE_PRESETS``); the
+benchmark records them with each result.
 """
 
 from __future__ import annotations
 
-import copy
+from abc import abstractmethod
 from typing import Any
 
-from contrasyn.errors import ConfigError
+import torch
+from torch import Tensor
 
-BASELINES = ("knn", "ocsvm", "deepsvdd", "rot", "goad")
+from contrasyn.config import from_dict, merge
+from contrasyn.errors import ConfigError
+from contrasyn.registry import BASELINES, Method
+
+__all__ = ["BASELINES", "BASELINE_PRESETS", "Baseline", "input_shape"]
 
 # Per preset and baseline: constructor arguments, and ``max_train`` (the training subsample;
 # None = all of the class's training images). ``cpu`` fits one Fashion-MNIST class in a few
@@ -55,38 +63,39 @@ BASELINE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def baseline_settings(name: str, preset: str) -> dict[str, Any]:
-    """The settings ``build_baseline`` uses (a copy), ``max_train`` included."""
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-    if preset not in BASELINE_PRESETS:
-        raise ConfigError(
-            f"preset {preset!r} has no baseline settings; known: {', '.join(BASELINE_PRESETS)}"
-        )
-    return copy.deepcopy(BASELINE_PRESETS[preset][name])
+class Baseline(Method):
+    """A classic baseline: one score named after the method (minus ``anomaly_score``), its
+    settings from ``BASELINE_PRESETS``, per-epoch losses in ``train_loss_`` (and
+    ``pretrain_loss_``)."""
+
+    @classmethod
+    def preset_config(cls, name: str, preset: str, overrides: dict[str, Any]) -> Any:
+        if preset not in BASELINE_PRESETS:
+            raise ConfigError(
+                f"preset {preset!r} has no baseline settings; known: {', '.join(BASELINE_PRESETS)}"
+            )
+        config = from_dict(cls.config_class, BASELINE_PRESETS[preset][name])
+        try:
+            return merge(config, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"method {name!r}: {e}") from e
+
+    @abstractmethod
+    def anomaly_score(self, images: Tensor) -> Tensor:
+        """Higher = more anomalous, (N,) on the CPU."""
+
+    def score_samples(self, images: Tensor) -> dict[str, Tensor]:
+        return {self.name: -self.anomaly_score(images)}
+
+    @property
+    def losses(self) -> list[dict]:
+        return [
+            {"phase": phase, "epoch": i + 1, "loss": loss}
+            for phase, attr in (("pretrain", "pretrain_loss_"), ("train", "train_loss_"))
+            for i, loss in enumerate(getattr(self, attr, []))
+        ]
 
 
-def build_baseline(name: str, settings: dict[str, Any], seed: int = 0, device: str = "cpu"):
-    """A baseline detector from ``settings`` (without ``max_train``, which the caller applies)."""
-    kwargs = {k: v for k, v in settings.items() if k != "max_train"}
-    if name == "knn":
-        from contrasyn.baselines.knn import PixelKNN
-
-        return PixelKNN(**kwargs)
-    if name == "ocsvm":
-        from contrasyn.baselines.ocsvm import PixelOCSVM
-
-        return PixelOCSVM(seed=seed, max_train=None, **kwargs)
-    if name == "deepsvdd":
-        from contrasyn.baselines.deepsvdd import DeepSVDD
-
-        return DeepSVDD(seed=seed, device=device, **kwargs)
-    if name == "rot":
-        from contrasyn.baselines.rot import RotationDetector
-
-        return RotationDetector(seed=seed, device=device, **kwargs)
-    if name == "goad":
-        from contrasyn.baselines.goad import GOAD
-
-        return GOAD(seed=seed, device=device, **kwargs)
-    raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+def input_shape(images: Tensor) -> Tensor:
+    """(C, H, W) of the training images, saved so a loaded baseline rebuilds its network."""
+    return torch.tensor(images.shape[1:])

@@ -10,10 +10,15 @@ epochs for a CPU budget.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from contrasyn.baselines import Baseline, input_shape
+from contrasyn.registry import register
 
 
 class LeNetEncoder(nn.Module):
@@ -92,47 +97,47 @@ def _epochs(
     return history
 
 
-class DeepSVDD:
+@dataclass
+class DeepSVDDConfig:
+    rep_dim: int = 128
+    epochs: int = 30
+    pretrain_epochs: int = 10  # autoencoder pre-training (0: none)
+    lr: float = 1e-4
+    weight_decay: float = 5e-7
+    batch_size: int = 128
+    eps: float = 0.1  # centre coordinates closer to 0 than this are pushed to +-eps
+    max_train: int | None = 2000
+
+
+@register("deepsvdd")
+class DeepSVDD(Baseline):
     """One-class Deep SVDD; ``pretrain_epochs`` > 0 adds autoencoder pre-training."""
 
-    def __init__(
-        self,
-        rep_dim: int = 128,
-        epochs: int = 30,
-        pretrain_epochs: int = 10,
-        lr: float = 1e-4,
-        weight_decay: float = 5e-7,
-        batch_size: int = 128,
-        eps: float = 0.1,
-        seed: int = 0,
-        device: str = "cpu",
-        progress: bool = False,
-    ) -> None:
-        self.rep_dim, self.epochs, self.pretrain_epochs = rep_dim, epochs, pretrain_epochs
-        self.lr, self.weight_decay, self.batch_size, self.eps = lr, weight_decay, batch_size, eps
-        self.seed, self.device, self.progress = seed, device, progress
+    config_class = DeepSVDDConfig
 
-    def fit(self, images: Tensor) -> DeepSVDD:
+    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> DeepSVDD:
+        cfg = self.config
         torch.manual_seed(self.seed)
         _, c, h, _ = images.shape
-        net = LeNetEncoder(c, h, self.rep_dim).to(self.device)
+        self.input_shape_ = input_shape(images)
+        net = LeNetEncoder(c, h, cfg.rep_dim).to(self.device)
         self.pretrain_loss_: list[float] = []
-        if self.pretrain_epochs:
-            decoder = LeNetDecoder(c, h, self.rep_dim).to(self.device)
+        if cfg.pretrain_epochs:
+            decoder = LeNetDecoder(c, h, cfg.rep_dim).to(self.device)
             ae = nn.Sequential(net, decoder)
             self.pretrain_loss_ = _epochs(
-                ae, images, self.pretrain_epochs, self.lr, self.weight_decay, self.batch_size,
-                lambda x: F.mse_loss(ae(x), x), "deepsvdd pretrain", self.progress,
+                ae, images, cfg.pretrain_epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
+                lambda x: F.mse_loss(ae(x), x), "deepsvdd pretrain", progress,
             )  # fmt: skip
         # c: the mean initial output; coordinates near 0 are pushed to +-eps, since a unit
         # whose centre coordinate is 0 can be matched trivially by zero weights.
         centre = self._embed(net, images).mean(0)
-        small = centre.abs() < self.eps
-        centre[small] = torch.where(centre[small] < 0, -self.eps, self.eps)
+        small = centre.abs() < cfg.eps
+        centre[small] = torch.where(centre[small] < 0, -cfg.eps, cfg.eps)
         self.center_ = centre.to(self.device)
         self.train_loss_ = _epochs(
-            net, images, self.epochs, self.lr, self.weight_decay, self.batch_size,
-            lambda x: ((net(x) - self.center_) ** 2).sum(1).mean(), "deepsvdd", self.progress,
+            net, images, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size,
+            lambda x: ((net(x) - self.center_) ** 2).sum(1).mean(), "deepsvdd", progress,
         )  # fmt: skip
         self.net_ = net.eval()
         return self
@@ -145,3 +150,15 @@ class DeepSVDD:
 
     def anomaly_score(self, images: Tensor) -> Tensor:
         return ((self._embed(self.net_, images) - self.center_.cpu()) ** 2).sum(1)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        tensors = {f"net.{k}": v for k, v in self.net_.state_dict().items()}
+        return {**tensors, "center": self.center_, "input_shape": self.input_shape_}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> DeepSVDD:
+        c, h, _ = tensors["input_shape"].tolist()
+        net = LeNetEncoder(c, h, self.config.rep_dim).to(self.device)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.net_, self.input_shape_ = net.eval(), tensors["input_shape"]
+        self.center_ = tensors["center"].to(self.device)
+        return self

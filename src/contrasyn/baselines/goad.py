@@ -13,18 +13,23 @@ GOAD's wide ResNet.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from contrasyn.baselines import Baseline, input_shape
 from contrasyn.baselines.transforms import (
     Transform,
     geom_transforms,
     rot_trans_transforms,
     transform_batch,
 )
+from contrasyn.errors import ConfigError
 from contrasyn.nets import ResNet18
+from contrasyn.registry import register
 
 
 def centre_triplet_loss(z: Tensor, margin: float = 1.0) -> Tensor:
@@ -51,54 +56,53 @@ class GOADNet(nn.Module):
         return z, self.classify(z)
 
 
-class GOAD:
+@dataclass
+class GOADConfig:
+    transforms: str = "geom"  # or "rot+trans"
+    width: int = 16
+    epochs: int = 5
+    batch_size: int = 8  # images a step, each under all M transformations
+    lr: float = 1e-3
+    triplet_weight: float = 0.1
+    margin: float = 1.0
+    max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.transforms not in ("geom", "rot+trans"):
+            raise ConfigError(
+                f"goad transforms must be 'geom' or 'rot+trans', got {self.transforms!r}"
+            )
+
+
+@register("goad")
+class GOAD(Baseline):
     """GOAD on ``geom`` (72, default) or ``rot+trans`` (36) transformations."""
 
-    def __init__(
-        self,
-        transforms: str = "geom",
-        width: int = 16,
-        epochs: int = 5,
-        batch_size: int = 8,
-        lr: float = 1e-3,
-        triplet_weight: float = 0.1,
-        margin: float = 1.0,
-        seed: int = 0,
-        device: str = "cpu",
-        progress: bool = False,
-    ) -> None:
-        if transforms not in ("geom", "rot+trans"):
-            raise ValueError(f"transforms must be 'geom' or 'rot+trans', got {transforms!r}")
-        self.transforms, self.width, self.epochs, self.batch_size = (
-            transforms,
-            width,
-            epochs,
-            batch_size,
-        )
-        self.lr, self.triplet_weight, self.margin = lr, triplet_weight, margin
-        self.seed, self.device, self.progress = seed, device, progress
+    config_class = GOADConfig
 
     def _ts(self) -> list[Transform]:
-        return geom_transforms() if self.transforms == "geom" else rot_trans_transforms()
+        return geom_transforms() if self.config.transforms == "geom" else rot_trans_transforms()
 
-    def fit(self, images: Tensor) -> GOAD:
+    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> GOAD:
+        cfg = self.config
         torch.manual_seed(self.seed)
         ts = self._ts()
         m = len(ts)
-        net = GOADNet(m, self.width, images.shape[1]).to(self.device)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        self.input_shape_ = input_shape(images)
+        net = GOADNet(m, cfg.width, images.shape[1]).to(self.device)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         labels = torch.arange(m, device=self.device)
         self.train_loss_: list[float] = []
         net.train()
-        for _ in tqdm(range(self.epochs), desc="goad", disable=None if self.progress else True):
+        for _ in tqdm(range(cfg.epochs), desc="goad", disable=None if progress else True):
             total, steps = 0.0, 0
-            for idx in torch.randperm(len(images)).split(self.batch_size):
+            for idx in torch.randperm(len(images)).split(cfg.batch_size):
                 x = transform_batch(images[idx], ts).to(self.device)  # (M * n, ...), M-major
                 z, logits = net(x)
                 n = len(idx)
                 ce = F.cross_entropy(logits, labels.repeat_interleave(n))
-                tc = centre_triplet_loss(z.view(m, n, -1).transpose(0, 1), self.margin)
-                loss = ce + self.triplet_weight * tc
+                tc = centre_triplet_loss(z.view(m, n, -1).transpose(0, 1), cfg.margin)
+                loss = ce + cfg.triplet_weight * tc
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -122,3 +126,15 @@ class GOAD:
         d2 = ((z.unsqueeze(2) - self.centres_) ** 2).sum(-1)  # (n, M, M)
         logp = F.log_softmax(-d2, dim=-1).diagonal(dim1=1, dim2=2)
         return -logp.sum(1)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        tensors = {f"net.{k}": v for k, v in self.net_.state_dict().items()}
+        return {**tensors, "centres": self.centres_, "input_shape": self.input_shape_}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> GOAD:
+        c = int(tensors["input_shape"][0])
+        net = GOADNet(len(self._ts()), self.config.width, c).to(self.device)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.net_, self.input_shape_ = net.eval(), tensors["input_shape"]
+        self.centres_ = tensors["centres"].cpu()
+        return self

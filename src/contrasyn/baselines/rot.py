@@ -16,19 +16,24 @@ The network is a CIFAR ResNet-18 (``width``) instead of the papers' wide ResNets
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from contrasyn.baselines import Baseline, input_shape
 from contrasyn.baselines.transforms import (
     Transform,
-    apply,
     geom_transforms,
     rot_trans_transforms,
+    transform_batch,
     transform_rows,
 )
+from contrasyn.errors import ConfigError
 from contrasyn.nets import ResNet18
+from contrasyn.registry import register
 
 MODES = ("rot+trans", "geom")
 
@@ -56,69 +61,71 @@ def _labels(ts: list[Transform], mode: str, index: list[int]) -> list[Tensor]:
     ]
 
 
-class RotationDetector:
+@dataclass
+class RotConfig:
+    mode: str = "rot+trans"  # or "geom"
+    width: int = 16
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    draws: int = 4  # transformations drawn per image and step
+    max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"rot mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+@register("rot")
+class RotationDetector(Baseline):
     """Rot+Trans (default) or Geom; ``fit`` on normal images, ``anomaly_score`` = minus the
     summed log-probability of the true transformations."""
 
-    def __init__(
-        self,
-        mode: str = "rot+trans",
-        width: int = 16,
-        epochs: int = 15,
-        batch_size: int = 32,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        draws: int = 4,
-        seed: int = 0,
-        device: str = "cpu",
-        progress: bool = False,
-    ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.mode, self.width, self.epochs, self.batch_size = mode, width, epochs, batch_size
-        self.lr, self.momentum, self.weight_decay, self.draws = lr, momentum, weight_decay, draws
-        self.seed, self.device, self.progress = seed, device, progress
+    config_class = RotConfig
 
     def _transforms(self) -> list[Transform]:
-        return geom_transforms() if self.mode == "geom" else rot_trans_transforms()
+        return geom_transforms() if self.config.mode == "geom" else rot_trans_transforms()
+
+    def _heads(self) -> tuple[int, ...]:
+        return (len(self._transforms()),) if self.config.mode == "geom" else (4, 3, 3)
 
     def _draw(self, n: int, gen: torch.Generator) -> list[int]:
         """Transformation indices for ``n`` images x ``draws``: for rot+trans each image in
         every rotation (draws = 4) with random translations; for geom uniformly at random."""
-        ts = self._transforms()
-        if self.mode == "geom":
-            return torch.randint(len(ts), (n * self.draws,), generator=gen).tolist()
+        ts, draws = self._transforms(), self.config.draws
+        if self.config.mode == "geom":
+            return torch.randint(len(ts), (n * draws,), generator=gen).tolist()
         index = {t: i for i, t in enumerate(ts)}
-        shifts = torch.randint(-1, 2, (n * self.draws, 2), generator=gen).tolist()
+        shifts = torch.randint(-1, 2, (n * draws, 2), generator=gen).tolist()
         return [
             index[Transform(False, tx, ty, k % 4)]
-            for k, (tx, ty) in zip(range(n * self.draws), shifts, strict=True)
+            for k, (tx, ty) in zip(range(n * draws), shifts, strict=True)
         ]
 
-    def fit(self, images: Tensor) -> RotationDetector:
+    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> RotationDetector:
+        cfg = self.config
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         ts = self._transforms()
-        heads = (len(ts),) if self.mode == "geom" else (4, 3, 3)
-        net = TransformClassifier(heads, self.width, images.shape[1]).to(self.device)
-        steps = max(len(images) // self.batch_size, 1)
+        self.input_shape_ = input_shape(images)
+        net = TransformClassifier(self._heads(), cfg.width, images.shape[1]).to(self.device)
+        steps = max(len(images) // cfg.batch_size, 1)
         opt = torch.optim.SGD(
-            net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs * steps)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps)
         self.train_loss_: list[float] = []
         net.train()
-        for _ in tqdm(
-            range(self.epochs), desc=f"{self.mode}", disable=None if self.progress else True
-        ):
+        for _ in tqdm(range(cfg.epochs), desc=cfg.mode, disable=None if progress else True):
             order, total = torch.randperm(len(images), generator=gen), 0.0
             for i in range(steps):
-                x = images[order[i * self.batch_size : (i + 1) * self.batch_size]]
+                x = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
                 index = self._draw(len(x), gen)
-                batch = transform_rows(x.repeat_interleave(self.draws, 0), ts, index)
+                batch = transform_rows(x.repeat_interleave(cfg.draws, 0), ts, index)
                 logits = net(batch.to(self.device))
-                labels = _labels(ts, self.mode, index)
+                labels = _labels(ts, cfg.mode, index)
                 loss = sum(
                     F.cross_entropy(lg, lb.to(self.device))
                     for lg, lb in zip(logits, labels, strict=True)
@@ -134,14 +141,27 @@ class RotationDetector:
 
     @torch.no_grad()
     def anomaly_score(self, images: Tensor, batch_size: int = 64) -> Tensor:
+        """Every image under every transformation, one forward per batch (M-major rows)."""
         ts = self._transforms()
-        labels = _labels(ts, self.mode, list(range(len(ts))))
+        m = len(ts)
+        labels = [lb.to(self.device) for lb in _labels(ts, self.config.mode, list(range(m)))]
         scores = []
         for x in images.split(batch_size):
-            logp = torch.zeros(len(x))
-            for t, transform in enumerate(ts):
-                out = self.net_(apply(x, transform).to(self.device))
-                for lg, lb in zip(out, labels, strict=True):
-                    logp += F.log_softmax(lg.float(), 1)[:, lb[t]].cpu()
-            scores.append(-logp)
+            out = self.net_(transform_batch(x, ts).to(self.device))
+            logp = torch.zeros(m, len(x), device=self.device)
+            for lg, lb in zip(out, labels, strict=True):
+                lp = F.log_softmax(lg.float(), 1).view(m, len(x), -1)
+                logp += lp.gather(2, lb.view(m, 1, 1).expand(m, len(x), 1)).squeeze(2)
+            scores.append(-logp.sum(0).cpu())
         return torch.cat(scores)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        tensors = {f"net.{k}": v for k, v in self.net_.state_dict().items()}
+        return {**tensors, "input_shape": self.input_shape_}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> RotationDetector:
+        c = int(tensors["input_shape"][0])
+        net = TransformClassifier(self._heads(), self.config.width, c).to(self.device)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.net_, self.input_shape_ = net.eval(), tensors["input_shape"]
+        return self

@@ -1,0 +1,48 @@
+"""Devices and precision: which device ``auto`` means, and where bf16 autocast pays."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from contrasyn.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit name must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"device {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+        ) from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available")
+    return device
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether the device has native bf16 matrix units (without them autocast is ~10x slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast for ``bf16``, and for ``auto`` where the hardware runs bf16 natively."""
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ConfigError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()

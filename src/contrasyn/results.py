@@ -1,0 +1,304 @@
+"""Results I/O and statistics of a benchmark folder: the rows, the tables, the intervals.
+
+``results.jsonl`` is the source of truth (one row per (dataset, method, class, seed,
+preset) cell); ``results.csv`` and ``table.md`` are rewritten from it. The harness
+(``bench``) writes rows through this module and the report (``report``) reads them, so
+neither imports the other's internals.
+
+Statistics (``table.md``, the report, the benchmark's printout):
+- per method, the mean AUROC over classes for each seed, then the mean over seeds with a 95%
+  Student-t interval over seeds (``mean_interval``);
+- paired differences A - B over the cells both methods have (same class, same seed: the
+  same training subsample and validation split), with a 95% paired-t interval over those
+  cells and the number of classes where A's mean over seeds beats B's (``paired``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+KEY = ("dataset", "method", "normal_class", "seed", "preset")
+COLUMNS = (
+    *KEY,
+    "score",
+    "auroc",
+    "aupr",
+    "fpr95",
+    "auroc_per_class_mean",
+    "train_seconds",
+    "score_seconds",
+    "n_train",
+    "n_test",
+)
+
+
+def run_path(out: Path, row: dict) -> Path:
+    """Where a cell's run files live: ``out/runs/DATASET/METHOD/classK/seedS``."""
+    return (
+        Path(out)
+        / "runs"
+        / row["dataset"]
+        / row["method"]
+        / f"class{row['normal_class']}"
+        / f"seed{row['seed']}"
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (none if it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_rows(out: Path) -> list[dict]:
+    return read_jsonl(Path(out) / "results.jsonl")
+
+
+def write_rows(out: Path, rows: list[dict]) -> None:
+    """Rewrite ``results.jsonl`` (all rows) and the tables from it."""
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_tables(out, rows)
+
+
+def write_csv(path: Path, rows: list[dict], first: Iterable[str] = ()) -> None:
+    """Rows as CSV, columns ``first`` then every other key in order of appearance."""
+    columns = list(dict.fromkeys([*first, *(k for r in rows for k in r)]))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_tables(out: Path, rows: list[dict]) -> None:
+    """Rewrite ``results.csv`` and ``table.md`` from the rows (all columns kept)."""
+    write_csv(out / "results.csv", rows, COLUMNS)
+    parts = [
+        "AUROC per normal class (anomalies positive; mean ± std over seeds):\n\n"
+        + markdown_table(rows),
+        "Means over tasks and seeds:\n\n" + summary_table(rows),
+    ]
+    if rows:
+        parts.append(
+            "Mean AUROC over classes with its 95% interval over seeds, and paired differences "
+            "(row minus column, over the cells both have: mean [95% interval] and classes "
+            "won):\n\n" + interval_table(rows) + "\n\n" + paired_matrix(rows)
+        )
+    (out / "table.md").write_text("\n\n".join(parts) + "\n")
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Per method (and, for methods with several scores, per score): the means over all
+    cells of every metric, the validation AUROC used to choose a score, and the times.
+    ``cells`` says how many results each mean is over (methods of a partly finished run
+    may differ)."""
+    if not rows:
+        return "(no results)"
+    lines = [
+        "| method | score | cells | AUROC | val AUROC | AUROC (per-class mean) | AUPR | FPR@95 "
+        "| train s | score s |",
+        "|---" * 10 + "|",
+    ]
+
+    def mean(key: str, cells: list[dict]) -> str:
+        values = [r[key] for r in cells if key in r]
+        return f"{np.mean(values):.4f}" if len(values) == len(cells) else "-"
+
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = [r for r in rows if r["method"] == method]
+        default = cells[0]["score"]
+        lines.append(
+            f"| {method} | {default} | {len(cells)} | {mean('auroc', cells)} "
+            f"| {mean(f'val_auroc_{default}', cells)}"
+            f" | {mean('auroc_per_class_mean', cells)} | {mean('aupr', cells)}"
+            f" | {mean('fpr95', cells)} | {float(np.mean([r['train_seconds'] for r in cells])):.1f}"
+            f" | {float(np.mean([r['score_seconds'] for r in cells])):.1f} |"
+        )
+        others = sorted({k[6:] for r in cells for k in r if k.startswith("auroc_")} - {default})
+        for name in others:
+            if name == "per_class_mean":
+                continue
+            lines.append(
+                f"| {method} | {name} | | {mean(f'auroc_{name}', cells)} "
+                f"| {mean(f'val_auroc_{name}', cells)} | | | | | |"
+            )
+    return "\n".join(lines)
+
+
+def markdown_table(
+    rows: list[dict],
+    metric: str = "auroc",
+    lower_is_better: bool = False,
+    fmt: str = ".3f",
+    bold: bool = True,
+) -> str:
+    """Per-class AUROC (or ``metric``; mean +- std over seeds) for each method, with the mean
+    over classes; the best method of each row in bold (unless ``bold`` is False, for a
+    metric where neither end is better)."""
+    pick = min if lower_is_better else max
+    if not rows:
+        return "(no results)"
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    classes = sorted({r["normal_class"] for r in rows})
+    names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
+    lines = ["| class | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+
+    def cell(values: list[float]) -> tuple[float, str]:
+        if not values:
+            return float("-inf"), "-"
+        m = float(np.mean(values))
+        text = f"{m:{fmt}}" + (f" ± {np.std(values):{fmt}}" if len(values) > 1 else "")
+        return m, text
+
+    per_method_means: dict[str, list[float]] = {m: [] for m in methods}
+    for c in classes:
+        cells = []
+        for m in methods:
+            vals = [r[metric] for r in rows if r["method"] == m and r["normal_class"] == c]
+            cells.append(cell(vals))
+            if vals:
+                per_method_means[m].append(float(np.mean(vals)))
+        best = pick((v for v, t in cells if t != "-"), default=None) if bold else None
+        lines.append(
+            f"| {c} {names[c]} | "
+            + " | ".join(f"**{t}**" if v == best and t != "-" else t for v, t in cells)
+            + " |"
+        )
+    means = [
+        cell(per_method_means[m])
+        if len(per_method_means[m]) == len(classes)
+        else (float("-inf"), "-")
+        for m in methods
+    ]
+    best = pick((v for v, t in means if t != "-"), default=None) if bold else None
+    lines.append(
+        "| **mean** | "
+        + " | ".join(
+            f"**{float(v):{fmt}}**"
+            if v == best and t != "-"
+            else (f"{v:{fmt}}" if t != "-" else "-")
+            for v, t in means
+        )
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+class Interval(NamedTuple):
+    """A mean with its 95% interval (``low``, ``high`` are the mean when n < 2)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, fmt: str = ".4f") -> str:
+        if self.n < 2:
+            return f"{self.mean:{fmt}}"
+        return f"{self.mean:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+def t_interval(values: Iterable[float], level: float = 0.95) -> Interval:
+    """Mean and Student-t interval of the mean (n - 1 degrees of freedom)."""
+    from scipy.stats import t
+
+    x = np.asarray(list(values), dtype=float)
+    m = float(x.mean())
+    if len(x) < 2:
+        return Interval(m, m, m, len(x))
+    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return Interval(m, m - half, m + half, len(x))
+
+
+def _by_cell(rows: list[dict], method: str, metric: str) -> dict[tuple[int, int], float]:
+    return {
+        (r["normal_class"], r["seed"]): r[metric]
+        for r in rows
+        if r["method"] == method and metric in r
+    }
+
+
+def mean_interval(rows: list[dict], method: str, metric: str = "auroc") -> Interval | None:
+    """The mean over classes of ``metric`` for each seed that has every class of the run,
+    then their mean with a 95% t-interval over seeds; None without a complete seed."""
+    classes = {r["normal_class"] for r in rows}
+    cells = _by_cell(rows, method, metric)
+    seeds = sorted({s for _, s in cells})
+    per_seed = [
+        float(np.mean([cells[(c, s)] for c in classes]))
+        for s in seeds
+        if all((c, s) in cells for c in classes)
+    ]
+    return t_interval(per_seed) if per_seed else None
+
+
+class Paired(NamedTuple):
+    """A minus B over their common cells: the interval of the mean difference, per class
+    the interval over seeds, and the classes where A's mean beats B's."""
+
+    overall: Interval
+    per_class: dict[int, Interval]
+    wins: int
+    classes: int
+
+
+def paired(rows: list[dict], a: str, b: str, metric: str = "auroc") -> Paired | None:
+    """Paired differences ``a - b`` (None when the two share no cell)."""
+    ca, cb = _by_cell(rows, a, metric), _by_cell(rows, b, metric)
+    common = sorted(set(ca) & set(cb))
+    if not common:
+        return None
+    diffs = {cell: ca[cell] - cb[cell] for cell in common}
+    per_class = {
+        c: t_interval([d for (k, _), d in diffs.items() if k == c])
+        for c in sorted({k for k, _ in common})
+    }
+    wins = sum(iv.mean > 0 for iv in per_class.values())
+    return Paired(t_interval(diffs.values()), per_class, wins, len(per_class))
+
+
+def interval_table(rows: list[dict], metric: str = "auroc") -> str:
+    """Per method: seeds, mean over classes and its 95% interval over seeds."""
+    lines = [f"| method | seeds | mean {metric} [95% interval over seeds] |", "|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        iv = mean_interval(rows, method, metric)
+        lines.append(f"| {method} | {iv.n if iv else 0} | {iv.text() if iv else '-'} |")
+    return "\n".join(lines)
+
+
+def paired_matrix(rows: list[dict], metric: str = "auroc") -> str:
+    """Every pair of methods: mean paired difference (row - column) [95% interval], wins."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = ["| A \\ B | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for a in methods:
+        cells = []
+        for b in methods:
+            p = None if a == b else paired(rows, a, b, metric)
+            cells.append("" if p is None else f"{p.overall.text('+.4f')}, {p.wins}/{p.classes}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_class_table(rows: list[dict], a: str, b: str, metric: str = "auroc") -> str:
+    """Per class, ``a - b``: mean over seeds [95% interval over seeds]; then all cells."""
+    p = paired(rows, a, b, metric)
+    if p is None:
+        return "(no common cells)"
+    names = {r["normal_class"]: r.get("class_name", "") for r in rows}
+    lines = [f"| class | {a} - {b} [95% interval over seeds] |", "|---|---|"]
+    lines += [f"| {c} {names[c]} | {iv.text('+.4f')} |" for c, iv in p.per_class.items()]
+    lines.append(
+        f"| **all cells** | {p.overall.text('+.4f')} (n = {p.overall.n}; "
+        f"{p.wins} of {p.classes} classes won) |"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""Reading what training wrote: a checkpoint's configuration, F, and the generative side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from contrasyn.adversarial import GenerativeSide
+from contrasyn.checkpoint import load_checkpoint
+from contrasyn.config import TrainConfig, from_dict
+from contrasyn.errors import ConfigError
+from contrasyn.nets import CSINet
+
+
+def build_model(cfg: TrainConfig) -> CSINet:
+    """F as ``cfg`` describes it: CIFAR ResNet-18 at ``width`` with CSI's two heads."""
+    return CSINet(cfg.width, cfg.channels, cfg.stem, cfg.proj_dim, cfg.num_shifts)
+
+
+def saved_config(meta: dict) -> TrainConfig:
+    """The configuration a checkpoint was trained with. Fields added since take their
+    defaults, except ``gen_channels``: before it existed G always made F's channels."""
+    data = dict(meta["config"])
+    if data.get("method", "full") != "csi" and "gen_channels" not in data:
+        data["gen_channels"] = data.get("channels", TrainConfig.channels)
+    return from_dict(TrainConfig, data)
+
+
+def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CSINet, TrainConfig]:
+    """The trained F and its config from a checkpoint written by ``train``."""
+    tensors, meta = load_checkpoint(stem, device)
+    cfg = saved_config(meta)
+    model = build_model(cfg).to(device)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model.eval(), cfg
+
+
+def load_generator(
+    stem: str | Path, device: str | torch.device = "cpu"
+) -> tuple[GenerativeSide, TrainConfig]:
+    """G, D (and E, D') of a ``csi+g`` or ``full`` checkpoint, in eval mode."""
+    tensors, meta = load_checkpoint(stem, device)
+    cfg = saved_config(meta)
+    if cfg.method == "csi":
+        raise ConfigError(f"{stem}: a 'csi' run has no generator (train csi+g or full)")
+    side = GenerativeSide(cfg).to(device)
+    side.load_weight_tensors(tensors)
+    return side.eval(), cfg
