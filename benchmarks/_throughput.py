@@ -39,12 +39,13 @@ from pathlib import Path
 
 import torch
 
+from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import atomic_write
 from contrasyn.config import ScoreConfig, TrainConfig
-from contrasyn.device import resolve_device
+from contrasyn.device import autocast, resolve_device
 from contrasyn.score import Scorer
 from contrasyn.trained import build_model
-from contrasyn.trainer import train_networks
+from contrasyn.trainer import resolve_gen_channels, train_networks
 
 __all__ = [
     "random_images",
@@ -52,6 +53,7 @@ __all__ = [
     "summarize_seconds",
     "time_scoring",
     "time_training",
+    "time_warmup",
     "window_steps",
     "write_json",
 ]
@@ -71,11 +73,13 @@ def window_steps(cfg: TrainConfig, csi_window: int = 1) -> int:
     return cfg.gen_every if cfg.method != "csi" else csi_window
 
 
-def random_images(cfg: TrainConfig, n: int, seed: int = 0) -> torch.Tensor:
+def random_images(cfg: TrainConfig, n: int, seed: int = 0, grey: bool = False) -> torch.Tensor:
     """``n`` uniform images in [0, 1] of the config's shape (on the CPU, as the trainer gets
-    them from the data loaders)."""
+    them from the data loaders); ``grey``: one channel replicated, as Fashion-MNIST arrives
+    (the generator of ``csi+g``/``full`` then makes one channel)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
+    shape = (n, 1 if grey else cfg.channels, cfg.image_size, cfg.image_size)
+    return torch.rand(shape, generator=g).expand(-1, cfg.channels, -1, -1).contiguous()
 
 
 def read_seconds(metrics: str | Path) -> list[float]:
@@ -139,9 +143,10 @@ def time_training(
     time (model build, data fingerprint and the final checkpoint included)."""
     window = window_steps(cfg, csi_window)
     steps = (warmup_windows + timed_windows) * window
-    cfg = dataclasses.replace(cfg, steps=steps, log_every=1, checkpoint_every=10**9)
+    # per-step cost only: the generative side's warm-up before step 0 is timed by time_warmup
+    cfg = dataclasses.replace(cfg, steps=steps, log_every=1, checkpoint_every=10**9, gen_warmup=0)
     if images is None:
-        images = random_images(cfg, cfg.batch_size * steps)
+        images = random_images(cfg, cfg.batch_size * steps, grey=True)
     device = resolve_device(cfg.device)
     with tempfile.TemporaryDirectory(prefix="contrasyn-speed-") as tmp:
         t0 = time.perf_counter()
@@ -153,6 +158,32 @@ def time_training(
     batch = min(cfg.batch_size, len(images))
     result = summarize_seconds(seconds, window, warmup_windows, batch)
     return {"method": cfg.method, "batch_size": batch, **result, "call_seconds": round(wall, 2)}
+
+
+def time_warmup(cfg: TrainConfig, rounds: int, grey: bool = True, first: int = 5) -> dict:
+    """Seconds per round of the adversarial autoencoder's warm-up (``warmup_round``, what
+    ``train.gen_warmup`` rounds cost before step 0), median over ``rounds`` after ``first``
+    untimed ones, on random (grey by default) batches."""
+    device = resolve_device(cfg.device)
+    images = random_images(cfg, cfg.batch_size * 4, grey=grey)
+    cfg = resolve_gen_channels(cfg, images)
+    torch.manual_seed(cfg.seed)
+    side = GenerativeSide(cfg).to(device).train()
+    times = []
+    for r in range(first + rounds):
+        x = images[(r % 4) * cfg.batch_size : (r % 4 + 1) * cfg.batch_size].to(device)
+        t0 = time.perf_counter()
+        side.warmup_round(x, lambda: autocast(cfg.precision, device))
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times[first:])
+    return {
+        "method": cfg.method,
+        "gen_channels": cfg.gen_channels,
+        "rounds": rounds,
+        "round_seconds_median": round(median, 4),
+        "preset_warmup_seconds": round(median * cfg.gen_warmup, 1),
+    }
 
 
 def _sync(device: torch.device) -> None:

@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 
 from contrasyn.adversarial import GenerativeSide
-from contrasyn.bench import _training_set, benchmark_task
+from contrasyn.bench import _inputs, benchmark_task
 from contrasyn.config import merge
 from contrasyn.data import load_dataset
+from contrasyn.detector import training_indices
 from contrasyn.device import autocast
 from contrasyn.presets import get_preset
 from contrasyn.quality import RandomFeatures, sample, sample_distance, save_grid
@@ -53,7 +54,8 @@ def run(
     ds = load_dataset("fashion-mnist")
     task = benchmark_task(ds, cls)
     cfg = merge(get_preset("cpu"), {"train": {**RECIPES[recipe], "method": method}})
-    cfg, images = _training_set(task, method, seed, cfg)
+    _, rest = training_indices(len(task.train_images), 0.0, cfg.train.max_train, seed)
+    images = _inputs(task.train_images[rest], task.dataset, cfg)  # the cpu cell's 1,000
     train_cfg = resolve_gen_channels(cfg.train, images)
     device = torch.device("cpu")
     torch.manual_seed(seed)

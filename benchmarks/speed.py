@@ -39,7 +39,12 @@ import time
 from pathlib import Path
 
 import torch
-from _throughput import time_scoring, time_training, write_json  # benchmarks/, the script's folder
+from _throughput import (  # benchmarks/, the script's folder
+    time_scoring,
+    time_training,
+    time_warmup,
+    write_json,
+)
 
 from contrasyn.checkpoint import versions
 from contrasyn.config import TRAIN_METHODS, TrainConfig
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "versions": versions(),
         "setup": {
-            "network": "cpu preset: ResNet-18 width 16, batch 32, 32x32x3 random images",
+            "network": "cpu preset: ResNet-18 width 16, batch 32, 32x32 random grey images "
+            "replicated to 3 channels (as Fashion-MNIST arrives: G makes one channel)",
             "methods": methods,
             "timing": (
                 "train_networks timed from metrics.jsonl (log_every=1); median over timed "
@@ -165,6 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
             slow = precision == "bf16" and not bf16_native
             ref = None if name == REFERENCE else prefix + REFERENCE
             run_train(prefix + name, cfg, args.slow_timed if slow else args.timed, ref)
+        if method != "csi" and base.gen_warmup:
+            cfg = dataclasses.replace(base, method=method)  # the preset's precision and memory
+            print(f"warm-up {method} ...", flush=True)
+            entry = time_warmup(cfg, 4 if args.quick else 40)
+            results.setdefault("warmup", {})[method] = entry
+            print(f"  {json.dumps(entry)}", flush=True)
+            save()
     if args.paper:
         paper = get_preset("paper").train
         for name in (REFERENCE, "channels_last"):

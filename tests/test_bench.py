@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from contrasyn.results import markdown_table, summary_table
+import numpy as np
+import pytest
+
+from contrasyn.results import (
+    markdown_table,
+    mean_interval,
+    paired,
+    paired_class_table,
+    summary_table,
+    t_interval,
+)
 
 
 def _row(method: str, c: int, seed: int, auroc: float, **extra) -> dict:
@@ -99,3 +109,46 @@ def test_summary_table_means_and_alternative_scores() -> None:
 def test_tables_without_rows() -> None:
     assert markdown_table([]) == "(no results)"
     assert summary_table([]) == "(no results)"
+
+
+# -- statistics: intervals over seeds and paired differences ---------------------------------
+
+
+def _cells(method: str, values: dict[tuple[int, int], float]) -> list[dict]:
+    return [
+        {"method": method, "normal_class": c, "seed": s, "auroc": v, "class_name": f"c{c}"}
+        for (c, s), v in values.items()
+    ]
+
+
+def test_t_interval_by_hand() -> None:
+    iv = t_interval([0.90, 0.92, 0.97])
+    mean, sd = 0.93, np.std([0.90, 0.92, 0.97], ddof=1)
+    half = 4.302652729911275 * sd / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert iv.mean == pytest.approx(mean) and iv.n == 3
+    assert (iv.low, iv.high) == pytest.approx((mean - half, mean + half))
+    one = t_interval([0.5])
+    assert (one.low, one.high, one.text()) == (0.5, 0.5, "0.5000")
+
+
+def test_mean_interval_is_over_seeds_of_class_means_and_needs_complete_seeds() -> None:
+    rows = _cells("a", {(0, 0): 0.8, (1, 0): 0.9, (0, 1): 0.7, (1, 1): 0.9, (0, 2): 0.6})
+    iv = mean_interval(rows, "a")
+    assert iv.n == 2  # seed 2 lacks class 1
+    assert iv.mean == pytest.approx(np.mean([0.85, 0.8]))
+    assert mean_interval(rows, "nothing") is None
+
+
+def test_paired_differences_match_cells_and_count_class_wins() -> None:
+    a = {(0, 0): 0.90, (0, 1): 0.92, (1, 0): 0.80, (1, 1): 0.84, (2, 0): 0.70}
+    b = {(0, 0): 0.88, (0, 1): 0.91, (1, 0): 0.82, (1, 1): 0.83, (3, 0): 0.99}
+    p = paired(_cells("a", a) + _cells("b", b), "a", "b")
+    diffs = [0.02, 0.01, -0.02, 0.01]  # the four common cells; classes 2, 3 unmatched
+    assert p.overall.n == 4 and p.overall.mean == pytest.approx(np.mean(diffs))
+    assert p.per_class[0].mean == pytest.approx(0.015) and p.per_class[1].mean == pytest.approx(
+        -0.005
+    )
+    assert (p.wins, p.classes) == (1, 2)
+    table = paired_class_table(_cells("a", a) + _cells("b", b), "a", "b")
+    assert "| 0 c0 | +0.0150" in table and "1 of 2 classes won" in table
+    assert paired(_cells("a", a), "a", "b") is None

@@ -237,6 +237,10 @@ def test_data_list(capsys) -> None:
         (["--set", "train.epoch=1"], "epoch"),
         (["--preset", "huge"], "huge"),
         (["--config", "/nonexistent/cfg.yaml"], "not found"),
+        (["--device", "nonsense"], "not a device name"),
+        (["--device", "cpu", "--set", "train.device=mps"], "contradicts"),
+        (["--set", "train.device=nonsense"], "not a device name"),
+        (["--set", "model.depth=2"], "unknown override section"),
     ],
 )
 def test_input_errors_exit_2_with_one_line(tmp_path: Path, capsys, args, needle) -> None:
@@ -301,3 +305,60 @@ def test_empty_classes_exit_2(tmp_path: Path, capsys, classes: str) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("contrasyn: error:") and "--classes" in err
+
+
+def test_benchmark_device_flag_sets_every_cell_device(tmp_path: Path) -> None:
+    out = tmp_path / "cpu"
+    assert main([*_bench_args(out, methods="knn"), "--device", "cpu"]) == 0
+    env = json.loads((out / "environment.json").read_text())
+    assert env[-1]["device"] == "cpu"
+    assert json.loads((out / "preset-tiny.json").read_text())["train"]["device"] == "cpu"
+    # the same results: --device is not part of a cell's configuration, so a rerun resumes
+    assert main([*_bench_args(out, methods="knn"), "--set", "train.device=cpu"]) == 0
+    assert len(_csv(out / "results.csv")) == 1
+
+
+@pytest.fixture(scope="module")
+def gan_bench(tmp_path_factory) -> Path:
+    """A csi+g run at the smallest settings, for `contrasyn quality`."""
+    out = tmp_path_factory.mktemp("gan")
+    assert main(_bench_args(out, methods="csi+g")) == 0
+    return out
+
+
+def test_quality_takes_the_folder_positionally(gan_bench: Path, capsys) -> None:
+    val = ["--val-normal", "20"]  # as the benchmark was given
+    assert main(["quality", str(gan_bench), *val]) == 0
+    captured = capsys.readouterr()
+    assert str(gan_bench / "quality.csv") in captured.out and "deprecated" not in captured.err
+    rows = _csv(gan_bench / "quality.csv")
+    assert [r["method"] for r in rows] == ["csi+g"] and float(rows[0]["fd_rand"]) > 0
+    # the old spelling still works, with a warning
+    assert main(["quality", "--results", str(gan_bench), *val]) == 0
+    assert "--results is deprecated" in capsys.readouterr().err
+    assert main(["quality", str(gan_bench), "--results", str(gan_bench), *val]) == 0
+
+
+def test_quality_folder_errors(tmp_path: Path, capsys) -> None:
+    assert main(["quality"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "contrasyn: error: quality needs the benchmark folder: contrasyn quality DIR"
+    assert main(["quality", str(tmp_path / "a"), "--results", str(tmp_path / "b")]) == 2
+    assert "two benchmark folders given" in capsys.readouterr().err
+    assert main(["quality", str(tmp_path)]) == 2
+    assert "no trained csi+g or full runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["quality", "--help"])
+    assert info.value.code == 0
+    assert "--results" not in capsys.readouterr().out  # deprecated: read, not shown
+
+
+def test_benchmark_prints_intervals_and_paired_differences(tmp_path: Path, capsys) -> None:
+    args = [a for a in _bench_args(tmp_path / "s", methods="knn,ocsvm") if a != "--quiet"]
+    args += ["--seeds", "0,1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Mean AUROC over classes [95% interval over seeds]" in out
+    assert "| knn | 2 |" in out and "| A \\ B | knn | ocsvm |" in out
+    table = (tmp_path / "s" / "table.md").read_text()
+    assert "paired differences" in table and "| ocsvm |" in table

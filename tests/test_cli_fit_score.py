@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from contrasyn.cli import main
@@ -424,3 +425,175 @@ def test_sample_errors(fitted, tmp_path: Path, capsys) -> None:
     assert main(["sample", str(model), "--out", str(tmp_path / "s.png"), "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "none"), "--out", str(tmp_path / "s.png")]) == 2
+
+
+# ---------------------------------------------------------------- every method, flags
+
+
+def _fit_method(folders, out: Path, method: str, *extra: str) -> list[str]:
+    """Tiny settings for any method, without the CSI family's --set train.* of FAST."""
+    data = ["fit", "--data", str(folders["good"]), "--out", str(out), "--method", method]
+    return [*data, "--preset", "tiny", "--image-size", "16", "--holdout", "0.25", *extra]
+
+
+@pytest.mark.parametrize(("method", "extra"), [("rot", ["--set", "rot.epochs=1"]), ("knn", [])])
+def test_fit_a_baseline_then_score_it(folders, tmp_path: Path, capsys, method, extra) -> None:
+    model = tmp_path / method
+    argv = _fit_method(folders, model, method, "--device", "cpu", *extra)
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"; {method}, preset tiny (" in text and "16x16, device cpu" in text
+    assert "trained on 30 images; 10 held out to set the threshold" in text
+    assert f"on the anomaly score ({method})" in text and "checkpoints" not in text
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["method"] == method and meta["input"] == {"image_size": 16, "channels": 3}
+    if method == "rot":
+        assert meta["config"]["epochs"] == 1  # --set rot.epochs reached the baseline
+    assert not (model / "checkpoints").exists() and not (model / "samples.png").exists()
+
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(model), str(folders["test"]), "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [r["path"] for r in rows] == [str(p) for p in find_images(folders["test"])]
+    scores = np.array([float(r["anomaly_score"]) for r in rows])
+    assert len(scores) == 12 and np.isfinite(scores).all()
+    threshold = _threshold(model)
+    assert [r["label"] for r in rows] == ["anomaly" if s > threshold else "normal" for s in scores]
+    assert SUMMARY.match(capsys.readouterr().err.strip())
+    det = Detector.load(model, device="cpu")
+    expected = det.anomaly_score(find_images(folders["test"]))
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-6)
+
+    assert main(["score", str(model), str(folders["test"]), "--format", "json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["method"] == method
+    # a baseline has no generator and no network to export: one line each
+    assert main(["sample", str(model), "--out", str(tmp_path / "s.png")]) == 2
+    assert "has no generator" in _one_error_line(capsys)
+    assert main(["export", str(model)]) == 2
+    assert "is a baseline" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "needle"),
+    [
+        ("full", ["--set", "rot.epochs=1"], "config section 'rot' is for method rot"),
+        ("knn", ["--set", "rot.epochs=1"], "config section 'rot' is for method rot"),
+        ("rot", ["--set", "train.epochs=1"], "train.epochs does not apply to method 'rot'"),
+        ("rot", ["--set", "score.score=feat"], "does not apply to method 'rot'"),
+        ("rot", ["--set", "rot.epoch=1"], "epoch"),
+        ("rot", ["--set", "rot.seed=1"], "--seed"),
+        ("rot", ["--set", "model.depth=2"], "unknown config section 'model'"),
+        ("rot", ["--draws", "2"], "--draws is for the CSI family"),
+        ("rot", ["--score", "feat"], "has one score"),
+        ("rot", ["--image-size", "8", "--set", "rot.image_size=12"], "contradicts"),
+        ("magic", [], "not available"),
+    ],
+)
+def test_set_sections_must_fit_the_method(
+    folders, tmp_path: Path, capsys, method, extra, needle
+) -> None:
+    out = tmp_path / "m"
+    argv = _fit_method(folders, out, method, "--device", "cpu", *extra)
+    if "--image-size" in extra:
+        argv.remove("16")
+        argv.remove("--image-size")
+    assert main(argv) == 2
+    assert needle in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_fit_baseline_takes_the_input_size_from_train(folders, tmp_path: Path) -> None:
+    """train.image_size/channels are every method's input, so a baseline accepts them."""
+    model = tmp_path / "knn"
+    argv = _fit_method(folders, model, "knn", "--set", "train.channels=1", "--quiet")
+    assert main(argv) == 0
+    assert json.loads((model / "model.json").read_text())["input"]["channels"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "MODEL", "--out", "OUT/s.png"],
+        ["score", "MODEL", "MODEL"],
+        ["fit", "--data", "MODEL", "--out", "OUT/m"],
+        ["benchmark", "--dataset", "synthetic", "--out", "OUT/b"],
+        ["demo", "--out", "OUT/d"],
+    ],
+)
+def test_bad_device_exits_2_in_one_line(fitted, tmp_path: Path, capsys, argv) -> None:
+    argv = [a.replace("MODEL", str(fitted[0])).replace("OUT", str(tmp_path)) for a in argv]
+    assert main([*argv, "--device", "nonsense"]) == 2
+    assert "'nonsense' is not a device name" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+    if not torch.cuda.is_available():
+        assert main([*argv, "--device", "cuda:1"]) == 2
+        assert "CUDA is not available" in _one_error_line(capsys)
+
+
+def test_sample_on_the_chosen_device(fitted, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s.png"
+    assert main(["sample", str(fitted[0]), "--out", str(out), "--n", "16", "--device", "cpu"]) == 0
+    assert Image.open(out).size == (16 * 18 + 2, 18 + 2)
+
+
+def test_export_out_writes_a_complete_model_folder(fitted, folders, tmp_path: Path, capsys):
+    """`export --out DIR`: DIR gets model.onnx and the detector's files; the model folder
+    is left as it was."""
+    pytest.importorskip("onnxruntime")
+    from contrasyn.data import load_images
+    from contrasyn.export import OnnxDetector
+
+    model = fitted[0]
+    had_onnx = (model / "model.onnx").exists()
+    deploy = tmp_path / "deploy" / "m"
+    assert main(["export", str(model), "--out", str(deploy)]) == 0
+    assert f"wrote {deploy / 'model.onnx'}" in capsys.readouterr().out
+    assert {"model.onnx", "model.json", "model.safetensors"} <= {p.name for p in deploy.iterdir()}
+    assert (model / "model.onnx").exists() == had_onnx
+    onnx = OnnxDetector(deploy)
+    paths = find_images(folders["test"])
+    t = onnx.config_.train
+    images, _ = load_images(paths, t.image_size, t.channels)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    expected = Detector.load(model, device="cpu").anomaly_score(paths)
+    np.testing.assert_allclose(onnx.anomaly_score(x), expected, rtol=0, atol=1e-4)
+
+    (tmp_path / "file").write_text("")
+    assert main(["export", str(model), "--out", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in _one_error_line(capsys)
+
+
+VERBS = [
+    ["fit"], ["score"], ["threshold"], ["export"], ["sample"], ["benchmark"], ["demo"],
+    ["report"], ["quality"], ["data"], ["data", "list"], ["data", "info"], ["data", "download"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_every_verb_has_a_description_and_examples(capsys, verb) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*verb, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    usage, description = text.split("\n\n")[:2]
+    assert usage.startswith(f"usage: contrasyn {' '.join(verb)}")
+    assert len(description) > 40 and not description.lstrip().startswith(("options", "positional"))
+    examples = text.split("examples:\n", 1)[1].split("\n\n")[0].splitlines()
+    assert examples and examples[0].startswith("  contrasyn ")
+    assert all(line.startswith(("  contrasyn ", "      ")) for line in examples)
+    assert "exit codes:" in text
+
+
+def test_shared_flags_mean_the_same_on_every_verb(capsys) -> None:
+    """--device, --out, --seed and --preset are declared once: the same help wherever they
+    appear; every verb that runs a network takes --device."""
+    helps: dict[str, set[str]] = {}
+    for verb in ("fit", "score", "sample", "benchmark", "demo"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        match = re.search(r"--device DEVICE (.*?\(default auto\))", text)
+        assert match, verb
+        helps.setdefault("--device", set()).add(match[1])
+        assert "--out " in text and "where this command writes:" in text
+    assert len(helps["--device"]) == 1

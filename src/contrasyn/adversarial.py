@@ -1,5 +1,5 @@
 """The generative side of the paper's method: G, D (and, for ``full``, E and D') with their
-Adam optimisers, and one adversarial round of Algorithm 1 (SPEC.md, "Training").
+Adam optimisers, and one adversarial round of Algorithm 1 (lines 6-13 in docs/METHOD.md).
 
 Every ``gen_every`` real batches the trainer calls ``GenerativeSide.round``, which runs, in
 this order: the D step and the G(/E) adversarial step (eq. 7), the G step on L_CSI-S (eq. 6),
@@ -235,15 +235,16 @@ class GenerativeSide(nn.Module):
         paper's order; returns every loss and X~ = G(h) as drawn at the top of the round
         (detached, in F's channels) for L_JOINT. ``where`` names the step in errors."""
         real = self.from_model(x)
-        h = self._latent(x)
-        fakes = self.fakes(real, h, ctx)  # X~, X^ <- G(h), G(E(X))
-        losses = self.d_step(real, fakes, ctx)
+        h = self._latent(x)  # line 6: sample h ~ N(0, I)
+        fakes = self.fakes(real, h, ctx)  # line 7: X~, X^ <- G(h), G(E(X))
+        losses = self.d_step(real, fakes, ctx)  # line 8: D, then G and E, on L_D (eq. 7)
         losses.update(self.g_adv_step(fakes, ctx))
-        losses.update(self.csi_s_step(model, h, augment, flip, ctx))
+        losses.update(self.csi_s_step(model, h, augment, flip, ctx))  # line 9: L_CSI-S (eq. 6)
         if self.E is not None:
-            losses.update(self.latent_step(real, h, ctx))
+            losses.update(self.latent_step(real, h, ctx))  # line 10: D', then E, on L_LD (eq. 9)
+            # lines 11-12: T1, T2 drawn inside; G and E on L_REC (eq. 8)
             losses.update(self.rec_step(model, real, augment, flip, ctx))
-            losses.update(self.lrec_step(h, ctx))
+            losses.update(self.lrec_step(h, ctx))  # line 13: E on L_LREC (eq. 10)
         values = self._check(losses, where)
         distributed.broadcast_buffers(self)  # rank 0's BatchNorm statistics on every rank
         return values, self.to_model(fakes[0].detach().float())

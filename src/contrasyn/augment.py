@@ -6,7 +6,8 @@ augmented in a handful of tensor operations (as CSI does on the GPU) and the gen
 paper's method can be trained *through* T: nothing here breaks the autograd graph w.r.t. the
 input.
 
-Choices where CSI's code and the SimCLR paper differ (see SPEC.md and reference/csi.md):
+Choices where CSI's code and the SimCLR paper differ (docs/METHOD.md, "Defaults the paper
+leaves open"):
 - hue is shifted by up to +-0.1 of the colour circle (CSI's code effectively uses +-0.0708);
 - the order of the four jitter operations is drawn once per batch, as CSI draws it;
 - the resized crop samples up to 10 candidates per image and falls back to the whole image,

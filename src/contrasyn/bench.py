@@ -46,6 +46,7 @@ from contrasyn.results import (
     run_path,
     write_csv,
     write_rows,
+    write_tables,
 )
 from contrasyn.score import import_faiss
 
@@ -389,16 +390,17 @@ def run_benchmark(
                 row.update(
                     run_cell(task, method, seed, preset, overrides, run_dir, progress, verbose)
                 )
-                rows.append(row)
                 with (out / "results.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                write_rows(out, rows)
+                # the tables from every row on disk: another process may run other cells here
+                write_tables(out, read_rows(out))
                 log(
                     f"{ds.name} class {c} ({ds.class_names[c]}) {method} seed {seed}: "
                     f"AUROC {row['auroc']:.4f} ({row['score']}), train {row['train_seconds']} s, "
                     f"score {row['score_seconds']} s"
                 )
-    write_rows(out, rows)
+    rows = read_rows(out)
+    write_tables(out, rows)
     ran = len(rows) > len(done)
     if report and rows and (ran or not (out / "report.html").exists()):
         from contrasyn.report import write_report

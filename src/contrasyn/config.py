@@ -1,6 +1,7 @@
 """Typed configuration: dataclasses that round-trip to JSON and YAML and are saved with runs.
 
-Every default the paper does not fix is named here, with the reason in SPEC.md or the README.
+Every default the paper does not fix is named here, with the reason in docs/METHOD.md
+("Defaults the paper leaves open").
 Unknown keys are refused (a typo must not silently fall back to a default).
 """
 
@@ -22,7 +23,8 @@ T = TypeVar("T")
 SCORES = ("paper", "csi", "feat", "cos", "norm")
 # The bank searches (contrasyn.score.build_index).
 INDEXES = ("exact", "faiss")
-# The training variants of SPEC.md ("Training"): CSI alone, CSI + GAN, the paper's full method.
+# The training variants (docs/METHOD.md, "Variants and baselines"): CSI alone, CSI + GAN,
+# the paper's full method.
 TRAIN_METHODS = ("csi", "csi+g", "full")
 # The adversarial losses of eq. 7 and 9: the paper's binary cross-entropy (non-saturating for
 # the generator side) or SNGAN's hinge loss.
@@ -66,7 +68,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 10
     log_every: int = 10
-    # The generative side (variants csi+g and full; SPEC.md "Losses" 4 and Algorithm 1).
+    # The generative side (variants csi+g and full; eq. 5-10 and Algorithm 1 in docs/METHOD.md).
     latent_dim: int = 128
     gen_width: int = 64  # SNGAN base channels: G/D/E run 8x..1x this (512..64 in the paper)
     gen_every: int = 5  # N: one adversarial round after every N real batches
@@ -144,7 +146,8 @@ class TrainConfig:
 
 @dataclass
 class ScoreConfig:
-    """How test images are scored against the training bank (SPEC.md, "Outlier score")."""
+    """How test images are scored against the training bank (docs/METHOD.md, "The outlier
+    scores")."""
 
     score: str = "paper"
     augment: bool = True  # False: one deterministic pass (rotations only), as ONNX export runs

@@ -53,7 +53,7 @@ def csi_loss(
     return CSILoss(con + cls, con, cls)
 
 
-# The generative side (SPEC.md, "Losses" 4). Discriminators output logits; the GAN terms are
+# The generative side (eq. 7-10, docs/METHOD.md). Discriminators output logits; the GAN terms are
 # binary cross-entropies with the usual semantics (D: real -> 1, generated -> 0; G and E are
 # trained non-saturating, to make D answer 1), whatever way round the paper writes min/max.
 

@@ -1,4 +1,4 @@
-"""Detection metrics with anomalies as the positive class (SPEC.md, "Evaluation protocol").
+"""Detection metrics with anomalies as the positive class (docs/METHOD.md, "Task and protocol").
 
 Inputs everywhere: ``is_anomaly`` (1 = anomalous, 0 = normal) and an *anomaly* score (higher =
 more anomalous). Conventions:

@@ -71,7 +71,7 @@ def warmup_cosine_lr(
     (CSI's GradualWarmupScheduler), then a cosine from that peak to 0 over the remaining
     epochs. CSI's cosine runs over all ``total_epochs`` after the warm-up and so stops at
     0.00025 of the peak instead of 0; we end at 0, which only matters for short schedules
-    (SPEC.md, "Training").
+    (docs/METHOD.md, "Defaults the paper leaves open").
     """
     peak = base_lr * warmup_multiplier
     if epoch < warmup_epochs:

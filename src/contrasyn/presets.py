@@ -1,7 +1,8 @@
 """Named configurations. ``paper`` is the paper's/CSI's recipe (for GPUs); ``cpu`` trains one
 Fashion-MNIST class in minutes on 2 CPU cores; ``tiny`` is for tests and smoke runs.
 
-Why the ``cpu`` preset looks as it does (SPEC.md, "Calibration"): ResNet-18 at width 16
+Why the ``cpu`` preset looks as it does (measured on this project's 2-core CPU; figures in
+benchmarks/results/README.md): ResNet-18 at width 16
 (1/4 of the paper's, ~0.7 M parameters) on a 1000-image subsample of the class (the bank
 size barely matters), batch 32 x 4 rotations x 2 views, LARS at the paper's peak learning
 rate (base 0.1 at 32 images, x10 warm-up over 2 epochs, cosine to 0), 12 epochs (372

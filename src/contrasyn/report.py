@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from contrasyn.data.base import ImageDataset
-from contrasyn.results import markdown_table, read_jsonl, read_rows, run_path, summary_table
+from contrasyn.results import (
+    interval_table,
+    markdown_table,
+    paired_class_table,
+    paired_matrix,
+    read_jsonl,
+    read_rows,
+    run_path,
+    summary_table,
+)
 
 FIGURES = "report"
 # numeric metrics.jsonl fields that are bookkeeping, not losses
@@ -267,6 +276,26 @@ h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
 """
 
 
+def _statistics(rows: list[dict], methods: list[str]) -> list[str]:
+    """Mean AUROC with its 95% interval over seeds, the paired-difference matrix, and per
+    class the paired differences of the paper's method against every other method."""
+    parts = [
+        "<h2>Intervals and paired differences</h2>",
+        "<p class=note>mean over classes for each seed, then the mean over seeds with a 95% "
+        "Student-t interval; paired differences A - B over the cells both methods have (same "
+        "class, same seed: the same training subsample), with a 95% paired-t interval and "
+        "the classes where A's mean over seeds is higher</p>",
+        _markdown_to_html(interval_table(rows)),
+        _markdown_to_html(paired_matrix(rows)),
+    ]
+    for a in [m for m in ("full", "csi+g") if m in methods]:
+        for b in methods:
+            if b != a and not (a == "csi+g" and b == "full"):
+                parts.append(f"<h3>{html.escape(a)} - {html.escape(b)} per class</h3>")
+                parts.append(_markdown_to_html(paired_class_table(rows, a, b)))
+    return parts
+
+
 def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print) -> Path:
     """Write ``out/report.html`` (figures in ``out/report/``) from a benchmark folder.
 
@@ -313,6 +342,7 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
         'alt="AUROC per class">',
         "<h2>Means over tasks and seeds</h2>",
         _markdown_to_html(summary_table(rows)),
+        *_statistics(rows, methods),
         "<h2>Wall time per method</h2>",
         _markdown_to_html(_wall_time_table(rows, methods)),
     ]

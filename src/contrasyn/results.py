@@ -16,6 +16,7 @@ Statistics (``table.md``, the report, the benchmark's printout):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from contrasyn.checkpoint import atomic_write
 
 KEY = ("dataset", "method", "normal_class", "seed", "preset")
 COLUMNS = (
@@ -62,19 +65,25 @@ def read_rows(out: Path) -> list[dict]:
     return read_jsonl(Path(out) / "results.jsonl")
 
 
+def write_text(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: a reader (or a crash) never sees half a file."""
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def write_rows(out: Path, rows: list[dict]) -> None:
     """Rewrite ``results.jsonl`` (all rows) and the tables from it."""
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_tables(out, rows)
 
 
 def write_csv(path: Path, rows: list[dict], first: Iterable[str] = ()) -> None:
     """Rows as CSV, columns ``first`` then every other key in order of appearance."""
     columns = list(dict.fromkeys([*first, *(k for r in rows for k in r)]))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def write_tables(out: Path, rows: list[dict]) -> None:
@@ -91,7 +100,7 @@ def write_tables(out: Path, rows: list[dict]) -> None:
             "(row minus column, over the cells both have: mean [95% interval] and classes "
             "won):\n\n" + interval_table(rows) + "\n\n" + paired_matrix(rows)
         )
-    (out / "table.md").write_text("\n\n".join(parts) + "\n")
+    write_text(out / "table.md", "\n\n".join(parts) + "\n")
 
 
 def summary_table(rows: list[dict]) -> str:

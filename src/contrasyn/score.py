@@ -1,4 +1,4 @@
-"""Outlier scores against a bank of training features (SPEC.md, "Outlier score").
+"""Outlier scores against a bank of training features (docs/METHOD.md, "The outlier scores").
 
 All scores here are *normality* scores M(x): higher means more normal. The anomaly score is
 ``-M(x)``. Three scores are computed from the same forward passes, so they can be reported

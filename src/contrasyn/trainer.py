@@ -1,8 +1,9 @@
 """Training: Algorithm 1 of the paper (``algorithm_1``), and the run around it.
 
-``algorithm_1`` is the paper's loop, one line of code per line of the algorithm: F's step on
-L_CSI for every real batch, and after every N-th batch one round of the generative side
-(``GenerativeSide.round``: lines 6-12) and F's step on L_JOINT. Everything else is set up
+``algorithm_1`` is the paper's loop, one line of code per line of the algorithm (numbered as
+in docs/METHOD.md, "Algorithm 1, line by line"): F's step on L_CSI for every real batch
+(line 4), and after every N-th batch (line 5) one round of the generative side
+(``GenerativeSide.round``: lines 6-13) and F's step on L_JOINT (line 14). Everything else is set up
 around it by ``train_networks``: the batches and the learning-rate schedule
 (``TrainingRun.batches``), F's step with its precision, memory format, DDP and compilation
 (``FStep``), the adversarial autoencoder's warm-up before the first batch (``warm_up``,
@@ -68,13 +69,13 @@ def algorithm_1(
     after_batch: Callable[[Batch, dict], None],
 ) -> None:
     """Algorithm 1 (``gen_round`` None: CSI alone). ``f_step(x, lr, name, where)`` is one step
-    of F on L_CSI over x; ``gen_round(X, where)`` runs lines 6-12 and returns their losses and
+    of F on L_CSI over x; ``gen_round(X, where)`` runs lines 6-13 and returns their losses and
     X~ = G(h) (``GenerativeSide.round``); ``every`` is N."""
-    for b in batches:  # for next image batch X do
-        record = f_step(b.x, b.lr, "L_CSI", b.where)  # update F by minimising L_CSI(X)
-        if gen_round is not None and (b.step + 1) % every == 0:  # if every N batches then
-            losses, synthetic = gen_round(b.x, b.where)  # lines 6-12: h, X~, X^; D, G, E, D'
-            joint = f_step(torch.cat([b.x, synthetic]), b.lr, "L_JOINT", b.where)  # F: L_JOINT
+    for b in batches:  # line 3: for next image batch X do
+        record = f_step(b.x, b.lr, "L_CSI", b.where)  # line 4: F minimises L_CSI(X)
+        if gen_round is not None and (b.step + 1) % every == 0:  # line 5: every N batches
+            losses, synthetic = gen_round(b.x, b.where)  # lines 6-13: h, X~, X^; D, G, E, D'
+            joint = f_step(torch.cat([b.x, synthetic]), b.lr, "L_JOINT", b.where)  # line 14
             record = {**record, **losses, "loss_joint": joint["loss"], "gen_step": b.step}
         after_batch(b, record)
 

@@ -1,5 +1,5 @@
 """The adversarial autoencoder's other two networks: the encoder E (G's mirror) and the latent
-discriminator D' (SPEC.md, "Losses" 4)."""
+discriminator D' (docs/METHOD.md, "Notation")."""
 
 from __future__ import annotations
 

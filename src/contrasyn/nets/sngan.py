@@ -1,5 +1,5 @@
 """SNGAN's "standard CNN" generator G and spectrally normalised discriminator D (Miyato et al.
-2018, Table 3), as the paper's method uses them (SPEC.md, "Losses" 4).
+2018, Table 3), as the paper's method uses them (docs/METHOD.md, "Notation").
 
 Resolution-general: G starts from a 4x4 map and doubles it ``log2(size / 4)`` times, D halves
 it as many times, so 32x32 gives exactly SNGAN's networks and 64x64 and up add one stage per

@@ -1,0 +1,669 @@
+"""The practitioner's verbs: ``fit``, ``score``, ``threshold``, ``export`` and ``sample``.
+
+``fit`` trains any registered method (the CSI family or a baseline) through ``Detector``;
+the other verbs read the model folder it writes, whatever the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contrasyn.cli.options import (
+    add_device,
+    add_out,
+    add_preset,
+    add_seed,
+    add_settings,
+    add_talk,
+    add_verb,
+    read_settings,
+    say,
+    warn,
+)
+from contrasyn.config import TRAIN_METHODS
+from contrasyn.errors import ConfigError
+from contrasyn.registry import BASELINES, METHOD_NAMES
+
+if TYPE_CHECKING:
+    from contrasyn.detector import Detector
+
+# Settings that have their own flag: a --set for them would be silently overwritten.
+_OWN_FLAG = {"method": "--method", "device": "--device", "seed": "--seed"}
+# What every method takes as its input size (Detector keywords for a baseline).
+_INPUT_FIELDS = ("image_size", "channels")
+_FAMILY = ", ".join(TRAIN_METHODS)
+
+
+# -------------------------------------------------------------------------------- fit
+
+
+def _method(args: argparse.Namespace) -> str:
+    """--method, or the preset's; an unknown name is one error listing the known ones."""
+    from contrasyn.presets import get_preset
+
+    name = args.method or get_preset(args.preset).train.method
+    if name not in METHOD_NAMES:
+        raise ConfigError(f"method {name!r} is not available; available: {', '.join(METHOD_NAMES)}")
+    return name
+
+
+def _family_overrides(section: str, fields: dict) -> dict[str, Any]:
+    """``train.epochs=5`` -> ``train__epochs=5`` (the CSI family's Detector keywords)."""
+    kwargs = {}
+    for name, value in fields.items():
+        if section == "train" and name in _OWN_FLAG:
+            raise ConfigError(f"set {section}.{name} with {_OWN_FLAG[name]}, not --set/--config")
+        kwargs[f"{section}__{name}"] = value
+    return kwargs
+
+
+def _baseline_overrides(method: str, section: str, fields: dict) -> dict[str, Any]:
+    """A baseline's own section (``rot.epochs=5`` -> ``epochs=5``), or from ``train`` only
+    the input size, which every method shares."""
+    from contrasyn.detector import Detector
+
+    if section == method:
+        for name in fields:
+            if name in Detector._PARAMS:
+                flag = _OWN_FLAG.get(name, "its own flag")
+                raise ConfigError(f"set {name} with {flag}, not --set/--config")
+        return dict(fields)
+    other = sorted(name for name in fields if section != "train" or name not in _INPUT_FIELDS)
+    if other:
+        raise ConfigError(
+            f"setting {section}.{other[0]} does not apply to method {method!r}: the train and "
+            f"score sections are the CSI family's ({_FAMILY}); {method}'s settings are "
+            f"{method}.FIELD (e.g. --set {method}.max_train=500)"
+        )
+    return dict(fields)
+
+
+def _detector_overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """``--config``/``--set`` (and --image-size, --draws) as Detector keywords for
+    ``method``: the CSI family's ``train.x``/``score.x`` as ``train__x``/``score__x``; a
+    baseline's ``rot.x`` as ``x``. A section that does not apply to ``method`` is refused."""
+    baseline = method in BASELINES
+    kwargs: dict[str, Any] = {}
+    where = (
+        f"method {method}'s settings are {method}.FIELD (e.g. --set {method}.max_train=500)"
+        if baseline
+        else f"method {method}'s settings are train.FIELD or score.FIELD (the fields of "
+        "TrainConfig and ScoreConfig in contrasyn/config.py; e.g. --set train.epochs=5)"
+    )
+    for section, fields in read_settings(args).items():
+        if section in BASELINES and section != method:
+            raise ConfigError(f"config section {section!r} is for method {section}: {where}")
+        if section not in ("train", "score", method):
+            raise ConfigError(f"unknown config section {section!r}: {where}")
+        if baseline:
+            kwargs.update(_baseline_overrides(method, section, fields))
+        else:
+            kwargs.update(_family_overrides(section, fields))
+    size_key = "image_size" if baseline else "train__image_size"
+    if args.image_size is not None:
+        if kwargs.get(size_key, args.image_size) != args.image_size:
+            raise ConfigError(
+                f"--image-size {args.image_size} contradicts "
+                f"{'train.image_size' if not baseline else 'image_size'}={kwargs[size_key]}"
+            )
+        kwargs[size_key] = args.image_size
+    if not baseline and args.score is not None:
+        given = kwargs.get("score__score", args.score)
+        if given != args.score:
+            raise ConfigError(f"--score {args.score} contradicts score.score={given}")
+    if args.draws < 0:
+        raise ConfigError(f"--draws must be >= 0, got {args.draws}")
+    if args.draws > 0:
+        if baseline:
+            raise ConfigError(
+                f"--draws is for the CSI family's scores ({_FAMILY}), not method {method!r}"
+            )
+        kwargs.update(score__augment=True, score__ensemble=args.draws)
+    return kwargs  # --score goes to Detector(score=...)
+
+
+def _rate_text(det: Detector) -> str:
+    return f"false-alarm rate {det.flag_rate * 100:g}%"
+
+
+def _checkpoint_epoch(stem: Path) -> int | None:
+    """The epoch of an earlier, interrupted run's checkpoint, for the "resuming" message,
+    after tidying what a kill during a save leaves (the trainer checks the rest)."""
+    from contrasyn.checkpoint import recover_interrupted_save
+
+    if recover_interrupted_save(stem):
+        warn(f"{stem.with_suffix('.json')} was left by an interrupted save; rebuilt it")
+    try:
+        return json.loads(stem.with_suffix(".json").read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _length(cfg: Any) -> str | None:
+    """How long training runs, in the method's own terms (None: no training loop)."""
+    if hasattr(cfg, "train"):
+        t = cfg.train
+        return f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
+    epochs = getattr(cfg, "epochs", None)
+    return None if epochs is None else f"{epochs} epochs"
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from contrasyn import distributed
+    from contrasyn.data import find_images, load_images
+    from contrasyn.detector import Detector
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder (--out names the model folder)")
+    method = _method(args)
+    family = method in TRAIN_METHODS
+    det = Detector(
+        method=method,
+        preset=args.preset,
+        score=args.score,
+        false_alarm_rate=0.05 if args.false_alarm_rate is None else args.false_alarm_rate,
+        contamination=args.contamination,
+        holdout=args.holdout,
+        deterministic=args.draws == 0,
+        skip_bad=args.skip_bad,
+        device=args.device,
+        seed=args.seed,
+        checkpoint_dir=out / "checkpoints" if family else None,
+        progress=not args.quiet,
+        verbose=args.verbose,
+        **_detector_overrides(args, method),
+    )
+    cfg = det.resolved_config()  # unknown settings and bad values fail here, before any work
+    spec = det._input_spec(cfg)
+    talk = say(args)
+
+    found = find_images(args.data)
+    images, kept = load_images(
+        found, spec["image_size"], spec["channels"], det.resize, skip_bad=args.skip_bad
+    )
+    epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
+    if not distributed.is_main():  # under torchrun, rank 0 reports and saves
+        det.fit(images)
+        return 0
+    size = spec["image_size"]
+    facts = [_length(cfg), f"{size}x{size}", f"device {args.device}"]
+    talk(
+        f"contrasyn fit: {len(kept)} images from {args.data}; {method}, preset "
+        f"{args.preset} ({', '.join(f for f in facts if f)})"
+    )
+    if epoch:
+        talk(f"resuming from the checkpoint of epoch {epoch} in {out / 'checkpoints'}")
+    det.fit(images)
+    det.save(out)
+
+    n_hold = len(det.holdout_scores_)
+    notes = []
+    if len(found) > len(kept):
+        notes.append(f"{len(found) - len(kept)} unreadable skipped")
+    unused = len(kept) - det.n_train_ - n_hold
+    if unused:
+        section = "train" if family else method
+        notes.append(f"{unused} not used: {section}.max_train={det.method_.max_train}")
+    talk(
+        f"trained on {det.n_train_} images; {n_hold} held out to set the threshold"
+        + (f" ({'; '.join(notes)})" if notes else "")
+    )
+    talk(
+        f"threshold {det.threshold_:.6g} on the anomaly score ({det.score_name_}): "
+        f"{_rate_text(det)}, the fraction of normal images it will flag"
+    )
+    talk(
+        f"saved to {out} (model.safetensors, model.json)"
+        + (f"; training checkpoints in {out}/checkpoints" if family else "")
+    )
+    if det.generator_ is not None:
+        from contrasyn.quality import sample, save_grid
+
+        save_grid(list(sample(det.generator_.G, 64, args.seed).split(16)), out / "samples.png")
+        talk(f"the generator's samples: {out / 'samples.png'}")
+    talk(f"next: contrasyn score {out} IMAGES_OR_FOLDERS... --out scores.csv")
+    return 0
+
+
+# ------------------------------------------------------------------------------ score
+
+
+def _load_detector(model: str, device: str) -> Detector:
+    from contrasyn.detector import Detector
+    from contrasyn.errors import CheckpointError
+
+    path = Path(model).expanduser()
+    try:
+        return Detector.load(path, device=device)
+    except CheckpointError:
+        if (path / "checkpoints" / "last.json").is_file() and not (path / "model.json").exists():
+            raise CheckpointError(
+                f"{path}: training has not finished (no model.json yet); rerun the same "
+                "`contrasyn fit` command to resume it"
+            ) from None
+        raise
+
+
+def _collect_inputs(inputs: list[str]) -> list[Path]:
+    """Image files named, and every image below the folders named, in order, each once."""
+    from contrasyn.data import find_images
+    from contrasyn.errors import DataError
+
+    paths, seen = [], set()
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = find_images(path)
+        elif path.is_file():
+            found = [path]
+        else:
+            raise DataError(f"{path}: no such file or folder")
+        for p in found:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                paths.append(p)
+    return paths
+
+
+def _write_output(text: str, out: str | None) -> None:
+    from contrasyn.errors import DataError
+
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(out).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise DataError(f"{path}: cannot write results ({e.strerror or e})") from e
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from contrasyn.data import load_images
+
+    fmt = args.format or (
+        "json" if args.out is not None and args.out.lower().endswith(".json") else "csv"
+    )
+    paths = _collect_inputs(args.inputs)
+    det = _load_detector(args.model, args.device)
+    det.skip_bad = args.skip_bad
+    spec = det.input_
+    images, kept = load_images(
+        paths, spec["image_size"], spec["channels"], det.resize, args.skip_bad
+    )
+    scores = det.anomaly_score(images)
+    # predict()'s rule: decision_function = threshold - anomaly_score < 0 is an anomaly
+    anomalous = scores > det.threshold_
+    rows = [
+        {"path": str(p), "anomaly_score": float(s), "label": "anomaly" if a else "normal"}
+        for p, s, a in zip(kept, scores, anomalous, strict=True)
+    ]
+    kept_set = set(kept)
+    skipped = [str(p) for p in paths if p not in kept_set]
+    n_bad = int(anomalous.sum())
+    if fmt == "json":
+        summary = {
+            "model": str(args.model),
+            "method": det.method_.name,
+            "images": len(rows),
+            "anomalous": n_bad,
+            "threshold": det.threshold_,
+            "false_alarm_rate": det.flag_rate,
+            "score": det.score_name_,
+            "skipped": skipped,
+        }
+        text = json.dumps({"summary": summary, "results": rows}, indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, ["path", "anomaly_score", "label"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buf.getvalue()
+    _write_output(text, args.out)
+    if not args.quiet:
+        extra = f" ({len(skipped)} unreadable skipped)" if skipped else ""
+        where = f"; results in {args.out}" if args.out is not None else ""
+        print(
+            f"scored {len(rows)} image{'s' if len(rows) != 1 else ''}{extra}: {n_bad} "
+            f"anomalous (threshold "
+            f"{det.threshold_:.6g}, {_rate_text(det)}){where}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 3 if args.fail_on_anomaly and n_bad else 0
+
+
+# ------------------------------------------------------------------ threshold / export
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    det = _load_detector(args.model, "cpu")
+    old = f"{det.threshold_:.6g} ({_rate_text(det)})"
+    det.set_threshold(false_alarm_rate=args.false_alarm_rate, contamination=args.contamination)
+    det.save(Path(args.model).expanduser())
+    n_hold = len(det.holdout_scores_)
+    rate = det.flag_rate
+    print(f"threshold of {args.model}: {old} -> {det.threshold_:.6g} ({_rate_text(det)})")
+    print(f"set from the anomaly scores of the {n_hold} held-out normal images; saved")
+    if rate < 1 / n_hold:
+        warn(
+            f"with {n_hold} held-out images every rate below {1 / n_hold:.3g} gives the same "
+            "threshold (the highest held-out score); train with more images or a larger "
+            "--holdout for finer control"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from contrasyn.export import ONNX_FILE, export_onnx
+
+    model = Path(args.model).expanduser()
+    out = model if args.out is None else Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"{out}: exists and is not a folder (--out names the folder that gets {ONNX_FILE})"
+        )
+    det = _load_detector(args.model, "cpu")
+    if det.method_.name not in TRAIN_METHODS:
+        raise ConfigError(
+            f"{args.model}: method {det.method_.name!r} is a baseline; ONNX export is for the "
+            f"CSI family's network ({_FAMILY})"
+        )
+    path = export_onnx(det, out)
+    print(f"wrote {path / ONNX_FILE}; score with contrasyn.export.OnnxDetector({str(path)!r})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from contrasyn.quality import save_grid
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    det = _load_detector(args.model, args.device)
+    if det.generator_ is None:
+        raise ConfigError(
+            f"{args.model}: method {det.method_.name!r} has no generator; "
+            "train with --method full or csi+g"
+        )
+
+    def tensor(images):  # uint8 (n, H, W, C) -> float (n, C, H, W) in [0, 1]
+        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+    if args.reconstruct:
+        from contrasyn.data import load_images
+
+        spec = det.input_
+        paths = _collect_inputs(args.reconstruct)[: args.n]
+        originals, _ = load_images(paths, spec["image_size"], spec["channels"], det.resize)
+        rows = [tensor(originals), tensor(det.reconstruct(originals))]
+        what = f"{len(paths)} images (top) and their reconstructions G(E(x)) (bottom)"
+    else:
+        rows = list(tensor(det.sample(args.n, args.seed)).split(16))
+        if len(rows) > 1 and len(rows[-1]) < 16:
+            rows = rows[:-1]  # a grid of whole rows
+        what = f"{sum(len(r) for r in rows)} samples G(h)"
+    path = save_grid(rows, Path(args.out).expanduser())
+    print(f"wrote {path}: {what}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def _add_model_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL_DIR", help="folder written by `contrasyn fit`")
+
+
+def _add_skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable image files with a warning (default: stop with an error)",
+    )
+
+
+def _add_fit(sub) -> None:
+    fit = add_verb(
+        sub,
+        "fit",
+        help="train a detector on a folder of normal images and save it",
+        description=[
+            "Train an anomaly detector on your normal images (no anomalies needed) "
+            "and save it to a model folder.",
+            "Every image below --data (png, jpg, bmp, tif, webp; subfolders included) is taken "
+            "as normal. A fraction (--holdout) is kept out of training and used to set the "
+            "threshold: it is placed so that about --false-alarm-rate of normal images would be "
+            "flagged as anomalous. Training of the CSI family is checkpointed in "
+            "MODEL_DIR/checkpoints: if it is interrupted, run the same command again to "
+            "continue where it stopped.",
+            f"Methods: {', '.join(METHOD_NAMES)}. The CSI family ({_FAMILY}; full is the "
+            "paper's method and the presets' default) takes --set train.FIELD and "
+            "score.FIELD (the fields of TrainConfig and ScoreConfig in contrasyn/config.py); "
+            f"a baseline ({', '.join(BASELINES)}) takes its own settings under its name, "
+            "e.g. --set rot.epochs=20 (contrasyn/baselines/). A section that does not apply to "
+            "the method is refused.",
+        ],
+        examples=[
+            "contrasyn fit --data photos/good --out my-model",
+            "contrasyn fit --data photos/good --out my-model --false-alarm-rate 0.01 "
+            "--set train.epochs=50",
+            "contrasyn fit --data photos/good --out rot-model --method rot --set rot.epochs=20",
+            "contrasyn fit --data photos/good --out big --preset paper --device cuda:1",
+            "contrasyn fit --data photos/good --out quick --preset tiny   # a smoke test",
+        ],
+    )
+    fit.add_argument("--data", required=True, metavar="DIR", help="folder of normal images")
+    add_out(fit, "the model folder (written, and resumed from)", "MODEL_DIR", required=True)
+    fit.add_argument(
+        "--method",
+        default=None,
+        metavar="METHOD",
+        help=f"{', '.join(METHOD_NAMES)}; default: the preset's (full)",
+    )
+    add_preset(fit)
+    fit.add_argument(
+        "--score",
+        choices=["feat", "paper", "csi", "cos", "norm"],
+        help="the CSI family's anomaly score (default: the preset's; feat for cpu and tiny); "
+        "a baseline has one score",
+    )
+    rate = fit.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        metavar="R",
+        help="fraction of normal images the threshold may flag (default 0.05); change it "
+        "later with `contrasyn threshold`",
+    )
+    rate.add_argument(
+        "--contamination",
+        type=float,
+        metavar="C",
+        help="the same setting under scikit-learn/PyOD's name",
+    )
+    fit.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="fraction of the images kept out of training to set the threshold (default 0.1)",
+    )
+    fit.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="images are resized to N x N pixels (default: the preset's, 32)",
+    )
+    _add_skip_bad(fit)
+    add_device(fit)
+    add_seed(fit)
+    add_settings(
+        fit,
+        f"sections train, score (the CSI family) or the baseline's name ({', '.join(BASELINES)})",
+        "train.epochs=50, --set train.batch_size=64, --set rot.epochs=20",
+    )
+    fit.add_argument(
+        "--draws",
+        type=int,
+        default=0,
+        metavar="R",
+        help="the CSI family only: average each score over R random test-time augmentations "
+        "(CSI's ensemble; scores then vary slightly with the batch an image comes in). "
+        "Default 0: one deterministic pass over the 4 rotations, the same score every time",
+    )
+    add_talk(
+        fit,
+        quiet="no progress bar and no summary",
+        verbose="also print the losses every log_every steps",
+    )
+    fit.set_defaults(func=cmd_fit)
+
+
+def _add_score(sub) -> None:
+    score = add_verb(
+        sub,
+        "score",
+        help="score images with a saved detector (CSV or JSON: path, anomaly_score, label)",
+        description=[
+            "Score images with a detector saved by `contrasyn fit` (any method).",
+            "For each image: its anomaly score (higher = more unusual) and a label, 'anomaly' "
+            "when the score is above the model's threshold, else 'normal'. Results go to "
+            "--out, or to standard output; a one-line summary goes to standard error.",
+        ],
+        examples=[
+            "contrasyn score my-model new-photos/ --out scores.csv",
+            "contrasyn score my-model a.png b.png --format json",
+            "contrasyn score my-model incoming/ --out s.csv --fail-on-anomaly "
+            "|| echo 'look at s.csv'",
+        ],
+    )
+    _add_model_dir(score)
+    score.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files and/or folders (searched recursively)",
+    )
+    add_out(score, "the results file, CSV or JSON (default: standard output)", "FILE")
+    score.add_argument(
+        "--format",
+        choices=["csv", "json"],
+        help="csv (default; json when --out ends in .json): JSON is "
+        '{"summary": {...}, "results": [{"path", "anomaly_score", "label"}, ...]}',
+    )
+    _add_skip_bad(score)
+    add_device(score)
+    score.add_argument(
+        "--fail-on-anomaly",
+        action="store_true",
+        help="exit with status 3 when any image is labelled anomalous (for scripts)",
+    )
+    add_talk(score, quiet="no summary line")
+    score.set_defaults(func=cmd_score)
+
+
+def _add_threshold(sub) -> None:
+    thr = add_verb(
+        sub,
+        "threshold",
+        help="change a saved detector's threshold without retraining",
+        description=[
+            "Move the threshold of a saved detector. It is recomputed from the "
+            "anomaly scores of the normal images held out during `contrasyn fit`, so that the "
+            "given fraction of normal images would be flagged; nothing is retrained or run.",
+        ],
+        examples=[
+            "contrasyn threshold my-model --false-alarm-rate 0.01   # fewer false alarms",
+            "contrasyn threshold my-model --false-alarm-rate 0.2    # miss fewer anomalies",
+        ],
+    )
+    _add_model_dir(thr)
+    group = thr.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        metavar="R",
+        help="fraction of normal images to flag, between 0 and 1 (e.g. 0.01)",
+    )
+    group.add_argument(
+        "--contamination", type=float, metavar="C", help="the same, under PyOD's name"
+    )
+    thr.set_defaults(func=cmd_threshold)
+
+
+def _add_export(sub) -> None:
+    exp = add_verb(
+        sub,
+        "export",
+        help="write model.onnx for scoring without PyTorch (onnxruntime)",
+        description=[
+            "Export a saved detector's network (the CSI family: csi, csi+g, full) to ONNX. "
+            "The ONNX file is written as model.onnx into a model folder: MODEL_DIR itself by "
+            "default, or the folder --out names, which then gets a copy of the detector "
+            "(model.safetensors, model.json) beside it. contrasyn.export.OnnxDetector(FOLDER) "
+            "then scores images with numpy and onnxruntime only, by one deterministic pass "
+            "(the Detector's default), and its scores equal PyTorch's. The export runs on "
+            "the CPU. Needs: pip install 'contrasyn[onnx]'.",
+        ],
+        examples=[
+            "contrasyn export my-model                       # writes my-model/model.onnx",
+            "contrasyn export my-model --out deploy/my-model  # a folder to ship",
+        ],
+    )
+    _add_model_dir(exp)
+    add_out(
+        exp,
+        "the folder that gets model.onnx (default: MODEL_DIR); another folder also gets "
+        "the detector's files, so that it is complete",
+        "DIR",
+    )
+    exp.set_defaults(func=cmd_export)
+
+
+def _add_sample(sub) -> None:
+    samp = add_verb(
+        sub,
+        "sample",
+        help="save the generator's images (csi+g, full) or reconstructions (full) as a PNG grid",
+        description=[
+            "Synthetic images G(h), h ~ N(0, I), of a model trained with method full or csi+g, "
+            "16 to a row; or, with --reconstruct, images above their reconstructions G(E(x)) "
+            "(full only): normal images come back close, anomalies are pulled towards what "
+            "the model learnt as normal.",
+        ],
+        examples=[
+            "contrasyn sample my-model --out samples.png",
+            "contrasyn sample my-model --reconstruct new-photos/ --out rec.png --device cpu",
+        ],
+    )
+    _add_model_dir(samp)
+    add_out(samp, "the PNG file", "PNG", required=True)
+    samp.add_argument("--n", type=int, default=64, help="how many images (default 64)")
+    add_seed(samp, "seed of the latent draws")
+    samp.add_argument(
+        "--reconstruct", nargs="+", metavar="IMAGES", help="image files or folders to reconstruct"
+    )
+    add_device(samp)
+    samp.set_defaults(func=cmd_sample)
+
+
+def add_commands(sub) -> None:
+    for add in (_add_fit, _add_score, _add_threshold, _add_export, _add_sample):
+        add(sub)
+    for name in ("fit", "score", "threshold", "export", "sample"):
+        sub.choices[name].set_defaults(plain_warnings=True)
