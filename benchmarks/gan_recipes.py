@@ -45,6 +45,8 @@ RECIPES: dict[str, dict] = {
         "adam_betas": (0.0, 0.9), "gan_loss": "hinge", "gen_lr": 1e-3, "disc_lr": 1e-3,
     },
     "hinge-b0-rec10": {"adam_betas": (0.0, 0.9), "gan_loss": "hinge", "rec_weight": 10.0},
+    "bce-b0.5-ema0.99": {"adam_betas": (0.5, 0.999), "gen_ema": 0.99},
+    "bce-b0.5-ema0.995": {"adam_betas": (0.5, 0.999), "gen_ema": 0.995},
 }  # fmt: skip
 
 
@@ -70,9 +72,10 @@ def run(
         losses = side.warmup_round(images[idx], lambda: autocast(train_cfg.precision, device))
         spent += time.perf_counter() - tick
         if r % every == 0 or r == rounds:
+            side.calibrate_sampler()  # as training's end does
             side.eval()
-            fd, floor = sample_distance(side.G, images, space, seed=seed)
-            grid = sample(side.G, 64, seed)
+            fd, floor = sample_distance(side.sampler, images, space, seed=seed)
+            grid = sample(side.sampler, 64, seed)
             side.train()
             name = f"class{cls}-{method}-{recipe}-r{r}.png"
             save_grid(list(grid.split(16)), out / "grids" / name)

@@ -427,3 +427,31 @@ def test_grey_data_gets_a_grey_generator() -> None:
     assert side.G(torch.randn(2, 8)).shape == (2, 1, 16, 16)
     assert side.to_model(torch.rand(2, 1, 16, 16)).shape == (2, 3, 16, 16)
     torch.testing.assert_close(side.from_model(grey), grey[:, :1])
+
+
+def test_moving_average_generator(tmp_path: Path) -> None:
+    side = GenerativeSide(_cfg(gen_ema=0.25))
+    before = [p.clone() for p in side.G_ema.parameters()]
+    with torch.no_grad():
+        for p in side.G.parameters():
+            p.add_(1.0)
+    side.update_average()  # ema = 0.25 ema + 0.75 G
+    for avg, old, new in zip(side.G_ema.parameters(), before, side.G.parameters(), strict=True):
+        torch.testing.assert_close(avg, 0.25 * old + 0.75 * new)
+    assert side.sampler is side.G_ema and GenerativeSide(_cfg()).G_ema is None
+    # trained, checkpointed and resumed with the average; it makes L_JOINT's images
+    cfg = _cfg(epochs=2, gen_every=1, gen_ema=0.5)
+    ran = train_networks(_images(), cfg, tmp_path / "run", progress=False)
+    tensors = load_checkpoint(tmp_path / "run" / "last")[0]
+    assert any(k.startswith("gen.G_ema.") for k in tensors)
+    side, _ = load_generator(tmp_path / "run" / "last")
+    for a, b in zip(side.G_ema.state_dict().values(), ran.side.G_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    x = _images(4)
+    ran.side.train()
+    torch.manual_seed(5)
+    model = build_model(cfg)
+    _, synthetic = ran.side.round(model, x, build_augment(cfg), HorizontalFlip())
+    torch.manual_seed(5)
+    h = torch.randn(4, cfg.latent_dim)
+    assert not torch.equal(synthetic, ran.side.G(h).detach())  # not G's own images

@@ -11,6 +11,7 @@ gradient reaches its parameters and its buffers (BatchNorm statistics) are resto
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
@@ -63,6 +64,45 @@ class GenerativeSide(nn.Module):
                     net.parameters(), lr=lr, betas=tuple(cfg.adam_betas)
                 )
         self.win_streak = {"D": 0, "Dz": 0}  # consecutive rounds each discriminator won outright
+        # The generator's exponential moving average (``gen_ema`` > 0): what samples, for
+        # L_JOINT and every output; G itself is what the steps train.
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.gen_ema > 0 else None
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator that makes images: G's moving average when there is one, else G."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """G_ema <- gen_ema * G_ema + (1 - gen_ema) * G, after each round."""
+        if self.G_ema is None:
+            return
+        for avg, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            avg.lerp_(p, 1 - self.cfg.gen_ema)
+        for avg, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            avg.copy_(b)
+
+    @torch.no_grad()
+    def calibrate_sampler(self, batches: int = 20, batch_size: int = 128) -> None:
+        """Re-estimate the sampling generator's BatchNorm statistics from its own forwards
+        (a cumulative average over ``batches`` batches of h), so that eval-mode samples use
+        statistics of the averaged weights rather than of G's."""
+        if self.G_ema is None:
+            return
+        device = next(self.G_ema.parameters()).device
+        norms = [m for m in self.G_ema.modules() if isinstance(m, nn.BatchNorm2d)]
+        saved = [(m.momentum, m.training) for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+            m.train()
+        gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
+        for _ in range(batches):
+            self.G_ema(torch.randn(batch_size, self.cfg.latent_dim, generator=gen).to(device))
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
 
     def weight_tensors(self) -> dict[str, Tensor]:
         """The networks' weights under the checkpoint prefix ``gen.``."""
@@ -246,8 +286,13 @@ class GenerativeSide(nn.Module):
             losses.update(self.rec_step(model, real, augment, flip, ctx))
             losses.update(self.lrec_step(h, ctx))  # line 13: E on L_LREC (eq. 10)
         values = self._check(losses, where)
+        self.update_average()
         distributed.broadcast_buffers(self)  # rank 0's BatchNorm statistics on every rank
-        return values, self.to_model(fakes[0].detach().float())
+        synthetic = fakes[0].detach()  # line 7's X~, or the moving average's images of h
+        if self.G_ema is not None:
+            with torch.no_grad(), ctx():
+                synthetic = self.G_ema(h)
+        return values, self.to_model(synthetic.float())
 
     def warmup_round(
         self, x: Tensor, ctx: Context = nullcontext, where: str = ""
@@ -264,6 +309,7 @@ class GenerativeSide(nn.Module):
             losses.update(self.rec_step(None, real, ctx=ctx))
             losses.update(self.lrec_step(h, ctx))
         values = self._check(losses, where)
+        self.update_average()
         distributed.broadcast_buffers(self)
         return values
 

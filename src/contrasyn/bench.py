@@ -462,7 +462,7 @@ def save_generator_grids(
     paper's Figure 2) in ``run_dir``."""
     from contrasyn.quality import reconstructions, sample, save_grid
 
-    save_grid(list(sample(side.G, 128, seed).split(16)), run_dir / "samples.png")
+    save_grid(list(sample(side.sampler, 128, seed).split(16)), run_dir / "samples.png")
     if side.E is not None:
         normal, anomalous = _grid_images(task, cfg, 16)
         grid = [side.from_model(normal), reconstructions(side, normal)]
@@ -537,7 +537,9 @@ def run_quality(
         row = {k: r[k] for k in KEY} | {"class_name": r.get("class_name"), "n": len(train_x)}
         for name, net in feature_nets.items():
             key = name.replace("-", "_")
-            row[key], row[f"{key}_floor"] = sample_distance(side.G, train_x, net, seed=r["seed"])
+            row[key], row[f"{key}_floor"] = sample_distance(
+                side.sampler, train_x, net, seed=r["seed"]
+            )
             row[f"{key}_ratio"] = row[key] / row[f"{key}_floor"]
         # Where G's images sit in F's space: the AUROC of F's score (the run's default)
         # telling synthetic images from the normal test images; 0.5 = F takes them for normal.
@@ -545,7 +547,7 @@ def run_quality(
         scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
         is_normal = np.asarray(task.test_is_anomaly) == 0
         normal_x = _inputs(task.test_images[is_normal], task.dataset, cfg)
-        synthetic = side.to_model(sample(side.G, len(normal_x), r["seed"] + 1))
+        synthetic = side.to_model(sample(side.sampler, len(normal_x), r["seed"] + 1))
         scored = [
             scorer.score_samples(model, x)[cfg.score.score].numpy() for x in (normal_x, synthetic)
         ]

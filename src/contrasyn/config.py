@@ -83,6 +83,9 @@ class TrainConfig:
     gen_channels: int | None = None
     # Rounds of the adversarial autoencoder alone (eq. 7-10 without F) before F's training.
     gen_warmup: int = 0
+    # Decay of an exponential moving average of G's weights that makes the images (L_JOINT's
+    # X~, samples, reconstructions); 0: none, G itself samples (the paper).
+    gen_ema: float = 0.0
     # Stability: stop when a discriminator loss stays below this for this many rounds in a row.
     d_win_loss: float = 1e-3
     d_win_rounds: int = 100
@@ -119,6 +122,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.gan_loss must be one of {', '.join(GAN_LOSSES)}, got {self.gan_loss!r}"
             )
+        if not 0 <= self.gen_ema < 1:
+            raise ConfigError(f"train.gen_ema must be in [0, 1), got {self.gen_ema}")
         if self.gen_warmup < 0:
             raise ConfigError(f"train.gen_warmup must be >= 0 rounds, got {self.gen_warmup}")
         if self.steps is not None and self.steps < 1:
@@ -173,7 +178,7 @@ class ScoreConfig:
 # Fields added after results were committed: left out of a benchmark's config hash while they
 # keep their default, so folders written before them stay resumable (bench._config_sha).
 LATER_FIELDS = {
-    "train": ("compile", "sync_bn", "gan_loss", "gen_channels", "gen_warmup"),
+    "train": ("compile", "sync_bn", "gan_loss", "gen_channels", "gen_warmup", "gen_ema"),
     "score": ("index", "nprobe"),
 }
 
@@ -181,7 +186,8 @@ LATER_FIELDS = {
 # TrainConfig fields only the generative side (csi+g, full) reads.
 GENERATIVE_FIELDS = (
     "latent_dim", "gen_width", "gen_every", "synth_batch", "rec_weight", "gen_lr", "disc_lr",
-    "adam_betas", "gan_loss", "gen_channels", "gen_warmup", "d_win_loss", "d_win_rounds",
+    "adam_betas", "gan_loss", "gen_channels", "gen_warmup", "gen_ema", "d_win_loss",
+    "d_win_rounds",
 )  # fmt: skip
 
 

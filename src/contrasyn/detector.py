@@ -415,7 +415,7 @@ class Detector:
     def sample(self, n: int = 64, seed: int = 0) -> np.ndarray:
         """``n`` synthetic images G(h), h ~ N(0, I), as uint8 (n, H, W, C): C is the data's
         own channels (grey data gives grey samples)."""
-        return _to_uint8(quality.sample(self._generator().G, n, seed))
+        return _to_uint8(quality.sample(self._generator().sampler, n, seed))
 
     def reconstruct(self, X: Images) -> np.ndarray:
         """G(E(x)) of each image (``full`` only), as uint8 (n, H, W, C): normal images come

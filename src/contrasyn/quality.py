@@ -198,7 +198,7 @@ def save_grid(rows: list[Tensor], path: str | Path, pad: int = 2) -> Path:
 
 @torch.no_grad()
 def reconstructions(side: nn.Module, images: Tensor) -> Tensor:
-    """G(E(x)) for [0, 1] images (F's channels) by a ``GenerativeSide``, on the CPU, in G's
-    channels."""
+    """G(E(x)) for [0, 1] images (F's channels) by a ``GenerativeSide`` (its sampling
+    generator), on the CPU, in G's channels."""
     device = next(side.parameters()).device
-    return side.G(side.E(side.from_model(images.to(device)))).float().cpu()
+    return side.sampler(side.E(side.from_model(images.to(device)))).float().cpu()

@@ -369,6 +369,8 @@ class TrainingRun:
             }
             self._write(entry)
         self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{b.lr:.3g}", refresh=False)
+        if b.epoch_end == self.epochs and self.side is not None:
+            self.side.calibrate_sampler()  # the sampling generator's statistics, saved with it
         if b.epoch_end is not None and (
             b.epoch_end % self.cfg.checkpoint_every == 0 or b.epoch_end == self.epochs
         ):

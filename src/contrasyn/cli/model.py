@@ -226,7 +226,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if det.generator_ is not None:
         from contrasyn.quality import sample, save_grid
 
-        save_grid(list(sample(det.generator_.G, 64, args.seed).split(16)), out / "samples.png")
+        save_grid(
+            list(sample(det.generator_.sampler, 64, args.seed).split(16)), out / "samples.png"
+        )
         talk(f"the generator's samples: {out / 'samples.png'}")
     talk(f"next: contrasyn score {out} IMAGES_OR_FOLDERS... --out scores.csv")
     return 0
