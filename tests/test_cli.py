@@ -362,3 +362,9 @@ def test_benchmark_prints_intervals_and_paired_differences(tmp_path: Path, capsy
     assert "| knn | 2 |" in out and "| A \\ B | knn | ocsvm |" in out
     table = (tmp_path / "s" / "table.md").read_text()
     assert "paired differences" in table and "| ocsvm |" in table
+
+
+def test_benchmark_no_report_leaves_the_report_alone(tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    assert main([*_bench_args(out, methods="knn"), "--no-report"]) == 0
+    assert (out / "results.jsonl").is_file() and not (out / "report.html").exists()

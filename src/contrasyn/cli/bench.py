@@ -94,6 +94,7 @@ def _run_benchmark(
         command=args.command_line,
         max_test=args.max_test,
         verbose=args.verbose,
+        report=not getattr(args, "no_report", False),
     )
 
 
@@ -294,6 +295,12 @@ def add_commands(sub) -> None:
         "train.epochs=5",
     )
     _add_run_flags(bench)
+    bench.add_argument(
+        "--no-report",
+        action="store_true",
+        help="leave report.html alone (several benchmark processes sharing one folder; "
+        "rebuild it once with `contrasyn report DIR`)",
+    )
     bench.set_defaults(func=cmd_benchmark)
 
     demo = add_verb(
