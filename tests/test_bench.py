@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
+from contrasyn import bench
+from contrasyn.errors import ConfigError
+from contrasyn.presets import get_preset
 from contrasyn.results import (
     markdown_table,
     mean_interval,
     paired,
     paired_class_table,
+    read_rows,
     summary_table,
     t_interval,
 )
@@ -152,3 +160,39 @@ def test_paired_differences_match_cells_and_count_class_wins() -> None:
     table = paired_class_table(_cells("a", a) + _cells("b", b), "a", "b")
     assert "| 0 c0 | +0.0150" in table and "1 of 2 classes won" in table
     assert paired(_cells("a", a), "a", "b") is None
+
+
+# -- the committed results folders stay resumable ----------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+COMMITTED = [
+    # folder, methods, overrides file (the recipe its generative cells were made with)
+    ("fashion-mnist-cpu", ["knn", "csi"], None),
+    (
+        "fashion-mnist-variants-cpu",
+        ["knn", "ocsvm", "deepsvdd", "rot", "goad", "csi", "csi+g", "full"],
+        "recipe-before.yaml",
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "methods", "recipe"), COMMITTED)
+def test_committed_folders_resume_without_retraining(folder, methods, recipe, tmp_path) -> None:
+    """The README's commands for the committed folders find every cell done: each row's
+    configuration hash (upgraded from the first scheme with the folder's preset file) equals
+    the one the current code computes for the same command."""
+    source = RESULTS / folder
+    out = tmp_path / folder
+    out.mkdir()
+    for name in ("results.jsonl", "preset-cpu.json"):
+        shutil.copy(source / name, out / name)
+    overrides = yaml.safe_load((source / recipe).read_text()) if recipe else {}
+    cfg = get_preset("cpu", overrides)
+    rows = read_rows(out)
+    bench._check_folder(out, rows, methods, "cpu", cfg, overrides, None)  # raises on a clash
+    done = {(r["method"], r["normal_class"], r["seed"]) for r in read_rows(out)}
+    assert {(m, c, 0) for m in methods for c in range(10)} <= done
+    assert all(r["config_scheme"] == bench.SCHEME for r in read_rows(out))
+    if recipe:  # without the old recipe the generative cells are another configuration
+        with pytest.raises(ConfigError, match="full results made with another configuration"):
+            bench._check_folder(out, read_rows(out), ["full"], "cpu", get_preset("cpu"), {}, None)

@@ -245,20 +245,22 @@ def config_sha(
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _first_scheme_sha(method: str, preset: str, cfg: RunConfig, max_test: int | None) -> str:
-    """The hash rows carried before ``SCHEME`` 2: the whole run configuration (CSI family
-    and kNN) or a baseline's preset settings and input size."""
+def _first_scheme_sha(method: str, preset: str, data: dict, max_test: int | None) -> str:
+    """The hash rows carried before ``SCHEME`` 2: the run configuration as the code of the
+    time wrote it (``data``: the folder's preset file, fields added later at their default
+    left out) for the CSI family and kNN, or a baseline's preset settings and input size."""
     from contrasyn.baselines import BASELINE_PRESETS
 
     if method in TRAIN_METHODS or method == "knn":
-        data, defaults = to_dict(cfg), to_dict(RunConfig())
+        data, defaults = json.loads(json.dumps(data)), to_dict(RunConfig())
         for part, names in LATER_FIELDS.items():
             for name in names:
-                if data[part][name] == defaults[part][name]:
+                if name in data[part] and data[part][name] == defaults[part][name]:
                     del data[part][name]
         text = json.dumps(data, sort_keys=True)
     else:
-        inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
+        train = data["train"]
+        inputs = {"image_size": train["image_size"], "channels": train["channels"]}
         text = json.dumps([BASELINE_PRESETS[preset][method], inputs], sort_keys=True)
     if max_test is not None:
         text += f"|max_test={max_test}"
@@ -274,9 +276,10 @@ def _upgrade_rows(out: Path, rows: list[dict], preset: str) -> bool:
     for r in rows:
         if r.get("config_scheme") == SCHEME or r["preset"] != preset or not path.exists():
             continue
+        raw = json.loads(path.read_text())
         stored = load_config(RunConfig, path)
         max_test = r.get("max_test")
-        if _first_scheme_sha(r["method"], preset, stored, max_test) == r["config_sha"]:
+        if _first_scheme_sha(r["method"], preset, raw, max_test) == r["config_sha"]:
             r["config_sha"] = config_sha(r["method"], preset, stored, {}, max_test)
             r["config_scheme"] = SCHEME
             changed = True
