@@ -4,6 +4,7 @@ is a picture, the tables hold the results, and it renders in headless Chromium w
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -106,6 +107,12 @@ def test_report_tables_hold_the_results(bench: Path) -> None:
     assert any(h.startswith("Wall time") for h in page.headings)
     text = (bench / "report.html").read_text()
     assert '"torch":' in text and "contrasyn benchmark --dataset synthetic" in text
+    # a table of contents linking every section, and a caption under every generator grid
+    anchors = re.findall(r'<h2 id="(s\d+)">', text)
+    assert len(anchors) >= 6 and all(f'href="#{a}"' in text for a in anchors)
+    assert "Intervals and paired differences" in page.headings
+    grids = text.count('class=grid src="')
+    assert grids >= 2 and text.count("<figcaption>") >= grids
 
 
 def test_test_subsample_is_recorded(bench: Path) -> None:

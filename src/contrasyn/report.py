@@ -33,7 +33,7 @@ from contrasyn.results import (
 
 FIGURES = "report"
 # numeric metrics.jsonl fields that are bookkeeping, not losses
-_NOT_LOSSES = {"step", "epoch", "lr", "seconds", "gen_step"}
+_NOT_LOSSES = {"step", "epoch", "lr", "seconds", "gen_step", "warmup_round"}
 EXTREMES = 8  # most normal and most anomalous test images shown per method
 
 
@@ -207,28 +207,39 @@ def _test_images(dataset: ImageDataset | None, stored: dict) -> np.ndarray | Non
 
 
 def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path) -> str | None:
-    """One panel per logged loss, one line per class (each class's first seed)."""
+    """One panel per logged loss, one line per class (each class's first seed): the CSI
+    family per optimiser step (and per warm-up round of its generator), the baselines per
+    epoch. Curves of a few points get markers, so a one-epoch loss is a dot, not nothing."""
     curves: dict[str, dict[int, tuple[list, list]]] = {}
+    axis: dict[str, str] = {}
     for row in cells:
         for rec in read_jsonl(run_path(out, row) / "metrics.jsonl"):
-            x = rec.get("step", rec.get("epoch"))
-            phase = f"{rec['phase']} " if "phase" in rec else ""
+            if "warmup_round" in rec:
+                phase, x, unit = "warm-up ", rec["warmup_round"], "warm-up round"
+            elif "step" in rec:
+                phase, x, unit = "", rec["step"], "step"
+            else:
+                phase, x, unit = f"{rec.get('phase', 'train')} ", rec.get("epoch"), "epoch"
             for key, value in rec.items():
-                if key in _NOT_LOSSES or not isinstance(value, int | float):
+                if key in _NOT_LOSSES or key == "phase" or not isinstance(value, int | float):
                     continue
                 per_class = curves.setdefault(phase + key, {})
+                axis[phase + key] = unit
                 xs, ys = per_class.setdefault(row["normal_class"], ([], []))
                 xs.append(x)
                 ys.append(value)
     if not curves:
         return None
-    fig, axes = _panels(len(curves), 3.4, 2.5)
+    fig, axes = _panels(max(len(curves), 2), 3.4, 2.5)
     for a, (key, per_class) in zip(axes, curves.items(), strict=False):
         for c, (xs, ys) in sorted(per_class.items()):
-            a.plot(xs, ys, lw=1, label=f"{c} {names[c]}")
+            a.plot(
+                xs, ys, lw=1, marker="o" if len(xs) <= 5 else None, ms=3, label=f"{c} {names[c]}"
+            )
         a.set_title(key, fontsize="medium")
+        a.set_xlabel(axis[key], fontsize="small")
     axes[0].legend(fontsize="x-small", loc="upper right")
-    fig.suptitle(f"{method}: training losses (x: optimiser step, or epoch for the baselines)")
+    fig.suptitle(f"{method}: training losses")
     return _save(fig, folder, f"loss_{method.replace('+', '_')}.png")
 
 
@@ -273,7 +284,25 @@ img.grid { width: 640px; image-rendering: pixelated; }
 pre { background: #f6f6f6; padding: 0.6em; font-size: 0.85em; overflow-x: auto; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
 .note { color: #666; }
+nav { background: #f6f6f6; padding: 0.4em 1em; display: inline-block; }
+nav ul { margin: 0.3em 0; padding-left: 1.2em; }
+figure { margin: 0.6em 0 1.2em; }
+figcaption { color: #444; font-size: 0.9em; max-width: 640px; }
 """
+
+
+def _with_contents(body: list[str]) -> list[str]:
+    """Anchors on every section heading and a table of contents after the introduction."""
+    entries, out = [], []
+    for part in body:
+        if part.startswith("<h2>"):
+            title = re.sub(r"<[^>]+>", "", part[4 : part.index("</h2>")])
+            anchor = "s" + str(len(entries))
+            part = f'<h2 id="{anchor}">' + part[4:]
+            entries.append(f'<li><a href="#{anchor}">{title}</a></li>')
+        out.append(part)
+    nav = "<nav><b>Contents</b><ul>" + "".join(entries) + "</ul></nav>"
+    return out[:2] + [nav] + out[2:]
 
 
 def _statistics(rows: list[dict], methods: list[str]) -> list[str]:
@@ -385,11 +414,17 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
         for m, name in grids:
             rel = (run_path(out, cells[m]) / name).relative_to(out).as_posix()
             what = (
-                "samples G(h)"
+                f"128 images the generator makes from h ~ N(0, I): it was trained on "
+                f"{html.escape(names[c])} images only, so these should look like them"
                 if name == "samples.png"
-                else "normal test images, their G(E(x)), anomalous ones, theirs"
+                else "rows, top to bottom: 16 normal test images, their reconstructions "
+                "G(E(x)), 16 anomalous test images (one per other class in turn), theirs: "
+                "anomalies come back looking like the normal class (the paper's Figure 2)"
             )
-            body.append(f'<p>{m}: {what}<br><img class=grid src="{rel}" alt="{m} {name}"></p>')
+            body.append(
+                f'<figure><img class=grid src="{rel}" alt="{m} {name}">'
+                f"<figcaption>{m}: {what}</figcaption></figure>"
+            )
 
     body.append("<h2>Training losses</h2>")
     for m in methods:
@@ -416,6 +451,7 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
             f"<h2>Versions and machine</h2><p>{len(sessions)} benchmark invocation(s) wrote "
             "this folder; the last one:</p>" + _pre(sessions[-1])
         )
+    body = _with_contents(body)
     page = (
         "<!doctype html><html><head><meta charset=utf-8>"
         f"<title>contrasyn benchmark: {html.escape(', '.join(datasets))}</title>"
