@@ -1,0 +1,79 @@
+"""Methods from several benchmark folders side by side, with intervals and paired differences.
+
+Each ``--add FOLDER:SPEC`` takes the rows of some methods from a folder's ``results.jsonl``
+(SPEC: comma-separated ``METHOD`` or ``METHOD=LABEL``, to tell apart, say, ``csi`` at 12 and at
+37 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
+AUROC per class (mean +- std over seeds), mean AUROC with its 95% interval over seeds,
+the matrix of paired differences, and for every ``--pairs A:B`` the per-class paired table
+(``contrasyn.results``: the same statistics as ``table.md`` and the report).
+
+    python benchmarks/compare.py \
+        --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
+        --add benchmarks/results/fashion-mnist-equal-time-cpu:csi=csi-37-epochs \
+        --add benchmarks/results/fashion-mnist-variants-cpu:knn,rot \
+        --pairs full:csi,full:csi-37-epochs,full:rot --out benchmarks/results/comparison.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from contrasyn.results import (
+    interval_table,
+    markdown_table,
+    paired_class_table,
+    paired_matrix,
+    read_rows,
+    write_text,
+)
+
+
+def collect(adds: list[str]) -> list[dict]:
+    """The rows named by every ``FOLDER:SPEC``, relabelled; one row per (label, class, seed)."""
+    rows: list[dict] = []
+    seen: set[tuple] = set()
+    for add in adds:
+        folder, _, spec = add.rpartition(":")
+        if not folder:
+            raise SystemExit(f"--add {add!r}: expected FOLDER:METHOD[=LABEL],...")
+        labels = {}
+        for part in filter(None, spec.split(",")):
+            method, _, label = part.partition("=")
+            labels[method] = label or method
+        for r in read_rows(Path(folder)):
+            if r["method"] not in labels:
+                continue
+            key = (labels[r["method"]], r["dataset"], r["normal_class"], r["seed"])
+            if key in seen:
+                raise SystemExit(f"{folder}: a second {key} row (two folders give one label)")
+            seen.add(key)
+            rows.append({**r, "method": labels[r["method"]], "folder": folder})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--add", action="append", required=True, metavar="FOLDER:SPEC")
+    parser.add_argument("--pairs", default="", help="comma-separated A:B (per-class tables)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    rows = collect(args.add)
+    folders = sorted({r["folder"] for r in rows})
+    parts = [
+        "Rows from: " + ", ".join(f"`{f}`" for f in folders) + ".",
+        "AUROC per normal class (mean ± std over seeds):\n\n" + markdown_table(rows),
+        "Mean AUROC over classes, 95% interval over seeds:\n\n" + interval_table(rows),
+        "Paired differences (row minus column, over the cells both have: mean [95% interval], "
+        "classes won):\n\n" + paired_matrix(rows),
+    ]
+    for pair in filter(None, args.pairs.split(",")):
+        a, b = pair.split(":")
+        parts.append(f"{a} - {b}, per class:\n\n" + paired_class_table(rows, a, b))
+    text = "\n\n".join(parts) + "\n"
+    write_text(Path(args.out), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
