@@ -56,20 +56,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--add", action="append", required=True, metavar="FOLDER:SPEC")
     parser.add_argument("--pairs", default="", help="comma-separated A:B (per-class tables)")
+    parser.add_argument(
+        "--metric", default="auroc", help="a results column: auroc (test), val_auroc_feat, ..."
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     rows = collect(args.add)
     folders = sorted({r["folder"] for r in rows})
+    metric = args.metric
     parts = [
-        "Rows from: " + ", ".join(f"`{f}`" for f in folders) + ".",
-        "AUROC per normal class (mean ± std over seeds):\n\n" + markdown_table(rows),
-        "Mean AUROC over classes, 95% interval over seeds:\n\n" + interval_table(rows),
+        "Rows from: " + ", ".join(f"`{f}`" for f in folders) + f". Metric: `{metric}`.",
+        f"{metric} per normal class (mean ± std over seeds):\n\n" + markdown_table(rows, metric),
+        "Mean over classes, 95% interval over seeds:\n\n" + interval_table(rows, metric),
         "Paired differences (row minus column, over the cells both have: mean [95% interval], "
-        "classes won):\n\n" + paired_matrix(rows),
+        "classes won):\n\n" + paired_matrix(rows, metric),
     ]
     for pair in filter(None, args.pairs.split(",")):
         a, b = pair.split(":")
-        parts.append(f"{a} - {b}, per class:\n\n" + paired_class_table(rows, a, b))
+        parts.append(f"{a} - {b}, per class:\n\n" + paired_class_table(rows, a, b, metric))
     text = "\n\n".join(parts) + "\n"
     write_text(Path(args.out), text)
     print(text)

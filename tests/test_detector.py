@@ -57,9 +57,13 @@ def test_threshold_from_holdout_and_changeable_without_retraining(fitted: Detect
     before = fitted.threshold_
     fitted.set_threshold(false_alarm_rate=0.25)
     assert fitted.threshold_ < before
-    assert (held > fitted.threshold_).mean() == pytest.approx(0.25)
-    fitted.set_threshold(contamination=0.25)  # PyOD's name, the same quantile
-    assert (held > fitted.threshold_).mean() == pytest.approx(0.25)
+    # the conformal order statistic: the ceil(21 * 0.75) = 16th smallest of the 20 held-out
+    # scores, so 4 of 20 lie above it; the expected rate on new images is 5/21 <= 0.25
+    assert fitted.threshold_ == np.sort(held)[15]
+    assert (held > fitted.threshold_).mean() == pytest.approx(0.2)
+    assert fitted.calibration_.expected == pytest.approx(5 / 21)
+    fitted.set_threshold(contamination=0.25)  # PyOD's name, the same rule
+    assert fitted.threshold_ == np.sort(held)[15]
     for k, v in fitted.model_.state_dict().items():
         assert torch.equal(v, weights[k])
     fitted.set_threshold(false_alarm_rate=0.05)
@@ -138,7 +142,7 @@ def test_every_input_kind_scores_the_same(fitted: Detector, task, tmp_path: Path
 
 def test_bad_inputs_and_settings(fitted: Detector, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="uint8"):
-        fitted.score_samples(np.zeros((2, 32, 32, 1), np.float32))
+        fitted.score_samples(np.zeros((2, 32, 32, 1), np.uint16))
     with pytest.raises(DataError, match=r"\(N, 3, 32, 32\)"):
         fitted.score_samples(torch.zeros(2, 1, 32, 32))
     with pytest.raises(DataError, match=r"\[0, 1\]"):

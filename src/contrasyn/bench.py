@@ -44,9 +44,11 @@ from contrasyn.results import (
     read_jsonl,
     read_rows,
     run_path,
+    save_npz,
     write_csv,
     write_rows,
     write_tables,
+    write_text,
 )
 from contrasyn.score import import_faiss
 
@@ -178,14 +180,14 @@ def run_cell(
             save_config(det.config_, run_dir / "config.json")
         else:
             settings = json.dumps(to_dict(det.config_), indent=2)
-            (run_dir / "settings.json").write_text(settings + "\n")
+            write_text(run_dir / "settings.json", settings + "\n")
         losses = det.method_.losses
         if losses:
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
+            write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in losses))
         if det.generator_ is not None:
             save_generator_grids(det.generator_, task, cfg, run_dir, seed)
         index = {} if task.test_index is None else {"test_index": task.test_index}
-        np.savez_compressed(
+        save_npz(
             run_dir / "test_scores.npz",
             is_anomaly=task.test_is_anomaly,
             labels=task.test_labels,
@@ -371,7 +373,7 @@ def run_benchmark(
     device = str(distributed.init(resolve_device(cfg.train.device)))
     env_path = out / "environment.json"
     sessions = json.loads(env_path.read_text()) if env_path.exists() else []
-    env_path.write_text(json.dumps([*sessions, environment(device, command)], indent=2) + "\n")
+    write_text(env_path, json.dumps([*sessions, environment(device, command)], indent=2) + "\n")
     done = {tuple(r[k] for k in KEY) for r in rows}
     distributed.barrier()  # the other ranks read the same finished cells (_train_alongside)
     log(f"device {device}; {len(done)} cell(s) already done in {out}")
@@ -571,7 +573,7 @@ def run_quality(
 
 
 def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
-    (out / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text(out / "quality.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if rows:
         write_csv(out / "quality.csv", rows)
     parts = []
@@ -597,4 +599,4 @@ def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
                 f"The ratio of the two (1: as close as real images are to each other):\n\n"
                 f"{ratio}\n"
             )
-    (out / "quality.md").write_text("\n".join(parts))
+    write_text(out / "quality.md", "\n".join(parts))

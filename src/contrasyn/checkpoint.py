@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from contrasyn import __version__
-from contrasyn.errors import CheckpointError
+from contrasyn.errors import CheckpointError, ContrasynError, OutputError
 
 DETECTOR_FORMAT = "contrasyn-detector"
 
@@ -35,22 +36,81 @@ def versions() -> dict[str, str]:
     }
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` fills ``.NAME.*.tmp`` in the same folder, which is synced and renamed
-    over ``path``: a crash leaves the previous complete file, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+# The temporary files ``atomic_write`` makes: ``.NAME.XXXXXXXX.tmp`` (mkstemp's 8 random
+# characters), with an optional suffix such as ``.png`` for writers that pick the format by it.
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def file_mode() -> int:
+    """0666 less the process's umask: the mode ``open()`` gives a new file."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; saved files get the usual mode
+    return 0o666 & ~umask
+
+
+def output_error(path: Path, error: OSError) -> OutputError:
+    """One line naming ``path`` for an ``OSError`` met while writing it."""
+    reason = error.strerror or str(error)
+    return OutputError(
+        f"{path}: cannot write ({reason}); any previous version of it is unchanged", error.errno
+    )
+
+
+def atomic_write(path: Path, write: Callable[[str], None], suffix: str = "") -> None:
+    """``write(tmp)`` fills ``.NAME.XXXXXXXX.tmp`` (+ ``suffix``) in the same folder, which
+    is given the usual mode (0666 less the umask, whatever mode ``write`` created it with),
+    synced and renamed over ``path``; the folder is synced too. A crash leaves the previous
+    complete file, never half of one. An ``OSError`` (a full disk, a read-only folder...)
+    becomes ``OutputError`` naming ``path``; the temporary file is removed."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+        os.close(fd)
+    except OSError as e:
+        raise output_error(path, e) from e
     try:
         write(tmp)
+        # after writing: some writers (safetensors) replace the file, created 0600
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, ContrasynError):
+            raise output_error(path, e) from e
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a process killed inside ``atomic_write`` left in ``folder``
+    (not below it); the removed paths. Only for a folder this process holds the lock of
+    (``contrasyn.lock``): another writer's temporary file must not be taken away."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if _TEMP_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def save_checkpoint(stem: str | Path, tensors: dict, meta: dict[str, Any]) -> None:
@@ -83,8 +143,12 @@ def read_checkpoint(
             raise CheckpointError(f"{path}: checkpoint file is missing")
     try:
         meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{meta_path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{meta_path}: cannot read ({e.strerror or e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     try:
         with safe_open(str(tensor_path), framework="np") as f:
             header = (f.metadata() or {}).get("contrasyn")
@@ -102,20 +166,36 @@ def read_checkpoint(
         ) from e
     try:
         header_meta = json.loads(header) if header is not None else None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{tensor_path}: damaged metadata header ({e})") from e
-    if header_meta != meta:
+    if not _same(header_meta, meta):
         raise CheckpointError(
             f"{meta_path} does not match {tensor_path} (edited, or from another save); "
             "refusing to load a mixed checkpoint"
         )
-    saved = meta.get("versions", {}).get("contrasyn")
+    saved = _saved_version(meta, meta_path)
     if saved is not None and saved.split(".")[:2] != __version__.split(".")[:2]:
         raise CheckpointError(
             f"{stem}: written by contrasyn {saved}, this is {__version__}; "
             "retrain or load it with that version"
         )
     return tensors, meta
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON values equal, NaN included (NaN != NaN in Python), so that a sidecar holding a
+    NaN is compared, and then refused by what reads it, not called a mixed save."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _saved_version(meta: dict[str, Any], meta_path: Path) -> str | None:
+    """``versions.contrasyn``, checked: ``versions`` maps names to version strings."""
+    found = meta.get("versions", {})
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise CheckpointError(
+            f"{meta_path}: 'versions' must map names to version strings, got {found!r:.80}"
+        )
+    return found.get("contrasyn")
 
 
 def recover_interrupted_save(stem: str | Path) -> bool:
@@ -143,7 +223,7 @@ def recover_interrupted_save(stem: str | Path) -> bool:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         meta = None
-    if header_meta is None or meta == header_meta:
+    if header_meta is None or _same(meta, header_meta):
         return False
     atomic_write(meta_path, lambda tmp: Path(tmp).write_text(header + "\n"))
     return True

@@ -173,6 +173,11 @@ class ScoreConfig:
             )
         if self.nprobe < 1:
             raise ConfigError(f"score.nprobe must be >= 1 IVF cells, got {self.nprobe}")
+        for name in ("batch_size", "chunk", "ensemble"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"score.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.crop_scale <= 1:
+            raise ConfigError(f"score.crop_scale must be in (0, 1], got {self.crop_scale}")
 
 
 # Fields added after results were committed: left out of a benchmark's config hash while they
@@ -237,12 +242,16 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML (``.yaml``/``.yml``) or JSON, atomically."""
+    from contrasyn.checkpoint import atomic_write
+
     path = Path(path)
-    text = to_dict(cfg)
+    data = to_dict(cfg)
     if path.suffix in (".yaml", ".yml"):
-        path.write_text(yaml.safe_dump(text, sort_keys=False))
+        text = yaml.safe_dump(data, sort_keys=False)
     else:
-        path.write_text(json.dumps(text, indent=2) + "\n")
+        text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

@@ -14,6 +14,16 @@ kept out of training and out of the bank; their anomaly scores set ``threshold_`
 chosen false-alarm rate (the fraction of normal images that will be flagged). It can be
 changed after training (``set_threshold``) without retraining, and is saved with the model.
 
+The threshold is the split-conformal order statistic of the held-out scores, with the
+interval its realised false-alarm rate lies in (``contrasyn.calibration``).
+
+Non-finite scores (NaN, +-inf: a broken input or model) are flagged anomalous everywhere:
+``predict`` gives -1, the CLI writes ``anomaly``, and a warning counts them.
+
+Numpy inputs follow documented shape rules and ambiguous shapes are refused
+(``contrasyn.inputs``); everything loaded from a model folder is validated
+(``contrasyn.validate``).
+
 Every method of ``contrasyn.registry`` (the CSI family and the baselines) runs behind this
 one estimator; the benchmark harness builds its cells with it too.
 """
@@ -30,16 +40,29 @@ import torch
 from torch import Tensor
 
 from contrasyn import __version__, distributed, quality
+from contrasyn.calibration import Calibration, calibrate, conformal_threshold
 from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
 from contrasyn.config import TRAIN_METHODS, ScoreConfig, TrainConfig, from_dict, to_dict
 from contrasyn.data import find_images, load_images, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.device import resolve_device
 from contrasyn.errors import CheckpointError, ConfigError, DataError
+from contrasyn.inputs import channels_last
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
 from contrasyn.registry import METHOD_NAMES, Method, build_method, method_class, method_config
 from contrasyn.score import import_faiss
+from contrasyn.validate import (
+    MAX_IMAGE_SIZE,
+    RESIZE_NAMES,
+    check_bank,
+    check_config_fields,
+    check_rate,
+    is_int,
+    is_real,
+    one_line,
+    probe_shapes,
+)
 
 AVAILABLE_METHODS = METHOD_NAMES
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -104,10 +127,13 @@ class Detector:
     for ``rot``); ``image_size``/``channels`` set the model input for every method.
     ``score`` picks the outlier score (``feat``, ``paper``, ``csi``, ``cos``, ``norm``;
     default: the preset's). ``false_alarm_rate`` (default 0.05) or ``contamination`` (the
-    same quantile, PyOD's name) sets the threshold from the held-out normal images
+    same rate, PyOD's name) sets the threshold from the held-out normal images
     (``holdout``; 0 keeps none and leaves no threshold, as the benchmark does, which has its
-    own validation split). Images of other sizes are brought to the input size by
-    ``resize``; ``skip_bad`` skips unreadable image files with a warning instead of failing.
+    own validation split): the conformal order statistic of their anomaly scores, so that at
+    most this fraction of new normal images is expected to be flagged; ``calibration_``
+    gives the 90% interval of the rate itself (module docstring). Images of other sizes are
+    brought to the input size by ``resize``; ``skip_bad`` skips unreadable image files with a
+    warning instead of failing.
     ``checkpoint_dir`` makes the CSI family's training checkpointed and resumable;
     ``progress`` shows a progress bar on a terminal, ``verbose`` prints the losses as they
     are logged. ``deterministic`` (default) scores each image by one pass of its K
@@ -227,16 +253,14 @@ class Detector:
         return self.contamination if self.contamination is not None else self.false_alarm_rate
 
     def _rate(self) -> float:
-        rate = self.flag_rate
-        if not 0 < rate < 1:
-            raise ConfigError(f"false_alarm_rate/contamination must be in (0, 1), got {rate}")
-        return float(rate)
+        return check_rate(self.flag_rate)
 
     # -- input ---------------------------------------------------------------------------
 
     def _images(self, X: Images, spec: dict[str, int]) -> tuple[Tensor, list[Path] | None]:
         """Model input (N, C, S, S) in [0, 1] from any accepted kind of input, plus the
-        file paths when the input was files (so results can name them)."""
+        file paths when the input was files (so results can name them). Arrays follow the
+        shape rules of the module docstring; an empty input is an error."""
         size, channels = spec["image_size"], spec["channels"]
         paths = None
         if isinstance(X, OneClassTask | ImageDataset):
@@ -244,31 +268,38 @@ class Detector:
         if isinstance(X, str | Path):
             X = find_images(X) if Path(X).is_dir() else [Path(X)]
         if isinstance(X, list | tuple):
+            if not X:
+                raise DataError("no images: the list of image paths is empty")
+            if not all(isinstance(x, str | Path) for x in X):
+                kinds = sorted({type(x).__name__ for x in X if not isinstance(x, str | Path)})
+                raise DataError(
+                    f"a list must hold image file paths, got {', '.join(kinds)}; stack arrays "
+                    "into one array (N, H, W, C) or (N, C, H, W)"
+                )
             arrays, paths = load_images(X, size, channels, self.resize, skip_bad=self.skip_bad)
             X = arrays
         if isinstance(X, np.ndarray):
-            if X.ndim == 3:
-                X = X[..., None]
-            if X.dtype != np.uint8:
-                raise DataError(
-                    f"numpy images must be uint8 (N, H, W[, C]) as stored, got {X.dtype}; "
-                    "pass floats in [0, 1] as a torch tensor (N, C, H, W)"
-                )
             policy = "pad" if self.resize == "pad" else "resize"
-            return to_model_input(X, size, channels, policy), paths
+            return to_model_input(channels_last(X), size, channels, policy, floats=True), paths
         if isinstance(X, Tensor):
             expected = (channels, size, size)
             if X.ndim != 4 or tuple(X.shape[1:]) != expected:
                 raise DataError(
-                    f"tensor images must be (N, {', '.join(map(str, expected))}), "
-                    f"got {tuple(X.shape)}"
+                    f"tensor images must be the model input (N, {', '.join(map(str, expected))}), "
+                    f"got {tuple(X.shape)}; pass other shapes as a numpy array (uint8, or "
+                    "floats in [0, 1]: (N, H, W, C), (N, C, H, W), (H, W, C), (N, H, W), (H, W))"
                 )
-            if not torch.is_floating_point(X) or X.min() < 0 or X.max() > 1:
-                raise DataError("tensor images must be floats in [0, 1]")
+            if len(X) == 0:
+                raise DataError(f"no images: the tensor is empty {tuple(X.shape)}")
+            if not torch.is_floating_point(X):
+                raise DataError(f"tensor images must be floats in [0, 1], got {X.dtype}")
+            if not bool(torch.isfinite(X).all()) or X.min() < 0 or X.max() > 1:
+                raise DataError("tensor images must be finite floats in [0, 1]")
             return X.float().cpu(), paths
         raise DataError(
             f"cannot read images from a {type(X).__name__}: pass a folder, image paths, a uint8 "
-            "array (N, H, W, C), a float tensor (N, C, H, W) in [0, 1], or an ImageDataset"
+            "or [0, 1] float array (N, H, W, C) or (N, C, H, W), a float tensor (N, C, H, W) "
+            "in [0, 1], or an ImageDataset"
         )
 
     # -- fitting -------------------------------------------------------------------------
@@ -283,16 +314,16 @@ class Detector:
         if getattr(getattr(cfg, "score", None), "index", None) == "faiss":
             import_faiss()  # missing: say so now, not after training
         spec = self._input_spec(cfg)
+        if not is_real(self.holdout) or not 0 <= self.holdout < 1:
+            raise ConfigError(f"holdout must be a number in [0, 1), got {self.holdout!r}")
         images, _ = self._images(X, spec)
         n = len(images)
         n_hold = int(round(self.holdout * n))
-        if not 0 <= self.holdout < 1 or (self.holdout > 0 and n_hold < 1) or n - n_hold < 2:
+        if (self.holdout > 0 and n_hold < 1) or n - n_hold < 2:
             raise DataError(
                 f"{n} training image(s) with holdout={self.holdout}: need at least 2 to train "
                 "and, unless holdout=0, 1 held out for the threshold"
             )
-        if 0 < n_hold < 20:
-            warnings.warn(f"the threshold rests on only {n_hold} held-out images", stacklevel=2)
         method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
         order = np.random.default_rng(self.seed).permutation(n)
         hold, rest = order[:n_hold], np.sort(order[n_hold:])
@@ -316,7 +347,10 @@ class Detector:
         )
         self.threshold_ = None
         if n_hold:
-            self.set_threshold(rate)
+            self.threshold_ = conformal_threshold(-self.holdout_scores_, rate)
+            calibration = self.calibration_
+            if not calibration.guaranteed:
+                warnings.warn(calibration.describe(), stacklevel=2)
         return self
 
     @property
@@ -327,19 +361,33 @@ class Detector:
     def set_threshold(
         self, false_alarm_rate: float | None = None, contamination: float | None = None
     ) -> Detector:
-        """Move the threshold without retraining: flag this fraction of normal images."""
+        """Move the threshold without retraining: flag this fraction of normal images.
+
+        The threshold is the conformal order statistic of the held-out anomaly scores (see
+        ``Calibration``); ``calibration_`` says what it promises. A bad rate raises
+        ``ConfigError`` and changes nothing."""
         self._check_fitted()
         if not len(self.holdout_scores_):
             raise ConfigError("fitted with holdout=0: no held-out images to place a threshold")
+        far, cont = self.false_alarm_rate, self.contamination
         if false_alarm_rate is not None or contamination is not None:
-            self.false_alarm_rate = (
-                false_alarm_rate if false_alarm_rate is not None else (self.false_alarm_rate)
-            )
-            self.contamination = contamination
-        rate = self._rate()
-        anomaly = -self.holdout_scores_
-        self.threshold_ = float(np.quantile(anomaly, 1 - rate, method="inverted_cdf"))
+            far = false_alarm_rate if false_alarm_rate is not None else far
+            cont = contamination
+        check_rate(far, "false_alarm_rate")
+        rate = check_rate(cont if cont is not None else far, "false_alarm_rate/contamination")
+        threshold = conformal_threshold(-self.holdout_scores_, rate)
+        self.false_alarm_rate, self.contamination, self.threshold_ = far, cont, threshold
         return self
+
+    @property
+    def calibration_(self) -> Calibration | None:
+        """What the threshold promises on new normal images, given the held-out images it was
+        placed on (None without a threshold); computed from the saved held-out scores, so a
+        model saved before it existed gets it too."""
+        self._check_fitted()
+        if self.threshold_ is None or not len(self.holdout_scores_):
+            return None
+        return calibrate(-self.holdout_scores_, self.threshold_, self._rate())
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "method_") and distributed.launched() and not distributed.is_main():
@@ -380,10 +428,20 @@ class Detector:
     # -- scoring -------------------------------------------------------------------------
 
     def scores(self, X: Images) -> dict[str, np.ndarray]:
-        """Normality of each image under every score the method computes (one pass)."""
+        """Normality of each image under every score the method computes (one pass). A
+        non-finite score (NaN, +-inf) is kept as it is, with a warning: ``predict`` and the
+        CLI flag such an image anomalous."""
         self._check_fitted()
         images, _ = self._images(X, self.input_)
-        return {k: v.numpy() for k, v in self.method_.score_samples(images).items()}
+        out = {k: v.numpy() for k, v in self.method_.score_samples(images).items()}
+        bad = int((~np.isfinite(out[self.score_name_])).sum())
+        if bad:
+            warnings.warn(
+                f"{bad} of {len(images)} image(s) got a non-finite {self.score_name_} score "
+                "(a broken input or model); they are flagged anomalous",
+                stacklevel=3,
+            )
+        return out
 
     def score_samples(self, X: Images) -> np.ndarray:
         """Normality M(x) of each image: higher = more normal (scikit-learn's sign)."""
@@ -394,15 +452,28 @@ class Detector:
         return -self.score_samples(X)
 
     def decision_function(self, X: Images) -> np.ndarray:
-        """``threshold_ - anomaly_score``: negative for anomalies, >= 0 for normal images."""
-        anomaly = self.anomaly_score(X)
+        """``threshold_ - anomaly_score``: negative for anomalies, >= 0 for normal images
+        (NaN for an image whose score is NaN: anomalous)."""
+        self._check_threshold()
+        return self.threshold_ - self.anomaly_score(X)
+
+    def _check_threshold(self) -> None:
+        self._check_fitted()
         if self.threshold_ is None:
             raise ConfigError("fitted with holdout=0: no threshold (fit with holdout > 0)")
-        return self.threshold_ - anomaly
+
+    def is_anomalous(self, anomaly_scores: np.ndarray) -> np.ndarray:
+        """The label rule, shared by ``predict`` and the CLI: an anomaly score above the
+        threshold, or not finite, is anomalous."""
+        self._check_threshold()
+        scores = np.asarray(anomaly_scores, dtype=np.float64)
+        return ~(np.isfinite(scores) & (scores <= self.threshold_))
 
     def predict(self, X: Images) -> np.ndarray:
-        """+1 for normal, -1 for anomalous (scikit-learn's outlier convention)."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
+        """+1 for normal, -1 for anomalous (scikit-learn's outlier convention); an image
+        whose score is not finite is anomalous."""
+        self._check_threshold()
+        return np.where(self.is_anomalous(self.anomaly_score(X)), -1, 1)
 
     # -- the generator (csi+g, full) -------------------------------------------------------
 
@@ -430,11 +501,19 @@ class Detector:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` (weights, bank, held-out scores) and
-        ``path/model.json`` (config, threshold, versions), each atomically."""
+        ``path/model.json`` (config, threshold and its calibration, versions), each
+        atomically. What would not load back (a non-finite threshold, a rate outside (0, 1))
+        raises ``ConfigError`` and writes nothing."""
         self._check_fitted()
         path = Path(path)
+        check_rate(self.false_alarm_rate, "false_alarm_rate")
+        if self.contamination is not None:
+            check_rate(self.contamination, "contamination")
+        if self.threshold_ is not None and not is_real(self.threshold_):
+            raise ConfigError(f"threshold_ must be a finite number, got {self.threshold_!r}")
         tensors = dict(self.method_.state_tensors())
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
+        calibration = self.calibration_
         meta = {
             "format": DETECTOR_FORMAT,
             "method": self.method_.name,
@@ -445,6 +524,7 @@ class Detector:
             "threshold": self.threshold_,
             "false_alarm_rate": self.false_alarm_rate,
             "contamination": self.contamination,
+            "calibration": None if calibration is None else calibration.as_dict(),
             "resize": self.resize,
             "seed": self.method_.seed,
             "n_train": self.n_train_,
@@ -455,7 +535,12 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Detector:
-        """A fitted Detector from a folder written by ``save``; loads on any device."""
+        """A fitted Detector from a folder written by ``save``; loads on any device.
+
+        Everything read is validated first (types, ranges, finiteness, tensor shapes
+        against what the method builds): a bad field is one ``CheckpointError`` naming it.
+        Nothing is unpickled. ``calibration_`` is recomputed from the held-out scores, so
+        models saved before it existed load with their threshold unchanged."""
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such model folder")
@@ -466,32 +551,135 @@ class Detector:
                 f"{path}: not a contrasyn detector (format {meta.get('format')!r})"
             )
         try:
-            name = meta["method"]
-            cfg = from_dict(method_class(name).config_class, meta["config"])
-            family = name in TRAIN_METHODS
-            seed = meta.get("seed", cfg.train.seed if family else 0)
-            det = cls(
-                method=name,
-                preset=meta["preset"],
-                score=cfg.score.score if family else None,
-                false_alarm_rate=meta["false_alarm_rate"],
-                contamination=meta["contamination"],
-                deterministic=not cfg.score.augment if family else True,
-                resize=meta["resize"],
-                device=device,
-                seed=seed,
+            return cls._from_saved(meta, tensors, device, dev)
+        except ConfigError as e:
+            raise CheckpointError(
+                f"{path}: invalid model ({e}); the folder is damaged or was edited: "
+                "retrain, or restore it"
+            ) from e
+
+    @classmethod
+    def _from_saved(
+        cls, meta: dict[str, Any], tensors: dict[str, Tensor], device: str, dev: Any
+    ) -> Detector:
+        """The one validation of a saved detector (``load``): ``ConfigError`` on any bad
+        field or tensor, else the fitted Detector."""
+
+        def field(key: str, ok, words: str, default: Any = ...) -> Any:
+            if key not in meta:
+                if default is ...:
+                    raise ConfigError(f"model.json has no {key!r}")
+                return default
+            value = meta[key]
+            if not ok(value):
+                raise ConfigError(f"{key} must be {words}, got {value!r:.60}")
+            return value
+
+        name = field("method", lambda v: v in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}")
+        family = name in TRAIN_METHODS
+        config_class = method_class(name).config_class
+        check_config_fields(config_class, meta.get("config"), "config")
+        try:
+            cfg = from_dict(config_class, meta["config"])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config: {one_line(e)}") from e
+        if family:
+            if cfg.train.method != name:
+                raise ConfigError(f"config.train.method is {cfg.train.method!r}, not {name!r}")
+        preset = field("preset", lambda v: isinstance(v, str), "a preset name")
+        if family:
+            default_spec = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
+        else:
+            default_spec = None  # older baseline saves: the preset's (below)
+        spec = field(
+            "input",
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, dict)
+                    and set(v) == {"image_size", "channels"}
+                    and is_int(v["image_size"])
+                    and 1 <= v["image_size"] <= MAX_IMAGE_SIZE
+                    and v["channels"] in (1, 3)
+                    and is_int(v["channels"])
+                )
+            ),
+            f"{{image_size: 1..{MAX_IMAGE_SIZE}, channels: 1 or 3}}",
+            None,
+        )
+        if family and spec is not None and spec != default_spec:
+            raise ConfigError(f"input {spec} differs from the config's {default_spec}")
+        if family and cfg.train.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"config.train.image_size must be <= {MAX_IMAGE_SIZE}")
+        default_score = cfg.score.score if family else name
+        field("score", lambda v: v == default_score, f"{default_score!r} (the config's)", None)
+        threshold = field("threshold", lambda v: v is None or is_real(v), "a finite number or null")
+        far = field("false_alarm_rate", lambda v: is_real(v) and 0 < v < 1, "a number in (0, 1)")
+        contamination = field(
+            "contamination", lambda v: v is None or (is_real(v) and 0 < v < 1),
+            "null or a number in (0, 1)", None,
+        )  # fmt: skip
+        resize = field("resize", lambda v: v in RESIZE_NAMES, f"one of {', '.join(RESIZE_NAMES)}")
+        seed = field(
+            "seed", lambda v: is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)",
+            cfg.train.seed if family else 0,
+        )  # fmt: skip
+        n_train = field("n_train", lambda v: is_int(v) and v >= 0, "a count >= 0")
+        field("calibration", lambda v: v is None or isinstance(v, dict), "a mapping or null", None)
+
+        holdout = tensors.get("holdout_scores")
+        if holdout is None or holdout.ndim != 1 or not torch.is_floating_point(holdout):
+            raise ConfigError("tensor holdout_scores must be a 1-D float tensor")
+        n_hold = field(
+            "n_holdout", lambda v: v == len(holdout) and is_int(v),
+            f"{len(holdout)} (the held-out scores saved)", len(holdout),
+        )  # fmt: skip
+        if (threshold is None) != (n_hold == 0):
+            raise ConfigError(
+                f"threshold {threshold!r} with {n_hold} held-out scores: a threshold needs "
+                "held-out scores, and held-out scores come with a threshold"
             )
-            method = build_method(name, cfg, seed, dev).load_state(tensors)
-            holdout = tensors["holdout_scores"].cpu().numpy()
-            spec = meta.get("input") or det._input_spec(cfg)
-        except (KeyError, RuntimeError, TypeError, ConfigError) as e:
-            raise CheckpointError(f"{path}: model files are inconsistent ({e})") from e
+        for key, tensor in tensors.items():
+            if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+                raise ConfigError(f"tensor {key} holds NaN or infinite values")
+        state = {k: v for k, v in tensors.items() if k != "holdout_scores"}
+        try:
+            probe_shapes(name, cfg, state)
+        except Exception as e:  # the networks' own shape checks, on the meta device
+            raise ConfigError(f"the tensors do not fit the config: {one_line(e)}") from e
+        det = cls(
+            method=name,
+            preset=preset,
+            score=cfg.score.score if family else None,
+            false_alarm_rate=float(far),
+            contamination=None if contamination is None else float(contamination),
+            deterministic=not cfg.score.augment if family else True,
+            resize=resize,
+            device=device,
+            seed=int(seed),
+        )
+        try:
+            method = build_method(name, cfg, int(seed), dev).load_state(state)
+            if spec is None:
+                spec = det._input_spec(cfg)
+            if family:
+                check_bank(cfg, method)
+            if not family or (cfg.score.index == "exact" and not cfg.score.augment):
+                size, channels = spec["image_size"], spec["channels"]
+                probe = method.score_samples(torch.zeros(1, channels, size, size))
+                got = probe.get(method.default_score)
+                if got is None or tuple(got.shape) != (1,):
+                    raise ConfigError(f"scoring one image gave {probe!r:.80}")
+        except ConfigError:
+            raise
+        except Exception as e:  # the state loads but does not run: a bank of another shape
+            raise ConfigError(f"the saved state does not run: {one_line(e)}") from e
         det.method_ = method
         det.config_ = cfg
         det.input_ = spec
-        det.n_train_ = meta["n_train"]
-        det.holdout_scores_ = holdout
-        det.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
+        det.n_train_ = int(n_train)
+        det.holdout_scores_ = holdout.cpu().numpy()
+        det.threshold_ = None if threshold is None else float(threshold)
         return det
 
     def __repr__(self) -> str:

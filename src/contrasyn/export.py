@@ -212,8 +212,15 @@ class OnnxDetector:
             )
         try:
             cfg = from_dict(RunConfig, meta["config"])
-            self.threshold_ = float(meta["threshold"])
+            threshold = meta["threshold"]
+            if threshold is not None and (
+                isinstance(threshold, bool) or not np.isfinite(float(threshold))
+            ):
+                raise ValueError(f"threshold must be a finite number or null, got {threshold!r}")
+            self.threshold_ = None if threshold is None else float(threshold)
             bank = {name: np.asarray(tensors[f"scorer.{name}"], np.float32) for name in _BANK}
+            if not all(np.isfinite(b).all() for b in bank.values()):
+                raise ValueError("the bank holds non-finite values")
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise CheckpointError(f"{path}: model files are inconsistent ({e})") from e
         k = cfg.train.num_shifts
@@ -341,14 +348,18 @@ class OnnxDetector:
 
     def decision_function(self, images: np.ndarray) -> np.ndarray:
         """``threshold_ - anomaly_score``: negative for anomalies, >= 0 for normal images."""
+        if self.threshold_ is None:
+            raise ConfigError(f"{self.path}: fitted with holdout=0, it has no threshold")
         return self.threshold_ - self.anomaly_score(images)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """+1 for normal, -1 for anomalous at the saved threshold."""
-        return np.where(self.decision_function(images) >= 0, 1, -1)
+        """+1 for normal, -1 for anomalous at the saved threshold; a non-finite score is
+        anomalous (as ``Detector.predict`` has it)."""
+        decision = self.decision_function(images)
+        return np.where(np.isfinite(decision) & (decision >= 0), 1, -1)
 
     def __repr__(self) -> str:
         return (
             f"OnnxDetector({str(self.path)!r}, score={self.score_name!r}, "
-            f"threshold_={self.threshold_:.4g})"
+            f"threshold_={self.threshold_})"
         )

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from contrasyn.checkpoint import atomic_write
 from contrasyn.errors import CheckpointError, ConfigError
 from contrasyn.nets import ResNet18
 
@@ -192,7 +193,8 @@ def save_grid(rows: list[Tensor], path: str | Path, pad: int = 2) -> Path:
     pixels = (canvas * 255).round().byte().permute(1, 2, 0).numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels[..., 0] if c == 1 else pixels).save(path)
+    image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), suffix=".png")
     return path
 
 

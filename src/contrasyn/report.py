@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contrasyn.checkpoint import atomic_write
 from contrasyn.data.base import ImageDataset
 from contrasyn.results import (
     interval_table,
@@ -29,6 +30,7 @@ from contrasyn.results import (
     read_rows,
     run_path,
     summary_table,
+    write_text,
 )
 
 FIGURES = "report"
@@ -89,7 +91,7 @@ def _panels(n: int, width: float, height: float):
 
 
 def _save(fig, folder: Path, name: str) -> str:
-    fig.savefig(folder / name, dpi=90)
+    atomic_write(folder / name, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
     return f"{FIGURES}/{name}"
 
 
@@ -458,8 +460,6 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     path = out / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_text(path, page)
     log(f"report: {path}")
     return path

@@ -70,6 +70,11 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` through the atomic writer."""
+    atomic_write(Path(path), lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+
+
 def write_rows(out: Path, rows: list[dict]) -> None:
     """Rewrite ``results.jsonl`` (all rows) and the tables from it."""
     write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from contrasyn.results import write_text
+
 
 def log_line(method: str, total: int, entry: dict) -> str:
     """One ``metrics.jsonl`` record as a line for a terminal or a log file."""
@@ -31,7 +33,7 @@ class MetricsLog:
                 for line in path.read_text().splitlines()
                 if line.strip() and resume_step and json.loads(line).get("step", -1) < resume_step
             ]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_text(path, "".join(line + "\n" for line in kept))
         self._file = path.open("a")
 
     def write(self, record: dict) -> None:

@@ -17,9 +17,11 @@ Exit codes (every command):
 
 - 0: success.
 - 1: something unexpected (a bug: the traceback is printed).
-- 2: a problem with the input, the model folder or the configuration; one line
-  ``contrasyn: error: ...`` says what and where (argparse's usage errors also exit 2).
-- 3: only ``score --fail-on-anomaly``: at least one image was labelled anomalous.
+- 2: a problem with the input, the model folder, the configuration or the environment (a
+  full disk, a model folder in use by another run); one line ``contrasyn: error: ...``
+  says what and where (argparse's usage errors also exit 2). Never a traceback.
+- 3: only ``score --fail-on-anomaly``: at least one image was labelled anomalous (an image
+  whose score is not finite counts as anomalous).
 - 130: interrupted (Ctrl-C); rerun the same command to resume.
 """
 
@@ -60,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -71,7 +77,19 @@ def main(argv: list[str] | None = None) -> int:
                 check_device(args.device)  # a bad or absent device: one line, before any work
             return args.func(args)
     except ContrasynError as e:
-        print(f"contrasyn: error: {e}", file=sys.stderr)
+        print(f"contrasyn: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the environment: a full disk, a vanished folder, a closed pipe
+        where = f"{e.filename}: " if e.filename is not None else ""
+        reason = e.strerror or str(e)
+        print(f"contrasyn: error: {where}{_one_line(reason)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "contrasyn: error: out of memory (fewer or smaller images, a smaller "
+            "score.batch_size, or a machine with more memory)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("contrasyn: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -7,9 +7,11 @@ the other verbs read the model folder it writes, whatever the method.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,7 @@ from contrasyn.cli.options import (
     warn,
 )
 from contrasyn.config import TRAIN_METHODS
-from contrasyn.errors import ConfigError
+from contrasyn.errors import ConfigError, DataError
 from contrasyn.registry import BASELINES, METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -154,14 +156,54 @@ def _length(cfg: Any) -> str | None:
     return None if epochs is None else f"{epochs} epochs"
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both resolved, symbolic links followed)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _training_steps(det: Detector, cfg: Any, n_images: int) -> int | None:
+    """The trainer's step count for ``n_images`` (progress lines); None for a baseline."""
+    from contrasyn.detector import training_indices
+
+    if not hasattr(cfg, "train"):
+        return None
+    t = cfg.train
+    _, rest = training_indices(n_images, det.holdout, t.max_train, det.seed)
+    n = len(rest)
+    if n < 1:
+        return None
+    batch = min(t.batch_size, n)
+    return t.steps if t.steps is not None else t.epochs * max(n // batch, 1)
+
+
+def _print_calibration(talk, det: Detector) -> None:
+    """The threshold's promise, and how to narrow it (``fit`` and ``threshold``)."""
+    calibration = det.calibration_
+    if calibration is None:
+        return
+    talk(f"  {calibration.describe()}")
+    talk(f"  {calibration.advice()}")
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from contrasyn import distributed
+    from contrasyn.checkpoint import remove_stale_temporaries
+    from contrasyn.cli.progress import Heartbeat, wanted
     from contrasyn.data import find_images, load_images
     from contrasyn.detector import Detector
+    from contrasyn.lock import folder_lock
 
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder (--out names the model folder)")
+    data = Path(args.data).expanduser()
+    if data.is_dir() and _inside(out, data):
+        raise ConfigError(
+            f"--out {out} is inside --data {data}: the model's files (samples.png, "
+            "checkpoints) would be read as training images next time; choose a folder "
+            "outside the data"
+        )
     method = _method(args)
     family = method in TRAIN_METHODS
     det = Detector(
@@ -188,20 +230,37 @@ def cmd_fit(args: argparse.Namespace) -> int:
     images, kept = load_images(
         found, spec["image_size"], spec["channels"], det.resize, skip_bad=args.skip_bad
     )
-    epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
-    if not distributed.is_main():  # under torchrun, rank 0 reports and saves
+    if not distributed.is_main():  # under torchrun, rank 0 locks, reports and saves
         det.fit(images)
         return 0
-    size = spec["image_size"]
-    facts = [_length(cfg), f"{size}x{size}", f"device {args.device}"]
-    talk(
-        f"contrasyn fit: {len(kept)} images from {args.data}; {method}, preset "
-        f"{args.preset} ({', '.join(f for f in facts if f)})"
-    )
-    if epoch:
-        talk(f"resuming from the checkpoint of epoch {epoch} in {out / 'checkpoints'}")
-    det.fit(images)
-    det.save(out)
+    with folder_lock(out, getattr(args, "command_line", None)):
+        # what a process killed while saving left: its temporary files (this process holds
+        # the folder, so no other writer is using them) and a half-renamed checkpoint
+        for stale in remove_stale_temporaries(out):
+            warn(f"removed {stale}, left by an interrupted save")
+        epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
+        size = spec["image_size"]
+        facts = [_length(cfg), f"{size}x{size}", f"device {args.device}"]
+        talk(
+            f"contrasyn fit: {len(kept)} images from {args.data}; {method}, preset "
+            f"{args.preset} ({', '.join(f for f in facts if f)})"
+        )
+        if epoch:
+            talk(f"resuming from the checkpoint of epoch {epoch} in {out / 'checkpoints'}")
+        beat = contextlib.nullcontext()
+        if wanted(args.quiet):  # not a terminal: no progress bar, so a line now and then
+            metrics = out / "checkpoints" / "metrics.jsonl" if family else None
+            steps = _training_steps(det, cfg, len(images))
+            beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=steps)
+        with beat:
+            det.fit(images)
+            det.save(out)
+        _fit_summary(args, det, out, found, kept, family, method, talk)
+    return 0
+
+
+def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, talk) -> None:
+    from contrasyn.checkpoint import atomic_write
 
     n_hold = len(det.holdout_scores_)
     notes = []
@@ -215,10 +274,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         f"trained on {det.n_train_} images; {n_hold} held out to set the threshold"
         + (f" ({'; '.join(notes)})" if notes else "")
     )
-    talk(
-        f"threshold {det.threshold_:.6g} on the anomaly score ({det.score_name_}): "
-        f"{_rate_text(det)}, the fraction of normal images it will flag"
-    )
+    if det.threshold_ is None:
+        talk("no threshold: --holdout 0 keeps no images to place one (scores only)")
+    else:
+        talk(
+            f"threshold {det.threshold_:.6g} on the anomaly score ({det.score_name_}): "
+            f"{_rate_text(det)}, the fraction of normal images it will flag"
+        )
+        _print_calibration(talk, det)
     talk(
         f"saved to {out} (model.safetensors, model.json)"
         + (f"; training checkpoints in {out}/checkpoints" if family else "")
@@ -226,12 +289,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if det.generator_ is not None:
         from contrasyn.quality import sample, save_grid
 
-        save_grid(
-            list(sample(det.generator_.sampler, 64, args.seed).split(16)), out / "samples.png"
-        )
+        grid = list(sample(det.generator_.sampler, 64, args.seed).split(16))
+        atomic_write(out / "samples.png", lambda tmp: save_grid(grid, tmp), suffix=".png")
         talk(f"the generator's samples: {out / 'samples.png'}")
     talk(f"next: contrasyn score {out} IMAGES_OR_FOLDERS... --out scores.csv")
-    return 0
 
 
 # ------------------------------------------------------------------------------ score
@@ -275,19 +336,74 @@ def _collect_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def _write_output(text: str, out: str | None) -> None:
-    from contrasyn.errors import DataError
+def _model_folder_above(path: Path) -> Path | None:
+    """The model folder ``path`` lies in: one holding a saved model (model.json and
+    model.safetensors) or the lock of a ``fit`` (``.contrasyn.lock``)."""
+    from contrasyn.lock import LOCK_NAME
+
+    for folder in path.parents:
+        saved = (folder / "model.json").is_file() and (folder / "model.safetensors").is_file()
+        if saved or (folder / LOCK_NAME).exists():
+            return folder
+    return None
+
+
+def check_output_path(
+    out: str, model: Path, inputs: list[str], images: list[Path], overwrite: bool
+) -> Path:
+    """Where a verb may write its result file: never inside a model folder, never over one
+    of its input images or as an image inside an input folder (it would be read next time),
+    and never over an existing file unless ``overwrite``. ``ConfigError`` says why not."""
+    from contrasyn.data.folder import IMAGE_EXTENSIONS
+
+    path = Path(out).expanduser()
+    resolved = path.resolve()
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; name a file")
+    if _inside(resolved, model):
+        raise ConfigError(f"--out {path} is inside the model folder {model}; write elsewhere")
+    other = _model_folder_above(resolved)
+    if other is not None:
+        raise ConfigError(f"--out {path} is inside the model folder {other}; write elsewhere")
+    if resolved in {p.resolve() for p in images}:
+        raise ConfigError(f"--out {path} is one of the input images; write elsewhere")
+    for text in inputs:
+        folder = Path(text).expanduser()
+        if folder.is_dir() and _inside(resolved, folder):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                raise ConfigError(
+                    f"--out {path} is an image inside the input folder {folder}: it would be "
+                    "scored as an input next time; write elsewhere"
+                )
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise ConfigError(f"--out {path} exists; pass --overwrite to replace it")
+    return path
+
+
+def _write_output(text: str, out: Path | None) -> None:
+    """Results to standard output, or atomically to ``out``: a full disk or a kill leaves
+    the previous file whole, never a fragment."""
+    from contrasyn.results import write_text
 
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(out).expanduser()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"{path}: cannot write results ({e.strerror or e})") from e
+        raise DataError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from e
+    write_text(out, text)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: one starting with = + - @ (or a
+    tab or carriage return) gets a leading apostrophe (OWASP's advice). Numbers are not
+    text cells: they are written as they are."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -297,22 +413,33 @@ def cmd_score(args: argparse.Namespace) -> int:
         "json" if args.out is not None and args.out.lower().endswith(".json") else "csv"
     )
     paths = _collect_inputs(args.inputs)
+    model_dir = Path(args.model).expanduser()
+    out = None
+    if args.out is not None:
+        out = check_output_path(args.out, model_dir, args.inputs, paths, args.overwrite)
     det = _load_detector(args.model, args.device)
     det.skip_bad = args.skip_bad
+    if det.threshold_ is None and args.fail_on_anomaly:
+        raise ConfigError(
+            f"{args.model} has no threshold (trained with --holdout 0): --fail-on-anomaly needs one"
+        )
     spec = det.input_
     images, kept = load_images(
         paths, spec["image_size"], spec["channels"], det.resize, args.skip_bad
     )
     scores = det.anomaly_score(images)
-    # predict()'s rule: decision_function = threshold - anomaly_score < 0 is an anomaly
-    anomalous = scores > det.threshold_
+    if det.threshold_ is None:
+        labels = [""] * len(scores)
+    else:
+        # predict()'s rule: above the threshold, or not finite, is an anomaly
+        labels = ["anomaly" if a else "normal" for a in det.is_anomalous(scores)]
     rows = [
-        {"path": str(p), "anomaly_score": float(s), "label": "anomaly" if a else "normal"}
-        for p, s, a in zip(kept, scores, anomalous, strict=True)
+        {"path": str(p), "anomaly_score": float(s), "label": label}
+        for p, s, label in zip(kept, scores, labels, strict=True)
     ]
     kept_set = set(kept)
     skipped = [str(p) for p in paths if p not in kept_set]
-    n_bad = int(anomalous.sum())
+    n_bad = labels.count("anomaly")
     if fmt == "json":
         summary = {
             "model": str(args.model),
@@ -324,21 +451,29 @@ def cmd_score(args: argparse.Namespace) -> int:
             "score": det.score_name_,
             "skipped": skipped,
         }
+        calibration = det.calibration_
+        if calibration is not None:
+            summary["calibration"] = calibration.as_dict()
+        for r in rows:  # JSON has no NaN: a non-finite score is null (and labelled anomaly)
+            if not math.isfinite(r["anomaly_score"]):
+                r["anomaly_score"] = None
         text = json.dumps({"summary": summary, "results": rows}, indent=2) + "\n"
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, ["path", "anomaly_score", "label"], lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**r, "path": csv_cell(r["path"])} for r in rows)
         text = buf.getvalue()
-    _write_output(text, args.out)
+    _write_output(text, out)
     if not args.quiet:
         extra = f" ({len(skipped)} unreadable skipped)" if skipped else ""
         where = f"; results in {args.out}" if args.out is not None else ""
+        if det.threshold_ is None:
+            verdict = "no threshold (the model was trained with --holdout 0)"
+        else:
+            verdict = f"{n_bad} anomalous (threshold {det.threshold_:.6g}, {_rate_text(det)})"
         print(
-            f"scored {len(rows)} image{'s' if len(rows) != 1 else ''}{extra}: {n_bad} "
-            f"anomalous (threshold "
-            f"{det.threshold_:.6g}, {_rate_text(det)}){where}",
+            f"scored {len(rows)} image{'s' if len(rows) != 1 else ''}{extra}: {verdict}{where}",
             file=sys.stderr,
             flush=True,
         )
@@ -348,26 +483,40 @@ def cmd_score(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ threshold / export
 
 
+def _ordinal(k: int) -> str:
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def cmd_threshold(args: argparse.Namespace) -> int:
-    det = _load_detector(args.model, "cpu")
-    old = f"{det.threshold_:.6g} ({_rate_text(det)})"
-    det.set_threshold(false_alarm_rate=args.false_alarm_rate, contamination=args.contamination)
-    det.save(Path(args.model).expanduser())
+    from contrasyn.checkpoint import remove_stale_temporaries
+    from contrasyn.errors import CheckpointError
+    from contrasyn.lock import folder_lock
+
+    model = Path(args.model).expanduser()
+    if not model.is_dir():
+        raise CheckpointError(f"{model}: no such model folder")
+    with folder_lock(model, getattr(args, "command_line", None)):
+        remove_stale_temporaries(model)
+        det = _load_detector(args.model, "cpu")
+        old = "none" if det.threshold_ is None else f"{det.threshold_:.6g} ({_rate_text(det)})"
+        det.set_threshold(false_alarm_rate=args.false_alarm_rate, contamination=args.contamination)
+        det.save(model)
     n_hold = len(det.holdout_scores_)
-    rate = det.flag_rate
     print(f"threshold of {args.model}: {old} -> {det.threshold_:.6g} ({_rate_text(det)})")
-    print(f"set from the anomaly scores of the {n_hold} held-out normal images; saved")
-    if rate < 1 / n_hold:
-        warn(
-            f"with {n_hold} held-out images every rate below {1 / n_hold:.3g} gives the same "
-            "threshold (the highest held-out score); train with more images or a larger "
-            "--holdout for finer control"
-        )
+    print(
+        f"set from the anomaly scores of the {n_hold} held-out normal images (it is the "
+        f"{_ordinal(det.calibration_.rank)} smallest of them); saved"
+    )
+    _print_calibration(print, det)
+    if not det.calibration_.guaranteed:
+        warn(det.calibration_.describe())
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from contrasyn.export import ONNX_FILE, export_onnx
+    from contrasyn.lock import folder_lock
 
     model = Path(args.model).expanduser()
     out = model if args.out is None else Path(args.out).expanduser()
@@ -381,7 +530,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{args.model}: method {det.method_.name!r} is a baseline; ONNX export is for the "
             f"CSI family's network ({_FAMILY})"
         )
-    path = export_onnx(det, out)
+    with folder_lock(out, getattr(args, "command_line", None)):
+        path = export_onnx(det, out)
     print(f"wrote {path / ONNX_FILE}; score with contrasyn.export.OnnxDetector({str(path)!r})")
     return 0
 
@@ -391,11 +541,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
+    from PIL import Image
 
+    from contrasyn.checkpoint import atomic_write
     from contrasyn.quality import save_grid
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    target = Path(args.out).expanduser()
+    if target.suffix.lower() not in Image.registered_extensions():
+        raise ConfigError(f"--out {target}: name an image file (e.g. samples.png)")
+    inputs = _collect_inputs(args.reconstruct) if args.reconstruct else []
+    model = Path(args.model).expanduser()
+    out = check_output_path(args.out, model, args.reconstruct or [], inputs, args.overwrite)
     det = _load_detector(args.model, args.device)
     if det.generator_ is None:
         raise ConfigError(
@@ -410,7 +568,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from contrasyn.data import load_images
 
         spec = det.input_
-        paths = _collect_inputs(args.reconstruct)[: args.n]
+        paths = inputs[: args.n]
         originals, _ = load_images(paths, spec["image_size"], spec["channels"], det.resize)
         rows = [tensor(originals), tensor(det.reconstruct(originals))]
         what = f"{len(paths)} images (top) and their reconstructions G(E(x)) (bottom)"
@@ -419,8 +577,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if len(rows) > 1 and len(rows[-1]) < 16:
             rows = rows[:-1]  # a grid of whole rows
         what = f"{sum(len(r) for r in rows)} samples G(h)"
-    path = save_grid(rows, Path(args.out).expanduser())
-    print(f"wrote {path}: {what}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from e
+    atomic_write(out, lambda tmp: save_grid(rows, tmp), suffix=out.suffix)
+    print(f"wrote {out}: {what}")
     return 0
 
 
@@ -429,6 +591,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _add_model_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by `contrasyn fit`")
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it exists (default: refuse). A path inside a model folder, "
+        "or one of the input images, is always refused",
+    )
 
 
 def _add_skip_bad(p: argparse.ArgumentParser) -> None:
@@ -449,8 +620,11 @@ def _add_fit(sub) -> None:
             "and save it to a model folder.",
             "Every image below --data (png, jpg, bmp, tif, webp; subfolders included) is taken "
             "as normal. A fraction (--holdout) is kept out of training and used to set the "
-            "threshold: it is placed so that about --false-alarm-rate of normal images would be "
-            "flagged as anomalous. Training of the CSI family is checkpointed in "
+            "threshold: the conformal order statistic of their scores, so that on new normal "
+            "images from the same source at most --false-alarm-rate are expected to be flagged; "
+            "fit prints the 90% interval of the rate it will see, which more images or a larger "
+            "--holdout narrow. --out is locked while fit runs (a second writer is refused), and "
+            "may not lie inside --data. Training of the CSI family is checkpointed in "
             "MODEL_DIR/checkpoints: if it is interrupted, run the same command again to "
             "continue where it stopped.",
             f"Methods: {', '.join(METHOD_NAMES)}. The CSI family ({_FAMILY}; full is the "
@@ -544,8 +718,12 @@ def _add_score(sub) -> None:
         description=[
             "Score images with a detector saved by `contrasyn fit` (any method).",
             "For each image: its anomaly score (higher = more unusual) and a label, 'anomaly' "
-            "when the score is above the model's threshold, else 'normal'. Results go to "
-            "--out, or to standard output; a one-line summary goes to standard error.",
+            "when the score is above the model's threshold or not finite, else 'normal'. "
+            "Results go to --out, or to standard output; a one-line summary goes to standard "
+            "error. --out is written atomically and never replaces an existing file unless "
+            "--overwrite is given; a path inside a model folder or among the input images is "
+            "refused. CSV text cells that begin with = + - @ get a leading apostrophe so "
+            "spreadsheets do not run them.",
         ],
         examples=[
             "contrasyn score my-model new-photos/ --out scores.csv",
@@ -568,12 +746,14 @@ def _add_score(sub) -> None:
         help="csv (default; json when --out ends in .json): JSON is "
         '{"summary": {...}, "results": [{"path", "anomaly_score", "label"}, ...]}',
     )
+    _add_overwrite(score)
     _add_skip_bad(score)
     add_device(score)
     score.add_argument(
         "--fail-on-anomaly",
         action="store_true",
-        help="exit with status 3 when any image is labelled anomalous (for scripts)",
+        help="exit with status 3 when any image is labelled anomalous (for scripts; an image "
+        "whose score is not finite counts as anomalous)",
     )
     add_talk(score, quiet="no summary line")
     score.set_defaults(func=cmd_score)
@@ -586,8 +766,10 @@ def _add_threshold(sub) -> None:
         help="change a saved detector's threshold without retraining",
         description=[
             "Move the threshold of a saved detector. It is recomputed from the "
-            "anomaly scores of the normal images held out during `contrasyn fit`, so that the "
-            "given fraction of normal images would be flagged; nothing is retrained or run.",
+            "anomaly scores of the normal images held out during `contrasyn fit` (the "
+            "conformal order statistic: at most the given fraction of new normal images is "
+            "expected to be flagged) and its 90% interval is printed; nothing is retrained or "
+            "run.",
         ],
         examples=[
             "contrasyn threshold my-model --false-alarm-rate 0.01   # fewer false alarms",
@@ -655,6 +837,7 @@ def _add_sample(sub) -> None:
     )
     _add_model_dir(samp)
     add_out(samp, "the PNG file", "PNG", required=True)
+    _add_overwrite(samp)
     samp.add_argument("--n", type=int, default=64, help="how many images (default 64)")
     add_seed(samp, "seed of the latent draws")
     samp.add_argument(

@@ -27,8 +27,8 @@ from contrasyn.errors import ConfigError
 EXIT_CODES = """exit codes:
   0    success
   1    something unexpected (a bug: the traceback is printed)
-  2    bad input, model folder or configuration (one line "contrasyn: error: ..." says
-       what and where)
+  2    bad input, model folder, configuration or environment (a full disk, a model folder
+       in use by another run); one line "contrasyn: error: ..." says what and where
   3    score --fail-on-anomaly only: at least one image was labelled anomalous
   130  interrupted (Ctrl-C); rerun the same command to resume"""
 
@@ -209,7 +209,7 @@ def plain_warnings():
     ``contrasyn: warning: ...``, instead of Python's file:line format; others unchanged."""
     package = str(Path(__file__).resolve().parent.parent)
     with warnings.catch_warnings():
-        warnings.filterwarnings("always", module=r"contrasyn(\\.|$)")
+        warnings.filterwarnings("always", module=r"contrasyn(\.|$)")
         original = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):

@@ -52,9 +52,15 @@ def _fit(x: torch.Tensor, size: int, resize: str) -> torch.Tensor:
 
 
 def to_model_input(
-    images: np.ndarray, size: int = 32, channels: int = 3, resize: str = "resize"
+    images: np.ndarray,
+    size: int = 32,
+    channels: int = 3,
+    resize: str = "resize",
+    floats: bool = False,
 ) -> torch.Tensor:
     """Convert uint8 images (N, H, W, C) to a float32 tensor (N, channels, size, size) in [0, 1].
+    With ``floats=True``, float images (N, H, W, C) in [0, 1] are accepted too (taken as
+    they are; values checked).
 
     Channels: 1 -> 3 replicates the grey plane; 3 -> 1 takes BT.601 luma
     (0.299 R + 0.587 G + 0.114 B). ``resize``: "resize" (bilinear, antialiased when
@@ -67,9 +73,17 @@ def to_model_input(
         raise ConfigError(f"channels must be 1 or 3, got {channels!r}")
     if size < 1:
         raise ConfigError(f"size must be positive, got {size}")
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+    is_float = floats and isinstance(images, np.ndarray) and images.dtype.kind == "f"
+    if (
+        not isinstance(images, np.ndarray)
+        or images.ndim != 4
+        or not (images.dtype == np.uint8 or is_float)
+    ):
         got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images)
-        raise DataError(f"expected uint8 images of shape (N, H, W, C), got {got}")
+        kinds = "uint8 (or [0, 1] float)" if floats else "uint8"
+        raise DataError(f"expected {kinds} images of shape (N, H, W, C), got {got}")
+    if is_float and images.size and not (0 <= np.min(images) and np.max(images) <= 1):
+        raise DataError("float images must be finite and in [0, 1]")
     if images.shape[-1] not in (1, 3):
         raise DataError(f"expected 1 or 3 image channels, got {images.shape[-1]}")
 
@@ -79,7 +93,9 @@ def to_model_input(
         # np.array copies the (small) uint8 chunk: torch.from_numpy needs a writable,
         # contiguous array and callers may pass read-only or strided views.
         chunk = torch.from_numpy(np.array(images[start : start + _CHUNK]))
-        x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
+        x = chunk.permute(0, 3, 1, 2).float()
+        if not is_float:
+            x = x.div_(255.0)
         if x.shape[1] == 3 and channels == 1:
             # Before resizing: both are linear, and this way only one plane is resampled.
             # The clamp absorbs float32 rounding of the weights' sum (white -> 1.0000001).

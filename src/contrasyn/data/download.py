@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from contrasyn.checkpoint import file_mode
 from contrasyn.errors import DataError
 
 # Where each dataset's files are fetched from. Module-level so tests (and mirrors) can
@@ -112,11 +113,14 @@ def _fetch(name: str, filename: str, md5: str, dest: Path) -> None:
                         break
                     h.update(chunk)
                     out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
         if h.hexdigest() != md5:
             raise DataError(
                 f"{url}: checksum mismatch (md5 {h.hexdigest()}, expected {md5}); the "
                 f"download was discarded. Retry, or fetch it by hand into {dest}/"
             )
+        os.chmod(tmp, file_mode())  # mkstemp made it 0600: the usual mode, as every file
         os.replace(tmp, target)
     except OSError as e:  # local write/rename failure; network errors became DataError above
         tmp.unlink(missing_ok=True)

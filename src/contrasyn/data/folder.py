@@ -12,7 +12,8 @@ Layouts accepted by the ``folder`` loader:
 Images are found recursively below each class folder. Extensions (case-insensitive): png,
 jpg, jpeg, bmp, tif, tiff, webp. Hidden files and folders (name starting with ".", e.g.
 macOS ``._x.jpg`` resource forks) are ignored; symbolic links to folders below a class
-folder are not followed.
+folder are not followed; a symbolic link to an image that no longer exists (a dangling
+link) is skipped with one warning giving the count.
 
 Split (layouts b and c): for each class separately, ``round(n * test_fraction)`` of its
 ``n`` files (at most ``n - 1``, so every class keeps a training image) go to test, chosen
@@ -35,6 +36,18 @@ Pixel policies (``load_images``):
   (antialiased when shrinking); ``"fit"`` scales the shorter side to ``size`` and takes the
   centre size x size crop (keeps aspect ratio); ``"none"`` keeps native sizes, which must
   then all be equal.
+* Large images are brought down before any conversion: a JPEG is decoded at 1/2, 1/4 or
+  1/8 scale by its DCT (``Image.draft``) while that stays at least ``REDUCING_GAP`` times the
+  target size, and any image still at least ``REDUCING_GAP`` x 2 times the target is
+  box-averaged by an integer factor (``Image.reduce``, alpha premultiplied) before the mode
+  conversions and the final bilinear resize. Memory per image is then bounded by the decoded
+  file at its own depth (W x H x bytes per pixel: 1 grey, 3 RGB, 4 RGBA, 2 for 16-bit; a
+  JPEG's at its reduced scale) plus, for palette, 1-bit and 16-bit files, one converted copy
+  (at most 4 bytes per pixel): a 12000 x 12000 grey PNG needs about 144 MB, an RGB JPEG of
+  that size about 7 MB. Pillow refuses images over 2 x ``Image.MAX_IMAGE_PIXELS`` (179
+  million) pixels as decompression bombs, which caps the worst case (about 1.4 GB, 16-bit).
+* Pillow's warnings about a file (e.g. a large image, odd EXIF data) are collected and
+  given as one ``contrasyn`` warning naming the files.
 * Channels: ``"auto"`` gives 1 channel if every image is in a greyscale mode, else 3
   (greyscale images replicated); ``1`` converts colour with BT.601 luma
   (0.299 R + 0.587 G + 0.114 B); ``3`` replicates grey.
@@ -81,13 +94,30 @@ def _raise_walk_error(e: OSError) -> None:
     raise DataError(f"{e.filename}: cannot list folder ({e.strerror})")
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    """All image files below ``folder``, sorted; hidden entries skipped."""
+def _walk_images(folder: Path, dangling: list[Path] | None = None) -> list[Path]:
+    """All image files below ``folder``, sorted; hidden entries skipped, and symbolic links
+    to nothing left out (appended to ``dangling`` when given)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise_walk_error):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not _is_image(path):
+                continue
+            if path.is_symlink() and not path.exists():
+                if dangling is not None:
+                    dangling.append(path)
+                continue
+            found.append(path)
     return sorted(found)
+
+
+def _warn_dangling(dangling: list[Path]) -> None:
+    if dangling:
+        shown = ", ".join(map(str, sorted(dangling)[:3])) + (", ..." if len(dangling) > 3 else "")
+        warnings.warn(
+            f"skipped {len(dangling)} symbolic link(s) to missing files: {shown}", stacklevel=3
+        )
 
 
 def _check_folder(folder: Path) -> None:
@@ -109,7 +139,9 @@ def find_images(folder: str | Path) -> list[Path]:
     """
     folder = Path(folder).expanduser()
     _check_folder(folder)
-    images = _walk_images(folder)
+    dangling: list[Path] = []
+    images = _walk_images(folder, dangling)
+    _warn_dangling(dangling)
     if not images:
         raise _no_images(folder)
     return images
@@ -143,11 +175,13 @@ def scan_class_folders(split_dir: Path) -> dict[str, list[Path]]:
             f"{split_dir}: images must be inside class folders, found {loose[0].name} directly"
         )
     classes = {}
+    dangling: list[Path] = []
     for sub in _subfolders(split_dir):
-        images = _walk_images(sub)
+        images = _walk_images(sub, dangling)
         if not images:
             raise _no_images(sub)
         classes[sub.name] = images
+    _warn_dangling(dangling)
     if not classes:
         raise _no_images(split_dir)
     return classes
@@ -222,13 +256,57 @@ def _reshape(img: Image.Image, size: int, resize: str) -> Image.Image:
     )
 
 
-def _decode(path: Path, size: int, resize: str) -> tuple[np.ndarray, bool]:
-    """One file -> (uint8 array (H, W) or (H, W, 3), stored in a greyscale mode?)."""
+# Reduced decoding keeps at least this many source pixels per target pixel for the final
+# antialiased resize (Pillow's ``reducing_gap``: 3 is "indistinguishable" from a full resize).
+REDUCING_GAP = 3
+# Modes ``Image.reduce`` averages meaningfully (palette indices and 1-bit cannot be).
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F")
+
+
+def _target(width: int, height: int, size: int, resize: str) -> tuple[int, int] | None:
+    """The size ``_reshape`` resamples to (before a "fit" crop); None: native size."""
+    if resize == "none" or (width, height) == (size, size):
+        return None
+    if resize == "resize":
+        return size, size
+    scale = size / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
+def _reduce(img: Image.Image, size: int, resize: str) -> Image.Image:
+    """``img`` box-averaged by integer factors while it stays ``REDUCING_GAP`` times the
+    target size ("fit": the same factor on both axes, keeping the aspect ratio)."""
+    target = _target(*img.size, size, resize)
+    if target is None:
+        return img
+    fx = img.width // (target[0] * REDUCING_GAP)
+    fy = img.height // (target[1] * REDUCING_GAP)
+    if resize == "fit":
+        fx = fy = min(fx, fy)
+    if max(fx, fy) < 2:
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES and img.mode != "I":
+        img = img.convert("I")  # I;16 cannot be reduced; I can, and keeps every value
+    elif img.mode not in _REDUCIBLE:
+        img = _standardise(img)  # palette, 1-bit, CMYK...: to L/RGB first
+    return img.reduce((max(fx, 1), max(fy, 1)))
+
+
+def _decode(path: Path, size: int, resize: str) -> tuple[np.ndarray, bool, list[str]]:
+    """One file -> (uint8 array (H, W) or (H, W, 3), stored in a greyscale mode?, Pillow's
+    warnings about it)."""
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncation surfaces here, not later
-            grey = img.mode in _GREY_MODES
-            out = _reshape(_standardise(img), size, resize)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # Pillow's warnings, given back per file
+            with Image.open(path) as img:
+                grey = img.mode in _GREY_MODES
+                target = _target(*img.size, size, resize)
+                if target is not None and img.format == "JPEG":
+                    # decoded at 1/2, 1/4 or 1/8 scale while that keeps the gap to the target
+                    img.draft(img.mode, (target[0] * REDUCING_GAP, target[1] * REDUCING_GAP))
+                img.load()  # decode now: truncation surfaces here, not later
+                out = _reshape(_standardise(_reduce(img, size, resize)), size, resize)
+        noted = [" ".join(str(w.message).split()) for w in caught]
     except FileNotFoundError as e:
         raise _BadImage("file not found") from e
     except PermissionError as e:
@@ -238,7 +316,7 @@ def _decode(path: Path, size: int, resize: str) -> tuple[np.ndarray, bool]:
     arr = np.asarray(out)
     if out.mode == "F":
         arr = np.clip(np.rint(arr), 0, 255)
-    return arr.astype(np.uint8), grey
+    return arr.astype(np.uint8), grey, noted
 
 
 def _validate_options(size: int, channels: int | str, resize: str) -> None:
@@ -270,10 +348,11 @@ def load_images(
     kept: list[Path] = []
     bad: list[str] = []
     all_grey = True
+    noted: list[str] = []
     for p in paths:
         path = Path(p)
         try:
-            arr, grey = _decode(path, size, resize)
+            arr, grey, notes = _decode(path, size, resize)
         except _BadImage as e:
             if not skip_bad:
                 raise DataError(f"{path}: {e}") from e
@@ -282,6 +361,10 @@ def load_images(
         arrays.append(arr)
         kept.append(path)
         all_grey &= grey
+        noted += [f"{path}: {note}" for note in notes]
+    if noted:
+        shown = "; ".join(noted[:3]) + ("; ..." if len(noted) > 3 else "")
+        warnings.warn(f"Pillow warned about {len(noted)} file(s): {shown}", stacklevel=2)
     if bad:
         shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
         warnings.warn(f"skipped {len(bad)} unreadable image file(s): {shown}", stacklevel=2)

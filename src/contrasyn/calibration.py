@@ -1,0 +1,138 @@
+"""Threshold calibration: where the threshold goes among the held-out normal scores, and
+what it then promises.
+
+Calibration (``conformal_rank``, ``Calibration``): with n held-out scores and a target rate
+a, the threshold is the k-th smallest held-out anomaly score, k = ceil((n + 1)(1 - a)), the
+finite-sample (split-conformal) rule: for new normal images exchangeable with the held-out
+ones, the expected false-alarm rate is (n + 1 - k) / (n + 1) <= a. When k > n (fewer than
+(1 - a) / a held-out images) no threshold among them can promise a: the largest is used and
+the shortfall is reported. The rate realised on new images is itself random: given the
+held-out set it is 1 - F(threshold), Beta(n + 1 - k, k) distributed, whose 90% interval is
+saved and printed. Drift between the training images and new ones moves the rate outside
+these figures: they hold only for images from the same source.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from contrasyn.errors import ConfigError
+
+INTERVAL_CONFIDENCE = 0.9  # the confidence of the saved false-alarm interval
+
+
+def conformal_rank(n: int, rate: float) -> int:
+    """k = ceil((n + 1)(1 - rate)): the rank (1 = smallest) of the held-out anomaly score
+    that is the threshold, so that the expected false-alarm rate on new exchangeable normal
+    images, (n + 1 - k) / (n + 1), is at most ``rate``. Larger than ``n`` when ``n`` is too
+    small for ``rate``."""
+    return max(1, math.ceil((n + 1) * (1 - rate) - 1e-9))
+
+
+def min_holdout(rate: float) -> int:
+    """The fewest held-out images for which ``conformal_rank(n, rate) <= n``."""
+    return max(1, math.ceil((1 - rate) / rate - 1e-9))
+
+
+class Calibration(NamedTuple):
+    """What a threshold promises, from the ``n`` held-out normal images it was placed on.
+
+    ``rank``: how many held-out anomaly scores are <= the threshold; ``expected``: the
+    expected false-alarm rate on new exchangeable normal images, (n + 1 - rank) / (n + 1);
+    ``low``/``high``: the interval holding the realised rate with probability
+    ``confidence`` (the rate is Beta(n + 1 - rank, rank) distributed); ``guaranteed``:
+    ``expected <= target``."""
+
+    target: float
+    n: int
+    rank: int
+    expected: float
+    low: float
+    high: float
+    confidence: float
+    guaranteed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": "conformal",
+            "target": self.target,
+            "n_holdout": self.n,
+            "rank": self.rank,
+            "expected_rate": self.expected,
+            "interval": [self.low, self.high],
+            "confidence": self.confidence,
+            "guaranteed": self.guaranteed,
+        }
+
+    def describe(self) -> str:
+        """One sentence: the target, the interval, and what narrows it."""
+        pct, target = _percent, _round_percent(self.target)
+        text = (
+            f"{target} target; with {self.n} held-out image"
+            f"{'s' if self.n != 1 else ''} the rate on new normal images is between "
+            f"{pct(self.low)} and {pct(self.high)} with {_round_percent(self.confidence)} "
+            f"confidence (expected {pct(self.expected)})"
+        )
+        if not self.guaranteed:
+            text += (
+                f"; {target} cannot be guaranteed with so few images (at least "
+                f"{min_holdout(self.target)} held-out images are needed): the threshold is the "
+                "highest held-out score"
+            )
+        return text
+
+    @staticmethod
+    def advice() -> str:
+        return (
+            "more images or a larger holdout (--holdout) narrow the interval; drift between "
+            "the training images and new ones moves the rate outside it"
+        )
+
+
+def _percent(x: float) -> str:
+    """A rate for people: 0.26%, 1.2%, 13.9%."""
+    return f"{x * 100:.2g}%" if x * 100 < 1 else f"{x * 100:.1f}%"
+
+
+def _round_percent(x: float) -> str:
+    """A rate someone chose: 5%, 0.5%, 99%."""
+    return f"{x * 100:g}%"
+
+
+def calibrate(holdout_anomaly: np.ndarray, threshold: float, target: float) -> Calibration:
+    """The ``Calibration`` of ``threshold`` over held-out anomaly scores (NaN counts as
+    above every threshold, as it is flagged)."""
+    from scipy.stats import beta
+
+    n = len(holdout_anomaly)
+    rank = int(np.sum(holdout_anomaly <= threshold))
+    alpha = (1 - INTERVAL_CONFIDENCE) / 2
+    if rank == 0:  # below every held-out score: at least the rate of the smallest
+        expected, low, high = 1.0, float(beta.ppf(alpha, n, 1)), 1.0
+    else:
+        a, b = n + 1 - rank, rank
+        expected = a / (n + 1)
+        low, high = float(beta.ppf(alpha, a, b)), float(beta.ppf(1 - alpha, a, b))
+    return Calibration(
+        target, n, rank, expected, low, high, INTERVAL_CONFIDENCE, expected <= target + 1e-12
+    )
+
+
+def conformal_threshold(holdout_anomaly: np.ndarray, rate: float) -> float:
+    """The k-th smallest held-out anomaly score, k = ``conformal_rank`` (the largest when
+    k > n; see ``Calibration``). Non-finite held-out scores sort last (they are anomalous)."""
+    n = len(holdout_anomaly)
+    k = min(conformal_rank(n, rate), n)
+    ordered = np.sort(np.where(np.isfinite(holdout_anomaly), holdout_anomaly, np.inf))
+    threshold = float(ordered[k - 1])
+    if not math.isfinite(threshold):
+        bad = int((~np.isfinite(holdout_anomaly)).sum())
+        raise ConfigError(
+            f"{bad} of the {n} held-out images got a non-finite anomaly score, so no finite "
+            f"threshold flags only {rate:g} of them: the model is broken (retrain it) or a "
+            "larger false-alarm rate is needed"
+        )
+    return threshold

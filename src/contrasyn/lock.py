@@ -1,0 +1,124 @@
+"""One writer per model folder: an operating-system file lock (``filelock``).
+
+``contrasyn fit`` holds the lock of its ``--out`` folder for the whole run (training,
+checkpoints, ``metrics.jsonl``, the final save, ``samples.png``); ``contrasyn threshold`` and
+``contrasyn export`` hold it while they rewrite the folder. A second writer does not wait: it
+stops at once with one line naming the folder and the holder (process id, host, command and
+start time, read from a small sidecar the holder writes).
+
+The lock is ``FOLDER/.contrasyn.lock``, locked with ``flock`` (``LockFileEx`` on Windows)
+through ``filelock.FileLock``. The operating system releases it when the holding process
+ends, however it ends (``kill -9`` included), so a stale lock never blocks: the file itself
+stays (removing it would let two processes lock two different files) and is harmless. The
+sidecar ``FOLDER/.contrasyn.lock.holder`` is removed on release; one left by a killed process
+is overwritten by the next holder. On a network filesystem without working ``flock``,
+``filelock`` falls back to its own scheme.
+
+Within one process the lock is re-entrant (a ``fit`` that saves holds it once); the Python
+API does not take it by itself: wrap your own writers in ``folder_lock(folder)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from contrasyn.errors import LockError
+
+LOCK_NAME = ".contrasyn.lock"
+HOLDER_NAME = ".contrasyn.lock.holder"
+
+_held: dict[str, list] = {}  # resolved folder -> [FileLock, depth]
+_guard = threading.Lock()
+
+
+def _holder_text(folder: Path) -> str:
+    """Who holds ``folder``'s lock, from its sidecar, as words."""
+    try:
+        info = json.loads((folder / HOLDER_NAME).read_text())
+        if not isinstance(info, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        return "holder unknown (it is starting, or is not contrasyn)"
+    parts = [f"process {info.get('pid', '?')} on {info.get('host', '?')}"]
+    if info.get("command"):
+        parts.append(f"running `{info['command']}`")
+    if info.get("since"):
+        parts.append(f"since {info['since']}")
+    return ", ".join(parts)
+
+
+def _write_holder(folder: Path, command: str | None) -> None:
+    from contrasyn.checkpoint import atomic_write
+
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command or " ".join(sys.argv),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    text = json.dumps(info) + "\n"
+    try:
+        atomic_write(folder / HOLDER_NAME, lambda tmp: Path(tmp).write_text(text))
+    except OSError:
+        pass  # only informative (a full disk): the lock itself is held
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path]:
+    """Hold ``folder``'s lock (the folder is created if needed) for the ``with`` block.
+
+    Raises ``LockError`` at once if another process holds it, naming the folder and the
+    holder; ``command`` is what this process records as its own command line."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LockError(f"{folder}: cannot create the folder ({e.strerror or e})") from e
+    key = str(folder.resolve())
+    with _guard:
+        entry = _held.get(key)
+        if entry is not None:
+            entry[1] += 1
+    if entry is not None:  # re-entered by this process
+        try:
+            yield folder
+        finally:
+            with _guard:
+                entry[1] -= 1
+        return
+    lock = FileLock(str(folder / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockError(
+            f"{folder} is in use by another contrasyn process ({_holder_text(folder)}); "
+            "wait for it to finish, or choose another folder"
+        ) from None
+    except OSError as e:
+        raise LockError(f"{folder / LOCK_NAME}: cannot lock ({e.strerror or e})") from e
+    entry = [lock, 1]
+    with _guard:
+        _held[key] = entry
+    try:
+        _write_holder(folder, command)
+        yield folder
+    finally:
+        with _guard:
+            del _held[key]
+        (folder / HOLDER_NAME).unlink(missing_ok=True)
+        lock.release()
+
+
+def holds(folder: str | Path) -> bool:
+    """Whether this process holds ``folder``'s lock."""
+    return str(Path(folder).expanduser().resolve()) in _held
