@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -42,12 +44,13 @@ import torch
 from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import atomic_write
 from contrasyn.config import ScoreConfig, TrainConfig
-from contrasyn.device import autocast, resolve_device
+from contrasyn.device import autocast, bf16_is_fast, resolve_device
 from contrasyn.score import Scorer
 from contrasyn.trained import build_model
 from contrasyn.trainer import resolve_gen_channels, train_networks
 
 __all__ = [
+    "machine",
     "random_images",
     "read_seconds",
     "summarize_seconds",
@@ -65,6 +68,34 @@ def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def machine(threads: int) -> dict:
+    """What the figures were measured on: the CPU's name and whether it runs bf16 natively
+    (``precision: auto`` then trains in bf16), the threads, the process's niceness and the load
+    average, so that a reader can tell an idle machine's figures from a shared one's."""
+    flags, name = set(), platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    native = bf16_is_fast(torch.device("cpu"))
+    return {
+        "cpu": name,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "precision_auto_runs": "bf16" if native else "fp32",
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "nice": os.nice(0),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+    }
 
 
 def window_steps(cfg: TrainConfig, csi_window: int = 1) -> int:

@@ -2,10 +2,72 @@
 
 One intra-op thread: the suite's networks are tiny, and on a small machine shared with other
 jobs, OpenMP threads spinning against each other make a 6-step run take 15 s instead of 0.3 s.
+
+``broken_images`` loads an HTML page in headless Chromium (skipping the test where it is not
+installed; ``make test`` installs it) and returns the page's images that the browser could not
+show: a missing file, or one it cannot decode.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+# After the load event (every image loaded or failed), the page writes what it found into
+# attributes of <body>, which --dump-dom prints.
+_PROBE = """<script>
+window.addEventListener('load', () => {
+  const broken = [...document.images]
+    .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
+  document.body.setAttribute('data-images', document.images.length);
+  document.body.setAttribute('data-broken', JSON.stringify(broken));
+});
+</script>"""
+
+
+@pytest.fixture
+def broken_images() -> Callable[[Path], tuple[int, list[str]]]:
+    """``check(page)`` -> (images on the page, the ``src`` of each one Chromium could not
+    show). The page is loaded as a copy with a probe script, beside it so that its relative
+    paths resolve the same way; the copy is removed afterwards."""
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed")
+
+    def check(page: Path) -> tuple[int, list[str]]:
+        probe = page.with_name(f".probe-{page.name}")
+        probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
+        try:
+            dom = subprocess.run(
+                [
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--virtual-time-budget=20000",
+                    "--dump-dom",
+                    probe.resolve().as_uri(),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+        finally:
+            probe.unlink(missing_ok=True)
+        found = re.search(r"<body[^>]*data-images=\"(\d+)\"[^>]*data-broken=\"([^\"]*)\"", dom)
+        assert found, "the page's load event never ran in Chromium"
+        return int(found.group(1)), json.loads(html.unescape(found.group(2)))
+
+    return check

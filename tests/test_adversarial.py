@@ -341,17 +341,17 @@ def test_generator_images_are_in_the_unit_range() -> None:
 def test_round_after_every_nth_batch_and_joint_step_on_real_and_synthetic() -> None:
     calls, records = [], []
     batches = [
-        Batch(s, s + 1.0, torch.full((2, 1, 4, 4), float(s)), 0.1, f"step {s}", None)
+        Batch(s, s + 1.0, torch.full((2, 1, 4, 4), float(s)), 0.01 * (s + 1), f"step {s}", None)
         for s in range(7)
     ]
     synthetic = torch.full((3, 1, 4, 4), -1.0)
 
     def f_step(x, lr, name, where):
-        calls.append((name, x.clone()))
+        calls.append((name, x.clone(), lr, where))
         return {"loss": float(len(x))}
 
     def gen_round(x, where):
-        calls.append(("round", x.clone()))
+        calls.append(("round", x.clone(), None, where))
         return {"loss_d": 0.5}, synthetic
 
     algorithm_1(batches, f_step, gen_round, 3, lambda b, r: records.append(r))
@@ -367,6 +367,8 @@ def test_round_after_every_nth_batch_and_joint_step_on_real_and_synthetic() -> N
     assert torch.equal(joint[:2], batches[2].x) and torch.equal(joint[2:], synthetic)
     assert records[2] == {"loss": 2.0, "loss_d": 0.5, "loss_joint": 5.0, "gen_step": 2}
     assert records[3] == {"loss": 2.0}
+    # every step at its batch's learning rate, and errors name the batch where they happened
+    assert [c[2:] for c in calls[2:5]] == [(0.03, "step 2"), (None, "step 2"), (0.03, "step 2")]
     # CSI alone: no round, no joint step
     calls.clear()
     algorithm_1(batches, f_step, None, 3, lambda b, r: None)

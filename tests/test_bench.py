@@ -17,6 +17,7 @@ from contrasyn.results import (
     mean_interval,
     paired,
     paired_class_table,
+    read_jsonl,
     read_rows,
     summary_table,
     t_interval,
@@ -173,6 +174,7 @@ COMMITTED = [
         ["knn", "ocsvm", "deepsvdd", "rot", "goad", "csi", "csi+g", "full"],
         "recipe-before.yaml",
     ),
+    ("fashion-mnist-seeds-cpu", ["csi", "full"], None),
 ]
 
 
@@ -196,3 +198,21 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
     if recipe:  # without the old recipe the generative cells are another configuration
         with pytest.raises(ConfigError, match="full results made with another configuration"):
             bench._check_folder(out, read_rows(out), ["full"], "cpu", get_preset("cpu"), {}, None)
+
+
+@pytest.mark.parametrize("name", ["paper", "cpu", "demo"])
+def test_preset_default_scores_rank_every_class_above_chance(name: str) -> None:
+    """No preset defaults to a score that ranks a Fashion-MNIST class below chance on the
+    committed validation splits: every trained class's ``val_auroc_<score>`` (one
+    deterministic pass, in the seeds benchmark) and its R = 4 draws (score diagnosis). Eq. 11
+    (``paper``) fails this on Sandal, so a preset that made it the default again fails here."""
+    score = get_preset(name).score.score
+    rows = read_rows(RESULTS / "fashion-mnist-seeds-cpu")
+    diagnosis = read_jsonl(RESULTS / "score-diagnosis" / "diagnosis.jsonl")
+    aurocs = {(r["method"], r["normal_class"], "1 pass"): r[f"val_auroc_{score}"] for r in rows}
+    aurocs |= {
+        (r["method"], r["normal_class"], r["protocol"]): r[f"val_auroc_{score}"] for r in diagnosis
+    }
+    assert {c for _, c, _ in aurocs} == set(range(10))
+    below = {k: v for k, v in aurocs.items() if v <= 0.5}
+    assert not below, f"preset {name!r} defaults to score {score!r}, below chance on {below}"

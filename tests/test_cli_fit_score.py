@@ -205,7 +205,7 @@ def test_score_csv_rows_labels_and_summary(fitted, folders, tmp_path: Path, caps
     out = tmp_path / "results" / "scores.csv"
     assert main(["score", str(model), str(folders["test"]), "--out", str(out)]) == 0
     with out.open(newline="") as f:
-        assert next(csv.reader(f)) == ["path", "anomaly_score", "label"]
+        assert next(csv.reader(f)) == ["path", "anomaly_score", "anomaly_probability", "label"]
     rows = _rows(out)
     expected = find_images(folders["test"])  # recursive, sorted: anomalous/ then normal/
     assert [r["path"] for r in rows] == [str(p) for p in expected]
@@ -217,6 +217,12 @@ def test_score_csv_rows_labels_and_summary(fitted, folders, tmp_path: Path, caps
     det = Detector.load(model, device="cpu")
     np.testing.assert_allclose(scores, det.anomaly_score(expected), rtol=0, atol=1e-6)
     assert labels == ["anomaly" if p == -1 else "normal" for p in det.predict(expected)]
+    # every row: the fraction of the 10 held-out normal images scoring lower, next to the score
+    probability = np.array([float(r["anomaly_probability"]) for r in rows])
+    held = -det.holdout_scores_
+    np.testing.assert_array_equal(probability, [(held < s).mean() for s in scores])
+    flagged = probability >= det.threshold_probability_
+    assert labels == ["anomaly" if f else "normal" for f in flagged]
 
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -248,8 +254,10 @@ def test_score_to_stdout_and_json(fitted, folders, tmp_path: Path, capsys) -> No
     assert set(doc) == {"summary", "results"}
     assert [r["path"] for r in doc["results"]] == [r["path"] for r in rows]
     for r, c in zip(doc["results"], rows, strict=True):
-        assert set(r) == {"path", "anomaly_score", "label"}
+        assert set(r) == {"path", "anomaly_score", "anomaly_probability", "label"}
         assert r["anomaly_score"] == float(c["anomaly_score"]) and r["label"] == c["label"]
+        assert r["anomaly_probability"] == float(c["anomaly_probability"])
+        assert 0 <= r["anomaly_probability"] <= 1
     summary = doc["summary"]
     assert summary["images"] == len(rows) and summary["skipped"] == []
     assert summary["anomalous"] == sum(r["label"] == "anomaly" for r in rows)
@@ -566,8 +574,9 @@ def test_export_out_writes_a_complete_model_folder(fitted, folders, tmp_path: Pa
 
 
 VERBS = [
-    ["fit"], ["score"], ["threshold"], ["export"], ["sample"], ["benchmark"], ["demo"],
-    ["report"], ["quality"], ["data"], ["data", "list"], ["data", "info"], ["data", "download"],
+    ["fit"], ["score"], ["evaluate"], ["threshold"], ["export"], ["sample"], ["benchmark"],
+    ["demo"], ["report"], ["quality"], ["data"], ["data", "list"], ["data", "info"],
+    ["data", "download"],
 ]  # fmt: skip
 
 
@@ -590,7 +599,7 @@ def test_shared_flags_mean_the_same_on_every_verb(capsys) -> None:
     """--device, --out, --seed and --preset are declared once: the same help wherever they
     appear; every verb that runs a network takes --device."""
     helps: dict[str, set[str]] = {}
-    for verb in ("fit", "score", "sample", "benchmark", "demo"):
+    for verb in ("fit", "score", "evaluate", "sample", "benchmark", "demo"):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         text = " ".join(capsys.readouterr().out.split())
@@ -599,3 +608,130 @@ def test_shared_flags_mean_the_same_on_every_verb(capsys) -> None:
         helps.setdefault("--device", set()).add(match[1])
         assert "--out " in text and "where this command writes:" in text
     assert len(helps["--device"]) == 1
+
+
+# ------------------------------------------------------------------- evaluate, maps
+
+
+def _labelled(folders, root: Path) -> Path:
+    """anomalib's Folder layout from the test images: good/, arrow/ (anomalous), and a mask
+    folder that must be left out."""
+    data = root / "labelled"
+    shutil.copytree(folders["test"] / "normal", data / "good")
+    shutil.copytree(folders["test"] / "anomalous", data / "arrow")
+    shutil.copytree(folders["test"] / "anomalous", data / "ground_truth")
+    return data
+
+
+def _report_images(page: Path) -> list[str]:
+    return re.findall(r"<img src='([^']+)'", page.read_text())
+
+
+def test_evaluate_writes_metrics_scores_and_a_report(
+    fitted, folders, tmp_path, capsys, monkeypatch
+) -> None:
+    from contrasyn.metrics import auroc
+
+    model = fitted[0]
+    data = _labelled(folders, tmp_path)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model), str(data), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "evaluated 12 images: 6 normal (good), 6 anomalous (1 folder)" in text
+    assert "AUROC per anomalous folder: arrow " in text and f"wrote {out / 'report.html'}" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    det = Detector.load(model, device="cpu")
+    normal, anomalous = find_images(data / "good"), find_images(data / "arrow")
+    scores = det.anomaly_score([*normal, *anomalous])
+    y = np.r_[np.zeros(6), np.ones(6)]
+    assert metrics["metrics"]["auroc"] == pytest.approx(auroc(y, scores))
+    assert metrics["per_folder"][0]["folder"] == "arrow"
+    assert metrics["per_folder"][0]["auroc"] == pytest.approx(metrics["metrics"]["auroc"])
+    at = metrics["at_threshold"]
+    flagged = scores > det.threshold_
+    assert (at["tp"], at["fn"]) == (int(flagged[6:].sum()), int((~flagged[6:]).sum()))
+    assert (at["fp"], at["tn"]) == (int(flagged[:6].sum()), int((~flagged[:6]).sum()))
+    assert at["threshold"] == pytest.approx(det.threshold_)
+    assert 0 <= metrics["best_f1"]["f1"] <= 1 and metrics["best_f1"]["f1"] >= at["f1"]
+    rows = _rows(out / "scores.csv")
+    assert len(rows) == 12 and {r["folder"] for r in rows} == {"good", "arrow"}
+    assert all(0 <= float(r["anomaly_probability"]) <= 1 for r in rows)
+    images = _report_images(out / "report.html")
+    assert "report/roc.png" in images and "report/histograms.png" in images
+    assert len(images) >= 2 + 8 and all((out / src).is_file() for src in images)
+    # the pictures come with their anomaly maps: image and overlay side by side
+    tile = Image.open(out / next(s for s in images if "most-anomalous" in s))
+    assert tile.size[0] > 2 * tile.size[1]
+    # an existing evaluation is not replaced without --overwrite
+    assert main(["evaluate", str(model), str(data), "--out", str(out)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    # relative paths, as typed in a shell (the folders are found below DATA, not twice over)
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", str(model), "labelled", "--out", "eval", "--overwrite", "--no-maps"]
+    assert main([*argv, "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert all((out / src).is_file() for src in _report_images(out / "report.html"))
+    assert {r["path"].split("/")[0] for r in _rows(out / "scores.csv")} == {"labelled"}
+
+
+@pytest.mark.parametrize(
+    ("layout", "extra", "needle"),
+    [
+        ({"fine": 0, "arrow": 1}, [], "no normal folder"),
+        ({"good": 0}, [], "no anomalous folder"),
+        ({"good": 0, "arrow": None}, [], "no images found"),
+        ({"good": 0, "arrow": 1}, ["--normal-dir", "fine"], "no such folder"),
+        ({"good": 0, "arrow": 1}, ["--abnormal-dir", "good"], "overlap"),
+        ({}, [], "no such folder"),
+    ],
+)
+def test_evaluate_bad_layouts_exit_2(fitted, folders, tmp_path, capsys, layout, extra, needle):
+    data = tmp_path / "data"
+    if layout:
+        data.mkdir()
+    sources = [folders["test"] / "normal", folders["test"] / "anomalous"]
+    for name, which in layout.items():
+        if which is None:
+            (data / name).mkdir()
+        else:
+            shutil.copytree(sources[which], data / name)
+    argv = ["evaluate", str(fitted[0]), str(data), "--out", str(tmp_path / "e"), *extra]
+    assert main(argv) == 2
+    assert needle in _one_error_line(capsys)
+
+
+def test_evaluate_refuses_an_out_inside_the_data_or_a_model(fitted, folders, tmp_path, capsys):
+    data = _labelled(folders, tmp_path)
+    for out in (data / "eval", fitted[0] / "eval"):
+        assert main(["evaluate", str(fitted[0]), str(data), "--out", str(out)]) == 2
+        assert "write elsewhere" in _one_error_line(capsys)
+
+
+def test_score_maps_writes_one_overlay_per_image(fitted, folders, tmp_path, capsys) -> None:
+    model = fitted[0]
+    out, maps = tmp_path / "s.csv", tmp_path / "maps"
+    argv = ["score", str(model), str(folders["test"]), "--out", str(out), "--maps", str(maps)]
+    assert main(argv) == 0
+    assert f"anomaly maps: {maps}" in capsys.readouterr().err
+    rows = _rows(out)
+    assert list(rows[0]) == ["path", "anomaly_score", "anomaly_probability", "label", "map"]
+    pngs = sorted(maps.glob("*.png"))
+    assert len(pngs) == 12 and sorted(r["map"] for r in rows) == [str(p) for p in pngs]
+    assert Image.open(pngs[0]).size == (2 * 128 + 4, 128)  # 16 px shown at 128, side by side
+    # existing overlays, a model folder or an input folder: refused before any work
+    assert main([*argv[:-4], "--out", str(tmp_path / "t.csv"), "--maps", str(maps)]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    for bad in (model / "maps", folders["test"] / "maps"):
+        assert main(["score", str(model), str(folders["test"]), "--maps", str(bad)]) == 2
+        assert "write elsewhere" in _one_error_line(capsys)
+
+
+def test_score_without_held_out_images_leaves_the_probability_empty(folders, tmp_path, capsys):
+    model = tmp_path / "knn"
+    argv = _fit_method(folders, model, "knn", "--device", "cpu")
+    argv[argv.index("--holdout") + 1] = "0"
+    assert main(argv) == 0
+    out = tmp_path / "s.csv"
+    assert main(["score", str(model), str(folders["test"]), "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert rows and all(r["anomaly_probability"] == "" and r["label"] == "" for r in rows)

@@ -179,5 +179,6 @@ def test_preset_overrides_applied_without_mutating_the_preset() -> None:
 def test_preset_values() -> None:
     paper, cpu = get_preset("paper"), get_preset("cpu")
     assert paper.train.width == 64 and paper.train.batch_size == 128 and paper.train.epochs == 1000
-    assert paper.score.score == "paper" and paper.score.ensemble == 10
+    assert paper.train.method == "full" and cpu.train.method == "csi"
+    assert paper.score.score == "feat" and paper.score.ensemble == 10
     assert cpu.train.width == 16 and cpu.train.lr == pytest.approx(0.1)

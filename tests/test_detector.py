@@ -174,3 +174,95 @@ def test_overrides_route_to_the_right_config() -> None:
     assert (cfg.score.ensemble, cfg.score.augment) == (1, False)
     with pytest.raises(ConfigError, match="deterministic=False"):
         Detector(preset="tiny", ensemble=3).resolved_config()
+
+
+def test_anomaly_probability_is_the_held_out_rank_and_agrees_with_the_threshold(
+    fitted: Detector, task
+) -> None:
+    x = task.test_images[::20]
+    a = fitted.anomaly_score(x)
+    held = -fitted.holdout_scores_
+    p = fitted.anomaly_probability(x)
+    np.testing.assert_array_equal(p, [(held < s).mean() for s in a])  # c / n
+    assert p.min() >= 0 and p.max() <= 1 and len(np.unique(p)) > 2
+    # an image is flagged exactly when its probability reaches threshold_probability_, at
+    # every threshold the held-out images can give
+    for rate in (0.05, 0.2, 0.5):
+        fitted.set_threshold(false_alarm_rate=rate)
+        flagged = fitted.predict(x) == -1
+        np.testing.assert_array_equal(flagged, p >= fitted.threshold_probability_)
+        assert fitted.threshold_probability_ == fitted.calibration_.rank / len(held)
+        # the held-out images themselves: about the rate is flagged (labels_, PyOD's)
+        np.testing.assert_array_equal(fitted.labels_, (held > fitted.threshold_).astype(int))
+    fitted.set_threshold(false_alarm_rate=0.05)
+    # the held-out scores the probability reads are PyOD's decision_scores_
+    np.testing.assert_array_equal(fitted.decision_scores_, held)
+    assert fitted.offset_ == -fitted.threshold_
+    np.testing.assert_allclose(
+        fitted.decision_function(x), fitted.score_samples(x) - fitted.offset_, rtol=1e-6
+    )
+    proba = fitted.predict_proba(x)
+    assert proba.shape == (len(x), 2)
+    np.testing.assert_array_equal(proba[:, 1], p)
+    np.testing.assert_allclose(proba.sum(1), 1)
+    # scores alone: beyond every held-out image is 1, below all 0, NaN (flagged) 1
+    edge = fitted.probability_of(np.array([held.max() + 1, held.min() - 1, np.nan, np.inf]))
+    np.testing.assert_array_equal(edge, [1.0, 0.0, 1.0, 1.0])
+
+
+def test_probability_needs_held_out_images_and_clone_works(task) -> None:
+    import sklearn.base
+
+    det = Detector(method="knn", preset="tiny", holdout=0, progress=False).fit(task)
+    with pytest.raises(ConfigError, match="holdout=0"):
+        det.anomaly_probability(task.test_images[:2])
+    with pytest.raises(ConfigError, match="holdout=0"):
+        _ = det.labels_
+    assert det.decision_scores_.shape == (0,)
+    copy = sklearn.base.clone(det)
+    assert copy.get_params() == det.get_params() and not hasattr(copy, "method_")
+    # NHWC float images in [0, 1] are images too
+    x = task.test_images[:3]
+    np.testing.assert_allclose(
+        det.anomaly_score(x.astype(np.float32) / 255), det.anomaly_score(x), atol=1e-5
+    )
+
+
+def test_gradient_maps_differentiate_the_reported_score(fitted: Detector, task) -> None:
+    from contrasyn.maps import feat_anomaly
+
+    x = task.test_images[:4]
+    images, _ = fitted._images(x, fitted.input_)
+    with torch.no_grad():
+        twin = feat_anomaly(fitted.model_, fitted.scorer_, images, 4).numpy()
+    np.testing.assert_allclose(twin, fitted.anomaly_score(x), atol=1e-5)
+    grad = fitted.anomaly_map(x, method="gradient")
+    occlusion = fitted.anomaly_map(x)
+    assert grad.shape == occlusion.shape == (4, 32, 32)
+    assert (grad >= 0).all() and grad.max() > 0 and np.isfinite(occlusion).all()
+
+
+def test_larger_images_with_the_imagenet_stem_fit_save_and_map(tmp_path: Path) -> None:
+    """The README's setting for 64- and 128-pixel images (``image_size``, ``stem``): the
+    model takes that size, keeps it through save and load, and maps at that size."""
+    data = load_dataset("synthetic", n_train_per_class=40, n_test_per_class=4, size=64)
+    task = one_class_task(data, 0)
+    det = Detector(
+        method="csi",
+        preset="tiny",
+        image_size=64,
+        stem="imagenet",
+        epochs=1,
+        false_alarm_rate=0.25,  # enough for the 4 held-out images
+        progress=False,
+    ).fit(task)
+    assert det.input_ == {"image_size": 64, "channels": 3}
+    # the stem really is ImageNet's: a stride-2 7 x 7 convolution, then a max-pool
+    first = det.model_.backbone.stem[0]
+    assert first.kernel_size == (7, 7) and first.stride == (2, 2)
+    x = task.test_images[:3]
+    det.save(tmp_path / "m")
+    back = Detector.load(tmp_path / "m", device="cpu")
+    assert back.config_.train.stem == "imagenet"
+    np.testing.assert_allclose(back.anomaly_score(x), det.anomaly_score(x), atol=1e-5)
+    assert det.anomaly_map(x, patch=16, stride=16).shape == (3, 64, 64)

@@ -113,3 +113,91 @@ def test_csi_loss_temperature_is_passed_on() -> None:
     torch.testing.assert_close(b.con, nt_xent(z, 0.1))
     assert a.con.item() != pytest.approx(b.con.item())
     torch.testing.assert_close(a.cls, b.cls)
+
+
+# -- the edges the mutation tests asked about -------------------------------------------------
+
+
+def test_nt_xent_message_names_the_shape() -> None:
+    with pytest.raises(ValueError) as info:
+        nt_xent(torch.randn(5, 3))
+    assert str(info.value) == "nt_xent expects (2N, d) embeddings, got (5, 3)"
+    with pytest.raises(ValueError, match=r"got \(4,\)$"):
+        nt_xent(torch.randn(4))
+
+
+def test_nt_xent_normalises_tiny_embeddings_too() -> None:
+    z = torch.randn(8, 5, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(nt_xent(z * 1e-5), nt_xent(z), rtol=1e-5, atol=1e-6)
+    assert nt_xent(z * 1e-5).item() == pytest.approx(_nt_xent_loop(z, 0.5), rel=1e-5)
+
+
+def test_csi_loss_default_temperature_is_half_and_it_contrasts_every_rank(monkeypatch) -> None:
+    import contrasyn.losses as losses
+
+    g = torch.Generator().manual_seed(10)
+    z, logits = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    labels = torch.arange(4).repeat(2)
+    torch.testing.assert_close(csi_loss(z, logits, labels).con, nt_xent(z, 0.5))
+    gathered = torch.randn(16, 4, generator=g)
+    seen = []
+    monkeypatch.setattr(losses, "gather_views", lambda t: seen.append(t) or gathered)
+    out = csi_loss(z, logits, labels, 0.3)
+    assert len(seen) == 1 and seen[0] is z
+    torch.testing.assert_close(out.con, nt_xent(gathered, 0.3))
+
+
+def _bce_by_hand(logits: list[float], target: float) -> float:
+    total = 0.0
+    for v in logits:
+        p = 1 / (1 + math.exp(-v))
+        total -= target * math.log(p) + (1 - target) * math.log(1 - p)
+    return total / len(logits)
+
+
+def test_gan_losses_sum_one_term_per_kind_of_sample() -> None:
+    from contrasyn.losses import (
+        discriminator_loss,
+        generator_loss,
+        hinge_discriminator_loss,
+        hinge_generator_loss,
+    )
+
+    real, a, b = [1.5, -0.5], [0.25], [-2.0, 3.0, 0.5]
+    t = [torch.tensor(v) for v in (real, a, b)]
+    assert discriminator_loss(t[0]).item() == pytest.approx(_bce_by_hand(real, 1.0), rel=1e-6)
+    assert discriminator_loss(*t).item() == pytest.approx(
+        _bce_by_hand(real, 1.0) + _bce_by_hand(a, 0.0) + _bce_by_hand(b, 0.0), rel=1e-6
+    )
+    assert generator_loss(t[1]).item() == pytest.approx(_bce_by_hand(a, 1.0), rel=1e-6)
+    assert generator_loss(t[1], t[2], t[0]).item() == pytest.approx(
+        _bce_by_hand(a, 1.0) + _bce_by_hand(b, 1.0) + _bce_by_hand(real, 1.0), rel=1e-6
+    )
+    hinge_d = sum(max(0, 1 - v) for v in real) / 2 + max(0, 1 + a[0])
+    hinge_d += sum(max(0, 1 + v) for v in b) / 3
+    assert hinge_discriminator_loss(*t).item() == pytest.approx(hinge_d, rel=1e-6)
+    assert hinge_discriminator_loss(t[0]).item() == pytest.approx(0.75, rel=1e-6)
+    assert hinge_generator_loss(t[2]).item() == pytest.approx(-0.5, rel=1e-6)
+    assert hinge_generator_loss(t[1], t[2], t[0]).item() == pytest.approx(
+        -(0.25 + 0.5 + 0.5), rel=1e-6
+    )
+
+
+def test_reconstruction_loss_default_weight_and_tiny_embeddings() -> None:
+    from contrasyn.losses import latent_reconstruction_loss, reconstruction_loss
+
+    g = torch.Generator().manual_seed(11)
+    x, x_hat = torch.rand(3, 1, 4, 4, generator=g), torch.rand(3, 1, 4, 4, generator=g)
+    z1, z2 = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
+    rec = reconstruction_loss(x, x_hat, z1, z2)
+    assert rec.total.item() == pytest.approx(100 * rec.mse.item() - rec.sim.item(), rel=1e-6)
+    # the cosine of tiny vectors is still their cosine
+    tiny = reconstruction_loss(x, x_hat, z1 * 1e-5, z2 * 1e-5)
+    assert tiny.sim.item() == pytest.approx(rec.sim.item(), rel=1e-5)
+    cos = F.cosine_similarity(z1.double(), z2.double(), dim=1).mean().item()
+    assert rec.sim.item() == pytest.approx(cos, rel=1e-5)
+    assert rec.mse.item() == pytest.approx(((x - x_hat) ** 2).mean().item(), rel=1e-6)
+    # eq. 10 sums the squares over the latent dimensions, averages over the batch
+    h, h_rec = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    by_hand = sum(float(((h_rec[i] - h[i]) ** 2).sum()) for i in range(5)) / 5
+    assert latent_reconstruction_loss(h_rec, h).item() == pytest.approx(by_hand, rel=1e-6)

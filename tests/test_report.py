@@ -166,7 +166,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
-def test_report_renders_in_headless_chromium(bench: Path, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(bench: Path, tmp_path: Path, broken_images) -> None:
+    # every picture on the page is one the browser can show
+    assert broken_images(bench / "report.html") == (len(_parse(bench / "report.html").images), [])
     shot = tmp_path / "shot.png"
     subprocess.run(
         [

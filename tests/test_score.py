@@ -337,3 +337,200 @@ def test_scorer_faiss_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match=r"contrasyn\[faiss\].*faiss-gpu"):
         scorer.fit(model, train_x)
     Scorer(train_cfg, score_cfg).fit(model, train_x)  # exact needs no faiss
+
+
+# -- what the mutation tests asked for: dtypes, devices, defaults, messages -------------------
+
+
+def test_max_inner_product_keeps_the_queries_dtype_and_device() -> None:
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    bank = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    got = max_inner_product(q, bank, 2)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, (q @ bank.T).max(1).values, rtol=0, atol=1e-12)
+    # any device: the meta device stands in for an accelerator (shapes, no values)
+    meta = max_inner_product(q.float().to("meta"), bank.float().to("meta"), 2)
+    assert meta.device.type == "meta" and meta.shape == (5,)
+
+
+def test_default_nlist_is_four_sqrt_n_and_at_least_one() -> None:
+    from contrasyn.score import default_nlist
+
+    assert [default_nlist(n) for n in (0, 1, 100, 24_000)] == [1, 4, 40, 620]
+
+
+def test_exact_index_searches_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contrasyn.score as score
+    from contrasyn.score import ExactIndex, build_index
+
+    bank = torch.randn(6, 3)
+    assert build_index(bank).chunk == 4096 and ExactIndex(bank).chunk == 4096
+    index = build_index(bank, "exact", chunk=3)
+    assert isinstance(index, ExactIndex) and index.chunk == 3 and index.bank is bank
+    calls = []
+    real = score.max_inner_product
+    monkeypatch.setattr(
+        score, "max_inner_product", lambda q, b, chunk: calls.append(chunk) or real(q, b, chunk)
+    )
+    index.max(torch.randn(2, 3))
+    assert calls == [3]
+
+
+def test_build_index_messages() -> None:
+    from contrasyn.score import build_index
+
+    bank = torch.randn(6, 3)
+    with pytest.raises(ConfigError) as info:
+        build_index(bank, "bogus")
+    assert str(info.value) == "index must be one of exact, faiss, got 'bogus'"
+    with pytest.raises(ConfigError) as info:
+        build_index(bank, "faiss", nprobe=0)
+    assert str(info.value) == "nprobe must be >= 1 IVF cells, got 0"
+
+
+def test_faiss_missing_message_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from contrasyn.score import import_faiss
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(ConfigError) as info:
+        import_faiss()
+    assert str(info.value) == (
+        "score.index='faiss' needs the faiss package: pip install 'contrasyn[faiss]' "
+        "(faiss-cpu; on a CUDA machine faiss-gpu provides the same module, the index "
+        "still searches on the CPU), or set score.index='exact'"
+    )
+
+
+def test_faiss_index_settings_and_the_flat_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    faiss = pytest.importorskip("faiss")
+    import contrasyn.score as score
+    from contrasyn.score import FaissIndex, build_index
+
+    g = torch.Generator().manual_seed(5)
+    bank = torch.randn(78, 4, generator=g)  # 39 points a cell for 2 cells
+    assert FaissIndex(bank, nlist=2).ivf and FaissIndex(bank, nlist=2).nlist == 2
+    assert not FaissIndex(bank[:77], nlist=2).ivf
+    assert build_index(bank, "faiss", nlist=2).nlist == 2
+    monkeypatch.setattr(score, "_MIN_POINTS_PER_CELL", 1)
+    big = torch.randn(200, 4, generator=g)
+    index = build_index(big, "faiss", nlist=40)
+    assert index.ivf and index.index.nprobe == 32 and index.index.nlist == 40
+    assert FaissIndex(big, nlist=40).index.nprobe == 32
+    assert build_index(big, "faiss", nprobe=3, nlist=40).index.nprobe == 3
+    assert build_index(big, "faiss", nprobe=64, nlist=40).index.nprobe == 40
+
+    def serialized(i):
+        return faiss.serialize_index(i.index)
+
+    # seeded (default 0): the same bank, the same index; another seed, another quantizer
+    default = build_index(big, "faiss", nlist=5)
+    assert np.array_equal(serialized(default), serialized(FaissIndex(big, nlist=5, seed=0)))
+    assert np.array_equal(serialized(default), serialized(FaissIndex(big, nlist=5)))
+    seeded = build_index(big, "faiss", nlist=5, seed=3)
+    assert np.array_equal(serialized(seeded), serialized(FaissIndex(big, nlist=5, seed=3)))
+    assert not np.array_equal(serialized(default), serialized(seeded))
+
+
+def test_faiss_index_answers_empty_probes_exactly_and_keeps_dtype() -> None:
+    pytest.importorskip("faiss")
+    from contrasyn.score import FaissIndex
+
+    g = torch.Generator().manual_seed(6)
+    bank = torch.randn(10, 3, generator=g)
+    index = FaissIndex(bank)
+    queries = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    exact = (queries.float() @ bank.T).max(1).values
+
+    class Probed:
+        """FAISS's answer when query 1's probed cells are empty: id -1."""
+
+        def search(self, q, k):
+            assert q.dtype == np.float32 and k == 1
+            return np.array([[5.0], [-3.4e38], [7.0]], dtype=np.float32), np.array([[0], [-1], [2]])
+
+    index.index = Probed()
+    got = index.max(queries)
+    assert got.dtype == torch.float64
+    assert got[0].item() == 5.0 and got[2].item() == 7.0
+    assert got[1].item() == pytest.approx(exact[1].item(), rel=1e-6)
+    with pytest.raises(ValueError) as info:
+        index.max(torch.zeros(2, 5))
+    assert str(info.value) == "dimension mismatch: queries 5, bank 3"
+
+
+def test_scorer_messages_for_settings_it_cannot_run() -> None:
+    cfg = ScoreConfig()
+    cfg.score = "bogus"
+    with pytest.raises(ConfigError) as info:
+        Scorer(TrainConfig(), cfg)
+    assert str(info.value) == "score must be one of paper, csi, feat, cos, norm, got 'bogus'"
+    with pytest.raises(ConfigError) as info:
+        Scorer(TrainConfig(), ScoreConfig(ensemble=0))
+    assert str(info.value) == "score.ensemble must be >= 1, got 0"
+    with pytest.raises(ConfigError) as info:
+        Scorer(TrainConfig(), ScoreConfig(augment=False, ensemble=2))
+    assert str(info.value) == "score.augment=false is one deterministic pass: set ensemble=1"
+    assert Scorer(TrainConfig(), ScoreConfig(augment=False, ensemble=1)).augment is None
+
+
+def test_scorer_augment_is_T_at_the_fixed_crop_area_without_blur() -> None:
+    from contrasyn.augment import ColorJitter, RandomGrayscale, RandomResizedCrop
+
+    train_cfg = TrainConfig(jitter=(0.1, 0.2, 0.3, 0.04), jitter_p=0.7, gray_p=0.1, blur=True)
+    scorer = Scorer(train_cfg, ScoreConfig(crop_scale=0.6))
+    jitter, gray, crop = scorer.augment  # no blur layer, whatever training used
+    assert isinstance(jitter, ColorJitter) and jitter.p == 0.7
+    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == train_cfg.jitter
+    assert isinstance(gray, RandomGrayscale) and gray.p == 0.1
+    assert isinstance(crop, RandomResizedCrop) and crop.fixed_scale == 0.6
+
+
+def test_scorer_indices_take_chunk_nprobe_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, train_cfg, score_cfg, train_x, _ = _setup(chunk=3)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    assert {i.chunk for group in scorer._indices.values() for i in group} == {3}
+    faiss = pytest.importorskip("faiss")
+    from contrasyn.score import FaissIndex
+
+    _small_ivf(monkeypatch, nlist=3)
+    cfg = _faiss_cfg(score_cfg, nprobe=2, seed=5)
+    fitted = Scorer(train_cfg, cfg).fit(model, train_x)
+    paper = fitted._indices["paper"][0]
+    assert paper.index.nprobe == 2
+    direct = FaissIndex(fitted.bank_z_.flatten(1), nprobe=2, seed=5)
+    assert np.array_equal(faiss.serialize_index(paper.index), faiss.serialize_index(direct.index))
+
+
+def test_scorer_embeds_in_the_training_memory_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contrasyn.score as score
+
+    model, _, score_cfg, train_x, _ = _setup(ensemble=1)
+    train_cfg = TrainConfig(
+        width=8, image_size=8, channels=3, num_shifts=K, channels_last=True, precision="bf16"
+    )
+    calls = []
+    real = score.embed
+
+    def embed(model, images, k, augment, batch_size, precision, channels_last):
+        calls.append((k, batch_size, precision, channels_last))
+        return real(model, images, k, augment, batch_size)
+
+    monkeypatch.setattr(score, "embed", embed)
+    Scorer(train_cfg, score_cfg).fit(model, train_x)
+    assert calls == [(K, 3, "bf16", True)]
+
+
+def test_scorer_weights_are_one_over_the_mean_training_values() -> None:
+    model, train_cfg, score_cfg, train_x, _ = _setup(ensemble=2)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    draws = []
+    for r in range(2):
+        torch.manual_seed(score_cfg.seed + r)
+        draws.append(embed(model, train_x, K, scorer.augment, score_cfg.batch_size))
+    z = torch.stack([d.z for d in draws]).mean(0)
+    logit = torch.stack([d.logit for d in draws]).mean(0)
+    torch.testing.assert_close(scorer.weight_sim_, 1 / z.norm(dim=2).mean(0))
+    torch.testing.assert_close(scorer.weight_shift_, 1 / logit.mean(0))

@@ -9,6 +9,24 @@ Train on normal images only, then score new ones. Signs follow scikit-learn:
 | ``decision_function``| threshold_ - anomaly_score     | < 0 anomalous, >= 0 normal            |
 | ``predict``         | +1 / -1                         | +1 normal, -1 anomalous               |
 
+Readable scores: ``anomaly_probability(X)`` is the fraction of the held-out normal images
+(never trained on) whose anomaly score is lower than the image's, in [0, 1], comparable across
+models; an image is flagged exactly when it is >= ``threshold_probability_``.
+
+Against scikit-learn's and PyOD's conventions (one table, the README has it too):
+
+| contrasyn | sign / values | scikit-learn | PyOD |
+|---|---|---|---|
+| ``score_samples(X)`` | higher = more normal | the same | (none) |
+| ``anomaly_score(X)`` | higher = more anomalous | ``-score_samples`` | ``decision_function(X)`` |
+| ``decision_function(X)`` | < 0 anomalous, >= 0 normal | the same | (the raw anomaly score) |
+| ``predict(X)`` | +1 normal, -1 anomalous | the same | 0 / 1: ``predict(X) == -1`` |
+| ``anomaly_probability(X)`` | [0, 1], higher = more anomalous | (none) | ``predict_proba[:, 1]`` |
+| ``predict_proba(X)`` | (N, 2): [normal, anomalous] | (none) | the same layout |
+| ``threshold_`` | on ``anomaly_score`` | ``offset_`` = ``-threshold_`` | the same scale |
+| ``decision_scores_`` | held-out normal images' scores | (none) | training images' scores |
+| ``labels_`` | 0 normal, 1 anomalous | (none) | the same |
+
 The threshold needs no labelled anomalies: ``holdout`` of the normal training images are
 kept out of training and out of the bank; their anomaly scores set ``threshold_`` at the
 chosen false-alarm rate (the fraction of normal images that will be flagged). It can be
@@ -72,6 +90,9 @@ _SCORE_FIELDS = {f.name for f in dataclasses.fields(ScoreConfig)}
 _INPUT_FIELDS = ("image_size", "channels")
 
 Images = np.ndarray | Tensor | str | Path | list | tuple | ImageDataset | OneClassTask
+# The anomaly map of the evaluate report and ``contrasyn score --maps`` (chosen by the
+# pointing game, benchmarks/pointing_game.py).
+MAP_DEFAULTS = {"method": "occlusion", "patch": None, "stride": None, "fill": "blur"}
 
 
 def _route(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -474,6 +495,212 @@ class Detector:
         whose score is not finite is anomalous."""
         self._check_threshold()
         return np.where(self.is_anomalous(self.anomaly_score(X)), -1, 1)
+
+    # -- readable scores, and PyOD's names --------------------------------------------------
+
+    def _holdout_anomaly_sorted(self) -> np.ndarray:
+        """The held-out images' anomaly scores, sorted, non-finite ones as +inf (they are
+        anomalous, as ``conformal_threshold`` has it)."""
+        self._check_fitted()
+        if not len(self.holdout_scores_):
+            raise ConfigError(
+                "fitted with holdout=0: no held-out normal images to compare scores with "
+                "(fit with holdout > 0)"
+            )
+        held = -np.asarray(self.holdout_scores_, dtype=np.float64)
+        return np.sort(np.where(np.isfinite(held), held, np.inf))
+
+    def probability_of(self, anomaly_scores: np.ndarray) -> np.ndarray:
+        """``anomaly_probability`` of given anomaly scores (no images needed): the fraction of
+        the n held-out normal images whose anomaly score is strictly lower, c / n. NaN counts
+        as above everything (1.0), as it is flagged."""
+        held = self._holdout_anomaly_sorted()
+        a = np.asarray(anomaly_scores, dtype=np.float64)
+        lower = np.searchsorted(held, np.nan_to_num(a, nan=np.inf), side="left")
+        p = lower / len(held)
+        return np.where(np.isnan(a), 1.0, p)
+
+    def anomaly_probability(self, X: Images) -> np.ndarray:
+        """A score in [0, 1] that reads the same for every model: the fraction of the n
+        held-out normal images (never trained on) whose anomaly score is strictly lower than
+        the image's, c / n. 0.5: as anomalous as a typical normal image; 0.99: more anomalous
+        than 99% of them; 1.0: more than all of them (or a non-finite score).
+
+        It is the complement of the split-conformal p-value p = (n + 1 - c) / (n + 1) (the
+        chance that a new normal image scores at least this high) up to the (n + 1) / n
+        factor: anomaly_probability = (n + 1)(1 - p) / n. Its steps are 1 / n. It agrees
+        exactly with the threshold: an image is flagged (``predict`` -1) if and only if its
+        anomaly_probability >= ``threshold_probability_``. It is the probability that a
+        *normal* image scores lower, not the probability that this image is an anomaly
+        (that would need the share of anomalies among new images)."""
+        self._check_fitted()
+        self._holdout_anomaly_sorted()  # no held-out images: say so before scoring
+        return self.probability_of(self.anomaly_score(X))
+
+    @property
+    def threshold_probability_(self) -> float:
+        """The ``anomaly_probability`` at and above which an image is flagged: r / n, r the
+        number of held-out anomaly scores <= ``threshold_`` (``calibration_.rank``)."""
+        self._check_threshold()
+        return self.calibration_.rank / len(self.holdout_scores_)
+
+    def predict_proba(self, X: Images) -> np.ndarray:
+        """PyOD's layout: (N, 2), column 0 normal, column 1 anomalous, rows summing to 1;
+        column 1 is ``anomaly_probability`` (PyOD scales its training scores linearly or by
+        an error function instead; this is the conformal rank among held-out normal
+        images)."""
+        p = self.anomaly_probability(X)
+        return np.stack([1 - p, p], axis=1)
+
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """PyOD's ``decision_scores_`` (higher = more anomalous, the scale of ``threshold_``):
+        here the anomaly scores of the held-out normal images, not of the images trained on:
+        a training image is in the feature bank (its own nearest neighbour), so its score
+        says nothing about new images; the held-out ones are what the threshold and
+        ``anomaly_probability`` are computed from. Empty with holdout=0."""
+        self._check_fitted()
+        return -np.asarray(self.holdout_scores_, dtype=np.float64)
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """PyOD's ``labels_``: 0 normal, 1 anomalous, of ``decision_scores_`` at
+        ``threshold_`` (about ``false_alarm_rate`` of them are 1)."""
+        self._check_threshold()
+        return self.is_anomalous(self.decision_scores_).astype(int)
+
+    @property
+    def offset_(self) -> float:
+        """scikit-learn's ``offset_``: ``decision_function = score_samples - offset_``, i.e.
+        ``-threshold_``."""
+        self._check_threshold()
+        return -self.threshold_
+
+    # -- labelled evaluation ------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        X: Images,
+        y: np.ndarray | list | None = None,
+        groups: list[str] | None = None,
+        *,
+        normal_dir: str | Path | None = None,
+        abnormal_dirs: list[str | Path] | None = None,
+        mask_dir: str | Path | None = None,
+        out: str | Path | None = None,
+        maps: bool = True,
+    ) -> Any:
+        """Check the detector on labelled images: ``contrasyn.evaluate.Evaluation`` (AUROC,
+        AUPR, FPR@95%TPR, the confusion counts, precision, recall and F1 at the saved
+        threshold, the best-F1 threshold for reference, the AUROC of each anomalous folder).
+
+        ``X`` a folder in anomalib's ``Folder`` layout (``y`` None: a normal folder, ``good``
+        by default, beside one or more anomalous folders; ``normal_dir``/``abnormal_dirs``
+        name them, ``mask_dir`` a mask folder to leave out; ``contrasyn.data.labelled``), or any
+        images ``score_samples`` takes with ``y`` their labels (1 anomalous, 0 normal) and
+        optionally ``groups`` (a name per image, for the per-group AUROC). ``out``: a folder
+        that gets ``metrics.json``, ``scores.csv`` and ``report.html`` (with ``report/``);
+        ``maps`` draws the anomaly map of every image the report shows. A bad layout is one
+        ``DataError``."""
+        from contrasyn import evaluate as ev_module
+        from contrasyn.data.labelled import read_labelled_folder
+        from contrasyn.maps import to_uint8
+
+        self._check_fitted()
+        normal_group, data = "normal", None
+        if y is None:
+            if not isinstance(X, str | Path):
+                raise DataError(
+                    "evaluate needs labels: pass y (1 anomalous, 0 normal) with the images, or "
+                    "a folder holding a normal folder (good/) and anomalous folders"
+                )
+            layout = read_labelled_folder(X, normal_dir, abnormal_dirs, mask_dir)
+            images, kept = self._images(list(layout.paths), self.input_)
+            where = {p: i for i, p in enumerate(layout.paths)}
+            index = [where[p] for p in kept]
+            labels = layout.is_anomaly[index]
+            groups = [layout.groups[i] for i in index]
+            paths = [str(p) for p in kept]
+            normal_group, data = layout.normal_group, str(X)
+        else:
+            images, found = self._images(X, self.input_)
+            labels = np.asarray(y)
+            if found is not None and len(found) != len(labels):
+                raise DataError(
+                    f"{len(labels)} labels for {len(found)} readable images (skip_bad left "
+                    "some out): pass images and labels that match"
+                )
+            paths = None if found is None else [str(p) for p in found]
+            if isinstance(X, str | Path):
+                data = str(X)
+        scores = -self.score_samples(images)
+        result = ev_module.evaluate_scores(self, scores, labels, groups, normal_group, paths)
+        result.images = to_uint8(images)
+        result.data = data
+        if out is not None:
+            out = Path(out)
+            ev_module.write_files(result, out)
+            shown = None
+            if maps:
+                idx = ev_module.shown_indices(result)
+                heat = self._anomaly_map(images[torch.as_tensor(idx)], **MAP_DEFAULTS)
+                shown = dict(zip(idx, heat, strict=True))
+            ev_module.write_report(result, out, shown)
+        return result
+
+    # -- anomaly maps ------------------------------------------------------------------------
+
+    def anomaly_map(
+        self,
+        X: Images,
+        method: str = "occlusion",
+        patch: int | None = None,
+        stride: int | None = None,
+        fill: str = "blur",
+    ) -> np.ndarray:
+        """Where each image's anomaly score comes from: float32 (N, S, S) at the model input
+        size S (``contrasyn.maps``). ``occlusion`` (default, every method): per pixel, the mean
+        over the ``patch``-pixel windows covering it (moved by ``stride``; default a quarter
+        and an eighth of S) of how much the anomaly score falls when the window is replaced by
+        ``fill`` (``blur``, ``mean``, ``black``, ``grey``): positive where the region makes
+        the image anomalous; it costs one score per window (49 at the defaults).
+        ``gradient`` (the CSI family's ``feat`` score): |d anomaly score / d pixel|.
+        ``contrasyn.maps.map_panel`` draws a map over its image."""
+        from contrasyn import maps
+
+        self._check_fitted()
+        if method not in maps.MAP_METHODS:
+            raise ConfigError(
+                f"method must be one of {', '.join(maps.MAP_METHODS)}, got {method!r}"
+            )
+        images, _ = self._images(X, self.input_)
+        return self._anomaly_map(images, method, patch, stride, fill)
+
+    def _anomaly_map(
+        self, images: Tensor, method: str, patch: int | None, stride: int | None, fill: str
+    ) -> np.ndarray:
+        from contrasyn import maps
+
+        if method == "gradient":
+            family = self._family()
+            if self.score_name_ != "feat":
+                raise ConfigError(
+                    f"gradient maps are computed for the feat score, this detector reports "
+                    f"{self.score_name_!r}: use method='occlusion'"
+                )
+            num_shifts = family.config.train.num_shifts
+            return maps.gradient_map(family.model, family.scorer, images, num_shifts)
+        if patch is None:
+            patch, default_stride = maps.default_window(images.shape[-1])
+        else:
+            default_stride = max(1, patch // 2)
+        stride = default_stride if stride is None else stride
+        name = self.score_name_
+
+        def anomaly(batch: Tensor) -> np.ndarray:
+            return -self.method_.score_samples(batch)[name].numpy()
+
+        return maps.occlusion_map(anomaly, images, patch, stride, fill)
 
     # -- the generator (csi+g, full) -------------------------------------------------------
 

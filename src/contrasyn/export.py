@@ -22,9 +22,12 @@ refitted and saved again without re-exporting).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
+import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +85,32 @@ def _normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 # -- export (needs torch, onnx, onnxscript) ------------------------------------------------
 
+# What torch's exporter says about itself on every normal export (torch 2.13), none of it
+# about the model: torch.export's pytree code warns that its own ``isinstance(treespec,
+# LeafSpec)`` is deprecated (a FutureWarning attributed to copyreg), and the ONNX op registry
+# logs one warning per torchvision operator when torchvision is not installed.
+_TORCH_FUTURE_WARNINGS = r".*\b(LeafSpec|TreeSpec)\b.*"
+_TORCH_EXPORT_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+
+
+@contextlib.contextmanager
+def _quiet_torch_export():
+    """Around ``torch.onnx.export`` only: drop the FutureWarnings torch raises about its own
+    internals (by message, and any attributed to a torch module) and the registry's
+    torchvision log lines; every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _TORCH_FUTURE_WARNINGS, FutureWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
+        loggers = [logging.getLogger(name) for name in _TORCH_EXPORT_LOGGERS]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
 
 def export_onnx(detector: Detector, path: str | Path) -> Path:
     """Write F of a fitted ``detector`` to ``path/model.onnx`` and return ``path``.
@@ -120,17 +149,18 @@ def export_onnx(detector: Detector, path: str | Path) -> Path:
     model = copy.deepcopy(network).float().cpu()
     model = model.to(memory_format=torch.contiguous_format).eval()
     example = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        input_names=[INPUT],
-        output_names=list(OUTPUTS),
-        opset_version=OPSET,
-        dynamo=True,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        verbose=False,
-    )
+    with _quiet_torch_export():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+        )
 
     def write(tmp: str) -> None:
         program.save(tmp, external_data=False)

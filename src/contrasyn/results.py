@@ -316,3 +316,13 @@ def paired_class_table(rows: list[dict], a: str, b: str, metric: str = "auroc") 
         f"{p.wins} of {p.classes} classes won) |"
     )
     return "\n".join(lines)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: one starting with = + - @ (or a
+    tab or carriage return) gets a leading apostrophe (OWASP's advice). Numbers are not
+    text cells: they are written as they are."""
+    return "'" + text if text.startswith(_FORMULA_START) else text

@@ -1,4 +1,5 @@
-"""The practitioner's verbs: ``fit``, ``score``, ``threshold``, ``export`` and ``sample``.
+"""The practitioner's verbs: ``fit``, ``score``, ``evaluate``, ``threshold``, ``export`` and
+``sample``.
 
 ``fit`` trains any registered method (the CSI family or a baseline) through ``Detector``;
 the other verbs read the model folder it writes, whatever the method.
@@ -31,6 +32,7 @@ from contrasyn.cli.options import (
 from contrasyn.config import TRAIN_METHODS
 from contrasyn.errors import ConfigError, DataError
 from contrasyn.registry import BASELINES, METHOD_NAMES
+from contrasyn.results import csv_cell
 
 if TYPE_CHECKING:
     from contrasyn.detector import Detector
@@ -396,16 +398,6 @@ def _write_output(text: str, out: Path | None) -> None:
     write_text(out, text)
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(text: str) -> str:
-    """A text cell a spreadsheet will not run as a formula: one starting with = + - @ (or a
-    tab or carriage return) gets a leading apostrophe (OWASP's advice). Numbers are not
-    text cells: they are written as they are."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from contrasyn.data import load_images
 
@@ -423,6 +415,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.model} has no threshold (trained with --holdout 0): --fail-on-anomaly needs one"
         )
+    maps_dir = None
+    if args.maps is not None:
+        maps_dir = _check_maps_dir(args.maps, model_dir, args.inputs, paths, args.overwrite)
     spec = det.input_
     images, kept = load_images(
         paths, spec["image_size"], spec["channels"], det.resize, args.skip_bad
@@ -433,10 +428,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         # predict()'s rule: above the threshold, or not finite, is an anomaly
         labels = ["anomaly" if a else "normal" for a in det.is_anomalous(scores)]
+    if len(det.holdout_scores_):
+        probability = [float(p) for p in det.probability_of(scores)]
+    else:
+        probability = [None] * len(scores)
     rows = [
-        {"path": str(p), "anomaly_score": float(s), "label": label}
-        for p, s, label in zip(kept, scores, labels, strict=True)
+        {"path": str(p), "anomaly_score": float(s), "anomaly_probability": q, "label": label}
+        for p, s, q, label in zip(kept, scores, probability, labels, strict=True)
     ]
+    if maps_dir is not None:
+        for row, written in zip(rows, _write_maps(det, images, kept, maps_dir), strict=True):
+            row["map"] = str(written)
     kept_set = set(kept)
     skipped = [str(p) for p in paths if p not in kept_set]
     n_bad = labels.count("anomaly")
@@ -460,9 +462,18 @@ def cmd_score(args: argparse.Namespace) -> int:
         text = json.dumps({"summary": summary, "results": rows}, indent=2) + "\n"
     else:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, ["path", "anomaly_score", "label"], lineterminator="\n")
+        columns = ["path", "anomaly_score", "anomaly_probability", "label"]
+        writer = csv.DictWriter(
+            buf, columns + (["map"] if maps_dir is not None else []), lineterminator="\n"
+        )
         writer.writeheader()
-        writer.writerows({**r, "path": csv_cell(r["path"])} for r in rows)
+        for r in rows:
+            cells = {**r, "path": csv_cell(r["path"])}
+            if r["anomaly_probability"] is None:
+                cells["anomaly_probability"] = ""  # no held-out images (--holdout 0)
+            if "map" in r:
+                cells["map"] = csv_cell(r["map"])
+            writer.writerow(cells)
         text = buf.getvalue()
     _write_output(text, out)
     if not args.quiet:
@@ -477,7 +488,54 @@ def cmd_score(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if maps_dir is not None:
+            print(f"anomaly maps: {maps_dir} (one PNG per image)", file=sys.stderr, flush=True)
     return 3 if args.fail_on_anomaly and n_bad else 0
+
+
+def _check_maps_dir(
+    text: str, model: Path, inputs: list[str], images: list[Path], overwrite: bool
+) -> Path:
+    """Where ``score --maps`` may write its PNGs: a folder (created), never inside a model
+    folder or an input folder (the PNGs would be scored next time), and never over existing
+    overlays unless ``overwrite``. ``ConfigError`` says why not; nothing is written yet."""
+    from contrasyn.maps import overlay_names
+
+    folder = Path(text).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--maps {folder} is a file; name a folder")
+    resolved = folder.resolve()
+    if _inside(resolved, model) or _model_folder_above(resolved / "x") is not None:
+        raise ConfigError(f"--maps {folder} is inside a model folder; write elsewhere")
+    for item in inputs:
+        source = Path(item).expanduser()
+        if source.is_dir() and (_inside(resolved, source) or _inside(source, resolved)):
+            raise ConfigError(
+                f"--maps {folder} overlaps the input folder {source}: its PNGs would be scored "
+                "as inputs next time; write elsewhere"
+            )
+    if not overwrite:
+        clash = [n for n in overlay_names(images, len(images)) if (folder / n).exists()]
+        if clash:
+            raise ConfigError(
+                f"--maps {folder} already holds {clash[0]} ({len(clash)} of the overlays); "
+                "pass --overwrite to replace them, or another folder"
+            )
+    return folder
+
+
+def _write_maps(det: Detector, images, kept: list[Path], folder: Path) -> list[Path]:
+    """Each image's anomaly map beside the image, one PNG each (``contrasyn.maps``)."""
+    from contrasyn.detector import MAP_DEFAULTS
+    from contrasyn.maps import overlay_names, to_uint8, write_overlays
+
+    model_input, _ = det._images(images, det.input_)
+    heat = det.anomaly_map(model_input, **MAP_DEFAULTS)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{folder}: cannot create the folder ({e.strerror or e})") from e
+    return write_overlays(folder, to_uint8(model_input), heat, overlay_names(kept, len(kept)))
 
 
 # ------------------------------------------------------------------ threshold / export
@@ -649,7 +707,7 @@ def _add_fit(sub) -> None:
         "--method",
         default=None,
         metavar="METHOD",
-        help=f"{', '.join(METHOD_NAMES)}; default: the preset's (full)",
+        help=f"{', '.join(METHOD_NAMES)}; default: the preset's (cpu: csi, paper: full)",
     )
     add_preset(fit)
     fit.add_argument(
@@ -683,7 +741,9 @@ def _add_fit(sub) -> None:
         "--image-size",
         type=int,
         metavar="N",
-        help="images are resized to N x N pixels (default: the preset's, 32)",
+        help="images are resized to N x N pixels (default: the preset's, 32); at 64 or 128 add "
+        "--set train.stem=imagenet, which makes a CPU fit several times cheaper (README: Image "
+        "size)",
     )
     _add_skip_bad(fit)
     add_device(fit)
@@ -714,20 +774,29 @@ def _add_score(sub) -> None:
     score = add_verb(
         sub,
         "score",
-        help="score images with a saved detector (CSV or JSON: path, anomaly_score, label)",
+        help="score images with a saved detector (CSV or JSON: path, anomaly_score, "
+        "anomaly_probability, label)",
         description=[
             "Score images with a detector saved by `contrasyn fit` (any method).",
-            "For each image: its anomaly score (higher = more unusual) and a label, 'anomaly' "
-            "when the score is above the model's threshold or not finite, else 'normal'. "
-            "Results go to --out, or to standard output; a one-line summary goes to standard "
-            "error. --out is written atomically and never replaces an existing file unless "
-            "--overwrite is given; a path inside a model folder or among the input images is "
-            "refused. CSV text cells that begin with = + - @ get a leading apostrophe so "
-            "spreadsheets do not run them.",
+            "For each image: its anomaly score (higher = more unusual; its scale depends on "
+            "the model), its anomaly_probability (the fraction of the normal images held out "
+            "at fit, never trained on, that score lower: 0.5 is typical of normal images, 0.99 "
+            "more unusual than 99% of them; the same scale for every model; empty for a model "
+            "fitted with --holdout 0) and a label, 'anomaly' when the score is above the "
+            "model's threshold or not finite, else 'normal'. Results go to --out, or to "
+            "standard output; a one-line summary goes to standard error. --out is written "
+            "atomically and never replaces an existing file unless --overwrite is given; a "
+            "path inside a model folder or among the input images is refused. CSV text cells "
+            "that begin with = + - @ get a leading apostrophe so spreadsheets do not run them.",
+            "--maps DIR also writes one PNG per image into DIR: the image beside its anomaly "
+            "map (occlusion: each region in turn is blurred out and the image scored again; "
+            "bright where hiding the region lowers the anomaly score the most), and adds a map "
+            "column. It scores each image 49 more times.",
         ],
         examples=[
             "contrasyn score my-model new-photos/ --out scores.csv",
             "contrasyn score my-model a.png b.png --format json",
+            "contrasyn score my-model new-photos/ --out scores.csv --maps maps/",
             "contrasyn score my-model incoming/ --out s.csv --fail-on-anomaly "
             "|| echo 'look at s.csv'",
         ],
@@ -744,7 +813,14 @@ def _add_score(sub) -> None:
         "--format",
         choices=["csv", "json"],
         help="csv (default; json when --out ends in .json): JSON is "
-        '{"summary": {...}, "results": [{"path", "anomaly_score", "label"}, ...]}',
+        '{"summary": {...}, "results": [{"path", "anomaly_score", "anomaly_probability", '
+        '"label"}, ...]}',
+    )
+    score.add_argument(
+        "--maps",
+        metavar="DIR",
+        help="also write each image beside its anomaly map, one PNG per image, into DIR "
+        "(created; not inside a model or input folder)",
     )
     _add_overwrite(score)
     _add_skip_bad(score)
@@ -847,8 +923,117 @@ def _add_sample(sub) -> None:
     samp.set_defaults(func=cmd_sample)
 
 
+def _add_evaluate(sub) -> None:
+    ev = add_verb(
+        sub,
+        "evaluate",
+        help="check a saved detector on labelled images: AUROC, F1 at the threshold, a report",
+        description=[
+            "Score labelled images with a detector saved by `contrasyn fit` and measure how "
+            "well it separates them. DATA is anomalib's Folder layout: a folder of normal "
+            "images (good/, or normal/, or --normal-dir) beside one or more folders of "
+            "anomalous images, one per kind of anomaly (every other folder, or --abnormal-dir); "
+            "a mask folder (ground_truth/, masks/, or --mask-dir) is ignored, and an MVTec AD "
+            "category folder (train/, test/good, test/<defect>) works as it is.",
+            "Printed and written to --out: AUROC, AUPR and FPR@95%TPR (anomalies positive); at "
+            "the model's saved threshold the anomalies flagged and missed, the normal images "
+            "flagged, precision, recall and F1; for reference the threshold with the best F1 "
+            "on these images and the false-alarm rate to give `contrasyn threshold` to move "
+            "near it; the AUROC of each anomalous folder. --out gets metrics.json, scores.csv "
+            "(one row per image) and report.html (ROC curve, score histograms with the "
+            "threshold, the most anomalous, borderline and mistaken images beside their anomaly "
+            "maps; figures in report/). A layout that cannot be read this way is one error "
+            "(exit 2).",
+        ],
+        examples=[
+            "contrasyn evaluate my-model labelled/           # labelled/good, labelled/crack, ...",
+            "contrasyn evaluate my-model mvtec/bottle --out bottle-eval",
+            "contrasyn evaluate my-model data --normal-dir ok --abnormal-dir bad1 "
+            "--abnormal-dir bad2",
+        ],
+    )
+    _add_model_dir(ev)
+    ev.add_argument("data", metavar="DATA", help="folder of labelled images (see above)")
+    add_out(
+        ev,
+        "the folder for metrics.json, scores.csv and report.html (default: "
+        "MODEL_DIR-evaluation beside the model folder)",
+        "DIR",
+    )
+    ev.add_argument(
+        "--normal-dir", metavar="NAME", help="the normal folder below DATA (default: good)"
+    )
+    ev.add_argument(
+        "--abnormal-dir",
+        action="append",
+        metavar="NAME",
+        help="an anomalous folder below DATA (repeatable; default: every other folder)",
+    )
+    ev.add_argument(
+        "--mask-dir", metavar="NAME", help="a mask folder below DATA to leave out (ignored)"
+    )
+    ev.add_argument(
+        "--no-maps",
+        action="store_true",
+        help="no anomaly maps in the report (faster: a map costs 49 scores per image shown)",
+    )
+    _add_overwrite(ev)
+    _add_skip_bad(ev)
+    add_device(ev)
+    add_talk(ev, quiet="print nothing but errors")
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from contrasyn.data.labelled import read_labelled_folder
+
+    model = Path(args.model).expanduser()
+    data = Path(args.data).expanduser()
+    read_labelled_folder(data, args.normal_dir, args.abnormal_dir, args.mask_dir)  # before work
+    out = (
+        Path(args.out).expanduser()
+        if args.out is not None
+        else model.parent / f"{model.resolve().name}-evaluation"
+    )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    resolved = out.resolve()
+    if _inside(resolved, model) or _model_folder_above(resolved / "x") is not None:
+        raise ConfigError(f"--out {out} is inside a model folder; write elsewhere")
+    if _inside(resolved, data) or _inside(data, resolved):
+        raise ConfigError(
+            f"--out {out} overlaps DATA {data}: its pictures would be read as labelled images "
+            "next time; write elsewhere"
+        )
+    existing = [n for n in ("report.html", "metrics.json", "scores.csv") if (out / n).exists()]
+    if existing and not args.overwrite:
+        raise ConfigError(
+            f"--out {out} already holds {existing[0]}; pass --overwrite to replace the "
+            "evaluation there, or another folder"
+        )
+    det = _load_detector(args.model, args.device)
+    det.skip_bad = args.skip_bad
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{out}: cannot create the folder ({e.strerror or e})") from e
+    result = det.evaluate(  # the layout read above, read again the same way
+        data,
+        normal_dir=args.normal_dir,
+        abnormal_dirs=args.abnormal_dir,
+        mask_dir=args.mask_dir,
+        out=out,
+        maps=not args.no_maps,
+    )
+    talk = say(args)
+    for line in result.summary():
+        talk(line.replace("threshold MODEL", f"threshold {args.model}"))
+    talk(f"wrote {out / 'report.html'} (figures in {out / 'report'}), metrics.json, scores.csv")
+    return 0
+
+
 def add_commands(sub) -> None:
-    for add in (_add_fit, _add_score, _add_threshold, _add_export, _add_sample):
+    for add in (_add_fit, _add_score, _add_evaluate, _add_threshold, _add_export, _add_sample):
         add(sub)
-    for name in ("fit", "score", "threshold", "export", "sample"):
+    for name in ("fit", "score", "evaluate", "threshold", "export", "sample"):
         sub.choices[name].set_defaults(plain_warnings=True)
