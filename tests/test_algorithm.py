@@ -843,6 +843,14 @@ def test_training_run_refuses_images_it_cannot_train_on() -> None:
     assert run.side is None
 
 
+def test_training_run_resolves_the_generators_channels_from_its_images() -> None:
+    grey = _images(4).expand(-1, 3, -1, -1)  # replicated grey, as Fashion-MNIST reaches F
+    run = TrainingRun(grey, _cfg(channels=3), None, False, False)
+    assert run.cfg.gen_channels == 1 and run.side.channels == 1
+    run = TrainingRun(_images(4, channels=3), _cfg(channels=3), None, False, False)
+    assert run.cfg.gen_channels == 3 and run.side.channels == 3
+
+
 def test_training_run_memory_format_and_precision() -> None:
     run = TrainingRun(
         _images(), _cfg(channels_last=True, width=8, precision="bf16"), None, False, False

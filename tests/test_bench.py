@@ -204,7 +204,7 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
 def test_preset_default_scores_rank_every_class_above_chance(name: str) -> None:
     """No preset defaults to a score that ranks a Fashion-MNIST class below chance on the
     committed validation splits: every trained class's ``val_auroc_<score>`` (one
-    deterministic pass, in the seeds benchmark) and its R = 4 draws (score diagnosis). Eq. 11
+    deterministic pass, in the seeds benchmark) and R = 4 and 10 draws (score diagnosis). Eq. 11
     (``paper``) fails this on Sandal, so a preset that made it the default again fails here."""
     score = get_preset(name).score.score
     rows = read_rows(RESULTS / "fashion-mnist-seeds-cpu")
