@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from scipy.stats import norm
@@ -507,6 +507,7 @@ VALUES = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(field=st.sampled_from(MUTABLE), value=VALUES)
+@example(field="versions.contrasyn", value="\n")  # once printed a line break in the error
 def test_4_any_rewritten_field_loads_validly_or_is_refused(csi_model, tmp_path, field, value):
     """Hypothesis: a field of model.json (and of the header) rewritten with a random type and
     value gives either CheckpointError (exit 2 in the CLI) or a detector that is valid:

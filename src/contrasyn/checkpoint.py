@@ -188,6 +188,9 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+_VERSION = re.compile(r"\d+(\.\d+)*[0-9A-Za-z.+-]*")  # 0.1.0, 0.2.0rc1, 1.0+local
+
+
 def _saved_version(meta: dict[str, Any], meta_path: Path) -> str | None:
     """``versions.contrasyn``, checked: ``versions`` maps names to version strings."""
     found = meta.get("versions", {})
@@ -195,7 +198,12 @@ def _saved_version(meta: dict[str, Any], meta_path: Path) -> str | None:
         raise CheckpointError(
             f"{meta_path}: 'versions' must map names to version strings, got {found!r:.80}"
         )
-    return found.get("contrasyn")
+    saved = found.get("contrasyn")
+    if saved is not None and not _VERSION.fullmatch(saved):
+        raise CheckpointError(
+            f"{meta_path}: 'versions.contrasyn' is not a version number, got {saved!r:.80}"
+        )
+    return saved
 
 
 def recover_interrupted_save(stem: str | Path) -> bool:
