@@ -18,8 +18,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 torch.set_num_threads(1)
 
@@ -71,3 +73,32 @@ def broken_images() -> Callable[[Path], tuple[int, list[str]]]:
         return int(found.group(1)), json.loads(html.unescape(found.group(2)))
 
     return check
+
+
+@pytest.fixture
+def screenshot(tmp_path: Path) -> Callable[[Path, str], np.ndarray]:
+    """``shoot(page, "W,H")`` -> the page as headless Chromium draws it in a W x H window, an
+    (H, W, 3) integer RGB array."""
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed")
+
+    def shoot(page: Path, size: str) -> np.ndarray:
+        shot = tmp_path / "shot.png"
+        subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--screenshot={shot}",
+                f"--window-size={size}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        return np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+    return shoot

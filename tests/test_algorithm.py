@@ -55,27 +55,7 @@ from contrasyn.trainer import (
     resolve_gen_channels,
     warm_up,
 )
-
-
-def _cfg(**kw) -> TrainConfig:
-    base = dict(
-        method="full",
-        width=2,
-        image_size=16,
-        channels=1,
-        proj_dim=8,
-        gen_width=2,
-        latent_dim=8,
-        batch_size=4,
-        lr_reference_batch=4,
-        epochs=2,
-        warmup_epochs=1,
-        checkpoint_every=1,
-        log_every=1,
-        device="cpu",
-        seed=0,
-    )
-    return TrainConfig(**{**base, **kw})
+from test_adversarial import _cfg  # tests/ is on sys.path: the same tiny networks
 
 
 def _images(n: int = 8, channels: int = 1) -> torch.Tensor:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -204,29 +203,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_evaluation_report_renders_in_headless_chromium(
-    detector: Detector, labelled: Path, tmp_path: Path, broken_images
+    detector: Detector, labelled: Path, tmp_path: Path, broken_images, screenshot
 ) -> None:
     out = tmp_path / "eval"
     detector.evaluate(labelled, out=out)
     sources = re.findall(r"<img src='([^']+)'", (out / "report.html").read_text())
     assert broken_images(out / "report.html") == (len(sources), [])
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1200,2400",
-            (out / "report.html").resolve().as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    pixels = screenshot(out / "report.html", "1200,2400")
     # the ROC curve (tab:blue) and the table headers (#eee) are on screen
     assert (np.abs(pixels - (31, 119, 180)).sum(axis=-1) < 30).sum() > 100
     assert (np.abs(pixels - 238).sum(axis=-1) == 0).sum() > 500

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -166,26 +165,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
-def test_report_renders_in_headless_chromium(bench: Path, tmp_path: Path, broken_images) -> None:
+def test_report_renders_in_headless_chromium(bench: Path, broken_images, screenshot) -> None:
     # every picture on the page is one the browser can show
     assert broken_images(bench / "report.html") == (len(_parse(bench / "report.html").images), [])
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1400,1800",
-            (bench / "report.html").resolve().as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    pixels = screenshot(bench / "report.html", "1400,1800")
     # the AUROC chart's bars are drawn in matplotlib's tab10 colours; the tables are grey/black
     for rgb in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):
         near = (np.abs(pixels - rgb).sum(axis=-1) < 30).sum()
