@@ -6,6 +6,10 @@ jobs, OpenMP threads spinning against each other make a 6-step run take 15 s ins
 ``broken_images`` loads an HTML page in headless Chromium (skipping the test where it is not
 installed; ``make test`` installs it) and returns the page's images that the browser could not
 show: a missing file, or one it cannot decode.
+
+``folders`` writes, once per test module, the folders of PNGs the command-line tests fit and
+score: ``good/`` (40 normal synthetic images, class 0) and ``test/normal``, ``test/anomalous``
+(6 class-0 and 6 class-3 test images), all 16 x 16 grey.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from contrasyn.data import load_dataset
 
 torch.set_num_threads(1)
 
@@ -102,3 +108,19 @@ def screenshot(tmp_path: Path) -> Callable[[Path, str], np.ndarray]:
         return np.asarray(Image.open(shot).convert("RGB")).astype(int)
 
     return shoot
+
+
+def _save_pngs(folder: Path, images: np.ndarray) -> None:
+    folder.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img[..., 0]).save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    ds = load_dataset("synthetic", n_train_per_class=40, n_test_per_class=6, size=16)
+    _save_pngs(root / "good", ds.train_images[ds.train_labels == 0])
+    _save_pngs(root / "test" / "normal", ds.test_images[ds.test_labels == 0])
+    _save_pngs(root / "test" / "anomalous", ds.test_images[ds.test_labels == 3])
+    return {"root": root, "good": root / "good", "test": root / "test"}

@@ -238,6 +238,7 @@ def test_data_list(capsys) -> None:
         (["--preset", "huge"], "huge"),
         (["--config", "/nonexistent/cfg.yaml"], "not found"),
         (["--device", "nonsense"], "not a device name"),
+        (["--threads", "0"], "--threads must be >= 1"),
         (["--device", "cpu", "--set", "train.device=mps"], "contradicts"),
         (["--set", "train.device=nonsense"], "not a device name"),
         (["--set", "model.depth=2"], "unknown override section"),
@@ -316,6 +317,19 @@ def test_benchmark_device_flag_sets_every_cell_device(tmp_path: Path) -> None:
     # the same results: --device is not part of a cell's configuration, so a rerun resumes
     assert main([*_bench_args(out, methods="knn"), "--set", "train.device=cpu"]) == 0
     assert len(_csv(out / "results.csv")) == 1
+
+
+def test_threads_flag_sets_torch_threads_for_the_run(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that --threads 1 is a change wherever the suite runs
+    try:
+        assert main([*_bench_args(tmp_path / "t", methods="knn"), "--threads", "1"]) == 0
+        env = json.loads((tmp_path / "t" / "environment.json").read_text())
+        assert env[-1]["torch_threads"] == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from contrasyn.cli import main
-from contrasyn.data import find_images, load_dataset
+from contrasyn.data import find_images
 from contrasyn.detector import Detector
 
 FAST = [
@@ -42,28 +42,6 @@ SUMMARY = re.compile(
     r"^scored (\d+) images?(?: \((\d+) unreadable skipped\))?: (\d+) anomalous "
     r"\(threshold (\S+), false-alarm rate ([\d.]+)%\)"
 )
-
-
-def _save_pngs(folder: Path, images: np.ndarray) -> list[Path]:
-    folder.mkdir(parents=True)
-    paths = []
-    for i, img in enumerate(images):
-        path = folder / f"{i:03d}.png"
-        Image.fromarray(img[..., 0]).save(path)
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    """good/: 40 normal (class 0) train images; test/normal, test/anomalous: 6 class-0 and
-    6 class-3 (arrow) test images."""
-    root = tmp_path_factory.mktemp("images")
-    ds = load_dataset("synthetic", n_train_per_class=40, n_test_per_class=6, size=16)
-    _save_pngs(root / "good", ds.train_images[ds.train_labels == 0])
-    _save_pngs(root / "test" / "normal", ds.test_images[ds.test_labels == 0])
-    _save_pngs(root / "test" / "anomalous", ds.test_images[ds.test_labels == 3])
-    return {"root": root, "good": root / "good", "test": root / "test"}
 
 
 @pytest.fixture(scope="module")

@@ -347,3 +347,20 @@ def test_resumes_a_checkpoint_written_before_newer_config_fields(tmp_path: Path)
         assert torch.equal(_weights(resumed)[k], v)
     with pytest.raises(ConfigError, match="different config"):
         train(_images(), _cfg(method="csi", epochs=3), tmp_path, progress=False)
+
+
+def test_a_rank_added_on_resume_starts_its_own_random_stream(monkeypatch) -> None:
+    """A checkpoint saved by one process, resumed by two: rank 1 finds no RNG state of its own
+    and is seeded as a fresh rank 1 would be, not as rank 0 (which would repeat its draws)."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    tensors = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    with torch.random.fork_rng(devices=[]):
+        monkeypatch.setattr(trainer.distributed, "rank", lambda: 1)
+        trainer._restore(model, optimizer, None, tensors, seed=7)
+        assert torch.initial_seed() == 7 + 1_000_003 == trainer._rank_seed(7)
+        monkeypatch.setattr(trainer.distributed, "rank", lambda: 0)
+        torch.manual_seed(0)
+        trainer._restore(model, optimizer, None, tensors, seed=7)
+        assert torch.equal(torch.get_rng_state(), tensors["rng.cpu"])  # rank 0: its own stream

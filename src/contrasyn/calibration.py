@@ -10,6 +10,10 @@ the shortfall is reported. The rate realised on new images is itself random: giv
 held-out set it is 1 - F(threshold), Beta(n + 1 - k, k) distributed, whose 90% interval is
 saved and printed. Drift between the training images and new ones moves the rate outside
 these figures: they hold only for images from the same source.
+
+Probability (``fraction_below``): an anomaly score read against the same held-out scores, the
+fraction of them strictly lower; an image is flagged exactly when that fraction reaches the
+threshold's.
 """
 
 from __future__ import annotations
@@ -136,3 +140,11 @@ def conformal_threshold(holdout_anomaly: np.ndarray, rate: float) -> float:
             "larger false-alarm rate is needed"
         )
     return threshold
+
+
+def fraction_below(holdout_sorted: np.ndarray, anomaly_scores: np.ndarray) -> np.ndarray:
+    """For each anomaly score, the fraction c / n of the n held-out anomaly scores (sorted
+    ascending) strictly below it; NaN counts as above everything (1.0), as it is flagged."""
+    a = np.asarray(anomaly_scores, dtype=np.float64)
+    lower = np.searchsorted(holdout_sorted, np.nan_to_num(a, nan=np.inf), side="left")
+    return np.where(np.isnan(a), 1.0, lower / len(holdout_sorted))

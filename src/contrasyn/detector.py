@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from contrasyn import __version__, distributed, quality
-from contrasyn.calibration import Calibration, calibrate, conformal_threshold
+from contrasyn.calibration import Calibration, calibrate, conformal_threshold, fraction_below
 from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
 from contrasyn.config import TRAIN_METHODS, ScoreConfig, TrainConfig, from_dict, to_dict
 from contrasyn.data import find_images, load_images, to_model_input
@@ -514,11 +514,7 @@ class Detector:
         """``anomaly_probability`` of given anomaly scores (no images needed): the fraction of
         the n held-out normal images whose anomaly score is strictly lower, c / n. NaN counts
         as above everything (1.0), as it is flagged."""
-        held = self._holdout_anomaly_sorted()
-        a = np.asarray(anomaly_scores, dtype=np.float64)
-        lower = np.searchsorted(held, np.nan_to_num(a, nan=np.inf), side="left")
-        p = lower / len(held)
-        return np.where(np.isnan(a), 1.0, p)
+        return fraction_below(self._holdout_anomaly_sorted(), anomaly_scores)
 
     def anomaly_probability(self, X: Images) -> np.ndarray:
         """A score in [0, 1] that reads the same for every model: the fraction of the n

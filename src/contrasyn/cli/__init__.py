@@ -34,7 +34,13 @@ import sys
 
 from contrasyn import __version__
 from contrasyn.cli import bench, data, model
-from contrasyn.cli.options import EXIT_CODES, check_device, paragraphs, plain_warnings
+from contrasyn.cli.options import (
+    EXIT_CODES,
+    check_device,
+    paragraphs,
+    plain_warnings,
+    set_threads,
+)
 from contrasyn.errors import ContrasynError
 
 __all__ = ["build_parser", "main"]
@@ -75,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings or contextlib.nullcontext():
             if getattr(args, "device", None) is not None:
                 check_device(args.device)  # a bad or absent device: one line, before any work
+            if getattr(args, "threads", None) is not None:
+                set_threads(args.threads)
             return args.func(args)
     except ContrasynError as e:
         print(f"contrasyn: error: {_one_line(str(e))}", file=sys.stderr)

@@ -5,6 +5,7 @@ The flags (each a function that adds it to a verb's parser):
 
 - ``--device``: where networks run: auto (a GPU if any), cpu, cuda, cuda:N or mps; ``main``
   checks it before the verb starts, so a bad or absent device is one line, exit 2.
+- ``--threads``: PyTorch's CPU threads (declared with ``--device``); ``main`` sets them.
 - ``--out``: where the verb writes what it makes (a folder or a file, as the verb says).
 - ``--preset``: a named recipe (cpu, paper, demo, tiny).
 - ``--config FILE`` / ``--set SECTION.FIELD=VALUE``: settings on top of the preset.
@@ -73,6 +74,15 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
         default=default,
         metavar="DEVICE",
         help=f"where the networks run: {DEVICES} (default {default})",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads PyTorch uses (default: one per core). On a machine busy with other "
+        "work, give the cores that are free: threads that wait on each other for a busy core "
+        "slow a fit down by several times",
     )
 
 
@@ -147,6 +157,15 @@ def check_device(name: str) -> str:
 
     resolve_device(name)
     return name
+
+
+def set_threads(n: int) -> None:
+    """PyTorch's intra-op CPU threads for this process (``--threads``)."""
+    if n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def parse_list(text: str, kind: type = str) -> list:
