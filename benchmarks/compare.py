@@ -2,16 +2,18 @@
 
 Each ``--add FOLDER:SPEC`` takes the rows of some methods from a folder's ``results.jsonl``
 (SPEC: comma-separated ``METHOD`` or ``METHOD=LABEL``, to tell apart, say, ``csi`` at 12 and at
-37 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
+42 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
 AUROC per class (mean +- std over seeds), mean AUROC with its 95% interval over seeds,
 the matrix of paired differences, and for every ``--pairs A:B`` the per-class paired table
-(``contrasyn.results``: the same statistics as ``table.md`` and the report).
+(``contrasyn.results``: the same statistics as ``table.md`` and the report). ``--common``
+keeps only the cells every label has, so that the means of a folder that is still filling
+(some classes or seeds missing) compare with the others over the same cells.
 
     python benchmarks/compare.py \
         --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
-        --add benchmarks/results/fashion-mnist-equal-time-cpu:csi=csi-37-epochs \
+        --add benchmarks/results/fashion-mnist-equal-time-cpu:csi=csi-42-epochs \
         --add benchmarks/results/fashion-mnist-variants-cpu:knn,rot \
-        --pairs full:csi,full:csi-37-epochs,full:rot --out benchmarks/results/comparison.md
+        --pairs full:csi,full:csi-42-epochs,full:rot --out benchmarks/results/comparison.md
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def collect(adds: list[str]) -> list[dict]:
     return rows
 
 
+def common_cells(rows: list[dict]) -> list[dict]:
+    """The rows of the (dataset, class, seed) cells that every label has."""
+    cells: dict[str, set[tuple]] = {}
+    for r in rows:
+        cells.setdefault(r["method"], set()).add((r["dataset"], r["normal_class"], r["seed"]))
+    shared = set.intersection(*cells.values()) if cells else set()
+    return [r for r in rows if (r["dataset"], r["normal_class"], r["seed"]) in shared]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--add", action="append", required=True, metavar="FOLDER:SPEC")
@@ -59,13 +70,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metric", default="auroc", help="a results column: auroc (test), val_auroc_feat, ..."
     )
+    parser.add_argument(
+        "--common", action="store_true", help="only the cells (class, seed) every label has"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     rows = collect(args.add)
+    if args.common:
+        rows = common_cells(rows)
     folders = sorted({r["folder"] for r in rows})
     metric = args.metric
+    cells = sorted({(r["normal_class"], r["seed"]) for r in rows})
+    where = f" Only the {len(cells)} cells every label has (`--common`)." if args.common else ""
     parts = [
-        "Rows from: " + ", ".join(f"`{f}`" for f in folders) + f". Metric: `{metric}`.",
+        "Rows from: " + ", ".join(f"`{f}`" for f in folders) + f". Metric: `{metric}`." + where,
         f"{metric} per normal class (mean ± std over seeds):\n\n" + markdown_table(rows, metric),
         "Mean over classes, 95% interval over seeds:\n\n" + interval_table(rows, metric),
         "Paired differences (row minus column, over the cells both have: mean [95% interval], "

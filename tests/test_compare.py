@@ -1,0 +1,48 @@
+"""benchmarks/compare.py: methods from several folders side by side, and ``--common``, which
+compares a folder that is still filling over the cells it has."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import compare  # noqa: E402
+
+
+def _folder(path: Path, method: str, cells: dict[tuple[int, int], float]) -> Path:
+    path.mkdir()
+    rows = [
+        {"dataset": "d", "method": method, "normal_class": c, "seed": s, "class_name": f"c{c}",
+         "auroc": v}
+        for (c, s), v in cells.items()
+    ]  # fmt: skip
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_common_compares_only_the_cells_every_label_has(tmp_path: Path) -> None:
+    # "a" has classes 0 and 1 on seeds 0 and 1; the still-filling "b" has class 0, seed 0.
+    a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.5, (1, 1): 0.6})
+    b = _folder(tmp_path / "b", "csi", {(0, 0): 0.95})
+    adds = ["--add", f"{a}:csi", "--add", f"{b}:csi=long"]
+    out = tmp_path / "all.md"
+    compare.main([*adds, "--out", str(out)])
+    assert "| csi | 2 | 0.7000 [" in out.read_text()  # all four cells
+    compare.main([*adds, "--common", "--out", str(out)])
+    text = out.read_text()
+    assert "Only the 1 cells every label has" in text
+    assert "| csi | 1 | 0.9000 |" in text and "| long | 1 | 0.9500 |" in text
+    assert "| long | +0.0500" in text  # long - csi over the one shared cell
+
+
+def test_a_label_given_twice_for_one_cell_is_refused(tmp_path: Path) -> None:
+    a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9})
+    b = _folder(tmp_path / "b", "csi", {(0, 0): 0.95})
+    with pytest.raises(SystemExit, match="a second"):
+        compare.main(["--add", f"{a}:csi", "--add", f"{b}:csi", "--out", str(tmp_path / "x")])
