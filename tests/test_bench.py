@@ -175,7 +175,10 @@ COMMITTED = [
         "recipe-before.yaml",
     ),
     ("fashion-mnist-seeds-cpu", ["csi", "full"], None),
+    ("fashion-mnist-equal-time-cpu", ["csi"], None),
 ]
+# the --set flags of a committed folder's command
+SETTINGS = {"fashion-mnist-equal-time-cpu": {"train": {"epochs": 42}}}
 
 
 @pytest.mark.parametrize(("folder", "methods", "recipe"), COMMITTED)
@@ -188,16 +191,19 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
     out.mkdir()
     for name in ("results.jsonl", "preset-cpu.json"):
         shutil.copy(source / name, out / name)
-    overrides = yaml.safe_load((source / recipe).read_text()) if recipe else {}
+    overrides = SETTINGS.get(folder, {})
+    if recipe:
+        overrides = yaml.safe_load((source / recipe).read_text())
     cfg = get_preset("cpu", overrides)
     rows = read_rows(out)
     bench._check_folder(out, rows, methods, "cpu", cfg, overrides, None)  # raises on a clash
     done = {(r["method"], r["normal_class"], r["seed"]) for r in read_rows(out)}
     assert {(m, c, 0) for m in methods for c in range(10)} <= done
     assert all(r["config_scheme"] == bench.SCHEME for r in read_rows(out))
-    if recipe:  # without the old recipe the generative cells are another configuration
-        with pytest.raises(ConfigError, match="full results made with another configuration"):
-            bench._check_folder(out, read_rows(out), ["full"], "cpu", get_preset("cpu"), {}, None)
+    if overrides:  # without them (the old recipe, 42 epochs) the cells are another configuration
+        last = methods[-1]
+        with pytest.raises(ConfigError, match=f"{last} results made with another configuration"):
+            bench._check_folder(out, read_rows(out), [last], "cpu", get_preset("cpu"), {}, None)
 
 
 @pytest.mark.parametrize("name", ["paper", "cpu", "demo"])
