@@ -382,3 +382,90 @@ def test_benchmark_no_report_leaves_the_report_alone(tmp_path: Path) -> None:
     out = tmp_path / "shared"
     assert main([*_bench_args(out, methods="knn"), "--no-report"]) == 0
     assert (out / "results.jsonl").is_file() and not (out / "report.html").exists()
+
+
+def _writes_lock_held(out: Path) -> bool:
+    """Whether some holder has ``out``'s shared-writes lock (flock: another open of the file,
+    even in this process, cannot take it)."""
+    from filelock import FileLock, Timeout
+
+    from contrasyn.lock import WRITES_LOCK_NAME
+
+    probe = FileLock(str(out / WRITES_LOCK_NAME), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+
+def test_benchmark_rewrites_shared_files_only_under_the_writes_lock(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Several processes may fill one folder (one per group of classes): each reads and
+    rewrites results.jsonl, the tables and environment.json holding the folder's writes
+    lock, and trains without it."""
+    out = tmp_path / "b"
+    seen: list[tuple[str, bool]] = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            seen.append((name, _writes_lock_held(out)))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(bench, name, wrapper)
+
+    for name in ("read_rows", "write_tables", "environment", "run_cell"):
+        spy(name, getattr(bench, name))
+    assert main(_bench_args(out, classes="0,1", methods="knn")) == 0
+    assert [name for name, _ in seen if name == "run_cell"] == ["run_cell"] * 2
+    assert {name for name, _ in seen} == {"read_rows", "write_tables", "environment", "run_cell"}
+    assert all(held == (name != "run_cell") for name, held in seen), seen
+    assert len(json.loads((out / "environment.json").read_text())) == 1
+    assert len(_csv(out / "results.csv")) == 2
+
+
+def test_benchmark_keeps_the_row_of_a_process_that_finished_the_cell_first(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from contrasyn.data import load_dataset
+
+    out = tmp_path / "b"
+    real = bench.run_cell
+
+    def raced(*args, **kwargs):
+        row = real(*args, **kwargs)
+        key = {"dataset": "synthetic", "method": "knn", "normal_class": 0, "seed": 0}
+        other = {**key, "preset": "tiny", **row, "auroc": 0.123, "note": "the other process"}
+        with (out / "results.jsonl").open("a") as f:
+            f.write(json.dumps(other) + "\n")
+        return row
+
+    monkeypatch.setattr(bench, "run_cell", raced)
+    lines: list[str] = []
+    rows = bench.run_benchmark(
+        load_dataset("synthetic"), [0], ["knn"], [0], "tiny", {}, out, 20, False,
+        log=lines.append, report=False,
+    )  # fmt: skip
+    assert [r.get("note") for r in rows] == ["the other process"]
+    assert any("another process finished this cell first" in line for line in lines)
+
+
+def test_shared_writes_waits_then_names_the_lock(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from contrasyn.errors import LockError
+    from contrasyn.lock import WRITES_LOCK_NAME, shared_writes
+
+    holder = FileLock(str(tmp_path / WRITES_LOCK_NAME), timeout=0)
+    holder.acquire()
+    start = time.perf_counter()
+    with pytest.raises(LockError, match=f"{WRITES_LOCK_NAME}: still held by another process"):
+        with shared_writes(tmp_path, timeout=0.3):
+            pass
+    assert time.perf_counter() - start >= 0.3  # it waited before giving up
+    holder.release()
+    with shared_writes(tmp_path):
+        assert _writes_lock_held(tmp_path)
+    assert not _writes_lock_held(tmp_path)

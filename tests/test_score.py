@@ -504,6 +504,35 @@ def test_scorer_indices_take_chunk_nprobe_and_seed(monkeypatch: pytest.MonkeyPat
     assert np.array_equal(faiss.serialize_index(paper.index), faiss.serialize_index(direct.index))
 
 
+def test_scorer_builds_its_indices_once_per_bank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IVF index is trained by k-means: rebuilding it at every call would make each
+    ``score_samples`` pay the bank's cost again. One build at ``fit``, one after a
+    ``load_state`` (at its first score), none for later calls."""
+    import contrasyn.score as score
+
+    model, train_cfg, score_cfg, train_x, test_x = _setup(ensemble=1)
+    builds = []
+    real = score.build_index
+
+    def build_index(bank, *args, **kwargs):
+        builds.append(bank.shape)
+        return real(bank, *args, **kwargs)
+
+    monkeypatch.setattr(score, "build_index", build_index)
+    per_build = 1 + 2 * K  # eq. 11's concatenated bank, then z and h per shift
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    assert len(builds) == per_build
+    first = scorer.score_samples(model, test_x)
+    second = scorer.score_samples(model, test_x)
+    assert len(builds) == per_build
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    reloaded = Scorer(train_cfg, score_cfg).load_state(scorer.state_tensors())
+    assert len(builds) == per_build
+    reloaded.score_samples(model, test_x)
+    reloaded.score_samples(model, test_x)
+    assert len(builds) == 2 * per_build
+
+
 def test_scorer_embeds_in_the_training_memory_format(monkeypatch: pytest.MonkeyPatch) -> None:
     import contrasyn.score as score
 

@@ -34,6 +34,7 @@ from contrasyn.data.base import ImageDataset
 from contrasyn.detector import Detector, training_indices
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
+from contrasyn.lock import shared_writes
 from contrasyn.metrics import auroc, evaluate
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
@@ -365,15 +366,20 @@ def run_benchmark(
             ds, classes, methods, seeds, preset, overrides, out, val_normal, max_test
         )
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_rows(out)
-    shas = _check_folder(out, rows, methods, preset, cfg, overrides, max_test)
+    # other processes may fill this folder too (one per group of classes): every
+    # read-modify-write of its shared files is one turn of ``shared_writes``
+    with shared_writes(out):
+        rows = read_rows(out)
+        shas = _check_folder(out, rows, methods, preset, cfg, overrides, max_test)
     if cfg.score.index == "faiss" and set(methods) & set(TRAIN_METHODS):
         import_faiss()  # missing: say so now, not after the first training
-    save_config(cfg, out / f"preset-{preset}.json")
     device = str(distributed.init(resolve_device(cfg.train.device)))
     env_path = out / "environment.json"
-    sessions = json.loads(env_path.read_text()) if env_path.exists() else []
-    write_text(env_path, json.dumps([*sessions, environment(device, command)], indent=2) + "\n")
+    with shared_writes(out):
+        save_config(cfg, out / f"preset-{preset}.json")
+        sessions = json.loads(env_path.read_text()) if env_path.exists() else []
+        session = environment(device, command)
+        write_text(env_path, json.dumps([*sessions, session], indent=2) + "\n")
     done = {tuple(r[k] for k in KEY) for r in rows}
     distributed.barrier()  # the other ranks read the same finished cells (_train_alongside)
     log(f"device {device}; {len(done)} cell(s) already done in {out}")
@@ -395,17 +401,22 @@ def run_benchmark(
                 row.update(
                     run_cell(task, method, seed, preset, overrides, run_dir, progress, verbose)
                 )
-                with (out / "results.jsonl").open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                # the tables from every row on disk: another process may run other cells here
-                write_tables(out, read_rows(out))
+                with shared_writes(out):
+                    on_disk = read_rows(out)
+                    if any(tuple(r[k] for k in KEY) == key for r in on_disk):
+                        log(f"{key}: another process finished this cell first; its row is kept")
+                        continue
+                    with (out / "results.jsonl").open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    write_tables(out, [*on_disk, row])
                 log(
                     f"{ds.name} class {c} ({ds.class_names[c]}) {method} seed {seed}: "
                     f"AUROC {row['auroc']:.4f} ({row['score']}), train {row['train_seconds']} s, "
                     f"score {row['score_seconds']} s"
                 )
-    rows = read_rows(out)
-    write_tables(out, rows)
+    with shared_writes(out):
+        rows = read_rows(out)
+        write_tables(out, rows)
     ran = len(rows) > len(done)
     if report and rows and (ran or not (out / "report.html").exists()):
         from contrasyn.report import write_report

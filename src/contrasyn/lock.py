@@ -16,6 +16,12 @@ is overwritten by the next holder. On a network filesystem without working ``flo
 
 Within one process the lock is re-entrant (a ``fit`` that saves holds it once); the Python
 API does not take it by itself: wrap your own writers in ``folder_lock(folder)``.
+
+A benchmark folder is the exception: several ``contrasyn benchmark`` processes may fill one
+folder (one per group of classes). They share it through ``shared_writes``, a second lock
+(``FOLDER/.contrasyn.writes.lock``) that each holds only while it reads and rewrites the
+folder's shared files (``results.jsonl``, the tables, ``environment.json``) and that waits
+instead of failing.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from contrasyn.errors import LockError
 
 LOCK_NAME = ".contrasyn.lock"
 HOLDER_NAME = ".contrasyn.lock.holder"
+WRITES_LOCK_NAME = ".contrasyn.writes.lock"
 
 _held: dict[str, list] = {}  # resolved folder -> [FileLock, depth]
 _guard = threading.Lock()
@@ -122,3 +129,30 @@ def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
 def holds(folder: str | Path) -> bool:
     """Whether this process holds ``folder``'s lock."""
     return str(Path(folder).expanduser().resolve()) in _held
+
+
+@contextlib.contextmanager
+def shared_writes(folder: str | Path, timeout: float = 600.0) -> Iterator[Path]:
+    """Hold ``folder``'s shared-writes lock for a read-modify-write of its shared files.
+
+    Waits up to ``timeout`` seconds for another process's turn to end (each turn is a few
+    file writes), then raises ``LockError`` naming the lock file. Without it, two processes
+    that read ``environment.json`` at the same moment and each write back their own entry
+    lose one of them."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder).expanduser()
+    lock = FileLock(str(folder / WRITES_LOCK_NAME), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockError(
+            f"{folder / WRITES_LOCK_NAME}: still held by another process after "
+            f"{timeout:.0f} s (a turn takes milliseconds: is a process stuck writing here?)"
+        ) from None
+    except OSError as e:
+        raise LockError(f"{folder / WRITES_LOCK_NAME}: cannot lock ({e.strerror or e})") from e
+    try:
+        yield folder
+    finally:
+        lock.release()
