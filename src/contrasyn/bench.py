@@ -41,6 +41,7 @@ from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
 from contrasyn.registry import BASELINES, METHOD_NAMES, method_config
 from contrasyn.results import (
     KEY,
+    cell_key,
     markdown_table,
     read_jsonl,
     read_rows,
@@ -380,7 +381,7 @@ def run_benchmark(
         sessions = json.loads(env_path.read_text()) if env_path.exists() else []
         session = environment(device, command)
         write_text(env_path, json.dumps([*sessions, session], indent=2) + "\n")
-    done = {tuple(r[k] for k in KEY) for r in rows}
+    done = {cell_key(r) for r in rows}
     distributed.barrier()  # the other ranks read the same finished cells (_train_alongside)
     log(f"device {device}; {len(done)} cell(s) already done in {out}")
     for c in classes:
@@ -403,7 +404,7 @@ def run_benchmark(
                 )
                 with shared_writes(out):
                     on_disk = read_rows(out)
-                    if any(tuple(r[k] for k in KEY) == key for r in on_disk):
+                    if key in {cell_key(r) for r in on_disk}:
                         log(f"{key}: another process finished this cell first; its row is kept")
                         continue
                     with (out / "results.jsonl").open("a") as f:
@@ -443,7 +444,7 @@ def _train_alongside(
     distributed.init(resolve_device(cfg.train.device))
     rows = read_rows(out)
     _check_folder(out, rows, methods, preset, cfg, overrides, max_test)  # fails as rank 0 does
-    done = {tuple(r[k] for k in KEY) for r in rows}
+    done = {cell_key(r) for r in rows}
     distributed.barrier()  # rank 0 has read the same rows and has not yet written any
     for c in classes:
         task = benchmark_task(ds, c, val_normal, max_test)
@@ -517,13 +518,13 @@ def run_quality(
     feature_nets = {name: feature_space(name, inception) for name in spaces}
     datasets: dict[str, ImageDataset] = {}
     # rows of an earlier call: kept for runs done before or without weights
-    earlier = {tuple(q[k] for k in KEY): q for q in read_jsonl(out / "quality.jsonl")}
+    earlier = {cell_key(q): q for q in read_jsonl(out / "quality.jsonl")}
     rows = []
     for r in read_rows(out):
         if r["method"] not in ("csi+g", "full"):
             continue
         run_dir = run_path(out, r)
-        kept = earlier.get(tuple(r[k] for k in KEY))
+        kept = earlier.get(cell_key(r))
         measured = kept and all(n.replace("-", "_") in kept for n in spaces)
         if measured and not recompute and (run_dir / "samples.png").exists():
             rows.append(kept)

@@ -42,6 +42,11 @@ COLUMNS = (
 )
 
 
+def cell_key(row: dict) -> tuple:
+    """The row's cell: its values of ``KEY``, what ``results.jsonl`` holds one row for."""
+    return tuple(row[k] for k in KEY)
+
+
 def run_path(out: Path, row: dict) -> Path:
     """Where a cell's run files live: ``out/runs/DATASET/METHOD/classK/seedS``."""
     return (
