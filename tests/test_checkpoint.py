@@ -56,6 +56,23 @@ def test_stem_accepts_str_and_overwrites(tmp_path: Path) -> None:
     assert meta["epoch"] == 2
 
 
+def test_load_puts_tensors_on_the_device_asked(tmp_path: Path, monkeypatch) -> None:
+    """The device reaches safetensors, which places the tensors there (a resumed GPU run
+    loads onto its GPU); checked by the device safetensors is asked for, as CI has no GPU."""
+    save_checkpoint(tmp_path / "last", {"a": torch.ones(2)}, {"epoch": 1})
+    asked = []
+    real = safetensors.torch.load_file
+
+    def load_file(path: str, device: str = "cpu") -> dict:
+        asked.append(device)
+        return real(path, device="cpu")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", load_file)
+    load_checkpoint(tmp_path / "last", "cuda:1")
+    load_checkpoint(tmp_path / "last")
+    assert asked == ["cuda:1", "cpu"]
+
+
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "last", _tensors(), META)
     save_checkpoint(tmp_path / "last", _tensors(), META)

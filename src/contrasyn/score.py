@@ -127,13 +127,12 @@ class FaissIndex(BankIndex):
         self.nlist = default_nlist(n) if nlist is None else nlist
         self.ivf = n >= _MIN_POINTS_PER_CELL * self.nlist
         if self.ivf:
-            quantizer = faiss.IndexFlatIP(d)
+            quantizer = faiss.IndexFlatIP(d)  # faiss's wrapper keeps it alive with the index
             index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = seed  # k-means initialisation and subsampling
             index.cp.max_points_per_centroid = _TRAIN_POINTS_PER_CELL
             index.train(x)
             index.nprobe = min(nprobe, self.nlist)
-            self._quantizer = quantizer  # the IVF index does not own it
         else:
             index = faiss.IndexFlatIP(d)
         index.add(x)
