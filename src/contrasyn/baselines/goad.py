@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from contrasyn.baselines import Baseline, input_shape
 from contrasyn.baselines.transforms import (
     Transform,
+    forward_transformed,
     geom_transforms,
     rot_trans_transforms,
     transform_batch,
@@ -117,7 +118,7 @@ class GOAD(Baseline):
         """(n, M, d) features of every image under every transformation."""
         ts, out = self._ts(), []
         for x in images.split(batch_size):
-            z, _ = self.net_(transform_batch(x, ts).to(self.device))
+            z, _ = forward_transformed(self.net_, x, ts, self.device)
             out.append(z.view(len(ts), len(x), -1).transpose(0, 1).cpu())
         return torch.cat(out)
 

@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from contrasyn.baselines import Baseline, input_shape
 from contrasyn.baselines.transforms import (
     Transform,
+    forward_transformed,
     geom_transforms,
     rot_trans_transforms,
-    transform_batch,
     transform_rows,
 )
 from contrasyn.errors import ConfigError
@@ -141,13 +141,13 @@ class RotationDetector(Baseline):
 
     @torch.no_grad()
     def anomaly_score(self, images: Tensor, batch_size: int = 64) -> Tensor:
-        """Every image under every transformation, one forward per batch (M-major rows)."""
+        """Every image under every transformation (M-major rows, ``forward_transformed``)."""
         ts = self._transforms()
         m = len(ts)
         labels = [lb.to(self.device) for lb in _labels(ts, self.config.mode, list(range(m)))]
         scores = []
         for x in images.split(batch_size):
-            out = self.net_(transform_batch(x, ts).to(self.device))
+            out = forward_transformed(self.net_, x, ts, self.device)
             logp = torch.zeros(m, len(x), device=self.device)
             for lg, lb in zip(out, labels, strict=True):
                 lp = F.log_softmax(lg.float(), 1).view(m, len(x), -1)
