@@ -11,7 +11,6 @@ from contrasyn.baselines.goad import GOAD, GOADConfig, centre_triplet_loss
 from contrasyn.baselines.ocsvm import PixelOCSVM
 from contrasyn.baselines.rot import RotationDetector, RotConfig
 from contrasyn.baselines.transforms import (
-    CPU_FORWARD_ROWS,
     Transform,
     apply,
     forward_transformed,
@@ -22,6 +21,7 @@ from contrasyn.baselines.transforms import (
     translate,
 )
 from contrasyn.data import load_dataset, to_model_input
+from contrasyn.device import CPU_FORWARD_ROWS
 from contrasyn.errors import ConfigError
 from contrasyn.metrics import auroc
 from contrasyn.protocol import one_class_task

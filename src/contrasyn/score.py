@@ -39,9 +39,9 @@ from torch import Tensor
 
 from contrasyn.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
 from contrasyn.config import INDEXES, SCORES, ScoreConfig, TrainConfig
-from contrasyn.device import autocast
+from contrasyn.device import autocast, forward_in_chunks
 from contrasyn.errors import ConfigError
-from contrasyn.nets import CSINet
+from contrasyn.nets import CSINet, CSIOutput
 
 
 def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tensor:
@@ -212,7 +212,7 @@ def embed(
         if augment is not None:
             views = augment(views)
         with autocast(precision, device):
-            out = model(views.contiguous(memory_format=memory))
+            out = CSIOutput(*forward_in_chunks(model, views.contiguous(memory_format=memory)))
         labels = torch.arange(num_shifts, device=device).repeat_interleave(b)
         true_logit = out.shift.float().gather(1, labels[:, None]).squeeze(1)
         # rows are shift-major (k * b + i); bring them to (b, K, d)

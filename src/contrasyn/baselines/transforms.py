@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrasyn.device import forward_in_chunks
+
 
 class Transform(NamedTuple):
     flip: bool
@@ -62,22 +64,12 @@ def transform_batch(x: Tensor, transforms: list[Transform]) -> Tensor:
     return torch.cat([apply(x, t) for t in transforms])
 
 
-# Rows per forward on a CPU when scoring every image under every transformation: one forward
-# of 36 transformations x 64 images (2,304 rows of 32 x 32) ran 2.8x slower than 64-row
-# forwards of the same rows (one thread), its activations far out of cache. A GPU takes the
-# whole batch in one forward.
-CPU_FORWARD_ROWS = 64
-
-
 def forward_transformed(
     net: nn.Module, x: Tensor, transforms: list[Transform], device: torch.device | str
 ) -> tuple[Tensor, ...]:
     """``net`` on every transformation of ``x`` (transformation-major rows, as
-    ``transform_batch``), each of its outputs concatenated over the row chunks."""
-    batch = transform_batch(x, transforms).to(device)
-    rows = CPU_FORWARD_ROWS if batch.device.type == "cpu" else len(batch)
-    parts = [net(chunk) for chunk in batch.split(rows)]
-    return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
+    ``transform_batch``), in ``forward_in_chunks``'s row chunks."""
+    return forward_in_chunks(net, transform_batch(x, transforms).to(device))
 
 
 def transform_rows(x: Tensor, transforms: list[Transform], index: list[int]) -> Tensor:
