@@ -65,7 +65,7 @@ def test_apply_order_and_transform_rows() -> None:
 
 def test_forward_transformed_in_row_chunks_on_cpu_equals_one_forward() -> None:
     """Scoring forwards at most CPU_FORWARD_ROWS rows at a time on a CPU (a 2,304-row forward
-    ran 2.8x slower), and gives each output exactly as one forward of every row would."""
+    ran 2.9x slower), and gives each output exactly as one forward of every row would."""
     seen = []
 
     class TwoOutputs(torch.nn.Module):

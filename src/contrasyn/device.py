@@ -51,9 +51,9 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager:
 
 
 # Rows per inference forward on a CPU, where a big forward's activations leave the cache. One
-# thread on this project's AMD EPYC, a width-16 ResNet-18 at 32 px: one forward of 2,304 rows
-# took 2.8x as long as 64-row forwards of the same rows (fp32), one of 1,024 rows 1.6x (bf16,
-# channels-last). Eval mode makes rows independent, so the outputs are the same.
+# thread on an AMD EPYC, width-16 ResNet-18s at 32 px (benchmarks/forward_rows.py): one forward
+# of 2,304 rows took 2.9x as long as 64-row forwards of the same rows (fp32), one of 1,024 rows
+# 1.6x (bf16) and 2.1x (fp32, channels-last). Eval mode makes rows independent: same outputs.
 CPU_FORWARD_ROWS = 64
 
 
