@@ -179,8 +179,13 @@ COMMITTED = [
 ]
 # the --set flags of a committed folder's command
 SETTINGS = {"fashion-mnist-equal-time-cpu": {"train": {"epochs": 42}}}
-# the --seeds of a committed folder's command (seed 0 where not named)
-SEEDS = {"fashion-mnist-seeds-cpu": (0, 1, 2), "fashion-mnist-equal-time-cpu": (0, 1, 2)}
+# the --seeds of a committed folder's commands, per method (seed 0 where not named)
+SEEDS = {
+    ("fashion-mnist-seeds-cpu", "csi"): (0, 1, 2),
+    ("fashion-mnist-seeds-cpu", "full"): (0, 1, 2),
+    ("fashion-mnist-equal-time-cpu", "csi"): (0, 1, 2),
+    ("fashion-mnist-variants-cpu", "rot"): (0, 1, 2),
+}
 
 
 @pytest.mark.parametrize(("folder", "methods", "recipe"), COMMITTED)
@@ -200,8 +205,8 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
     rows = read_rows(out)
     bench._check_folder(out, rows, methods, "cpu", cfg, overrides, None)  # raises on a clash
     done = {(r["method"], r["normal_class"], r["seed"]) for r in read_rows(out)}
-    seeds = SEEDS.get(folder, (0,))
-    assert {(m, c, seed) for m in methods for c in range(10) for seed in seeds} <= done
+    wanted = {(m, c, s) for m in methods for c in range(10) for s in SEEDS.get((folder, m), (0,))}
+    assert wanted <= done
     assert all(r["config_scheme"] == bench.SCHEME for r in read_rows(out))
     if overrides:  # without them (the old recipe, 42 epochs) the cells are another configuration
         last = methods[-1]
