@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,22 +27,11 @@ import torch
 
 import contrasyn.device as device
 from contrasyn.baselines.rot import TransformClassifier
+from contrasyn.bench import _cpu_model
 from contrasyn.device import autocast, bf16_is_fast
 from contrasyn.nets import CSINet
 
 CHUNKS = (64, 128, 256, 512)
-
-
-def cpu_name() -> str:
-    """The ``lscpu`` model name and the flags that decide the speed (AVX2, AVX-512, bf16)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{fields.get('Model name', '?').strip()} ({' '.join(wanted)})"
 
 
 def time_forwards(net: torch.nn.Module, batch: torch.Tensor, precision: str, repeats: int):
@@ -122,7 +109,7 @@ def main() -> None:
     name = "rot classifier, 2,304 rows, fp32"
     forward[name] = time_forwards(rot, torch.rand(2304, 1, 32, 32), "fp32", args.repeats)
     result = {
-        "cpu": cpu_name(),
+        "cpu": _cpu_model(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "forward": forward,
