@@ -3,9 +3,11 @@
 Each ``--add FOLDER:SPEC`` takes the rows of some methods from a folder's ``results.jsonl``
 (SPEC: comma-separated ``METHOD`` or ``METHOD=LABEL``, to tell apart, say, ``csi`` at 12 and at
 42 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
-AUROC per class (mean +- std over seeds), mean AUROC with its 95% interval over seeds,
+AUROC per class (mean +- std over seeds), mean AUROC with its 95% interval and precision,
 the matrix of paired differences, and for every ``--pairs A:B`` the per-class paired table
-(``contrasyn.results``: the same statistics as ``table.md`` and the report). ``--common``
+(``contrasyn.results``, from ``contrasyn.statistics``: classes fixed, seeds as replicates, the
+same statistics as ``table.md``, the benchmark's printout and the report). A label whose rows
+were computed in two precisions (bf16 and fp32) is refused: they are different cells. ``--common``
 keeps only the cells every label has, so that the means of a folder that is still filling
 (some classes or seeds missing) compare with the others over the same cells.
 
@@ -51,6 +53,13 @@ def collect(adds: list[str]) -> list[dict]:
                 raise SystemExit(f"{folder}: a second {key} row (two folders give one label)")
             seen.add(key)
             rows.append({**r, "method": labels[r["method"]], "folder": folder})
+    for label in dict.fromkeys(r["method"] for r in rows):
+        found = {r.get("precision") for r in rows if r["method"] == label}
+        if len(found) > 1:
+            raise SystemExit(
+                f"label {label!r} mixes rows computed in {', '.join(sorted(map(str, found)))}: "
+                "they are different cells; give each precision its own label"
+            )
     return rows
 
 
@@ -85,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parts = [
         "Rows from: " + ", ".join(f"`{f}`" for f in folders) + f". Metric: `{metric}`." + where,
         f"{metric} per normal class (mean ± std over seeds):\n\n" + markdown_table(rows, metric),
-        "Mean over classes, 95% interval over seeds:\n\n" + interval_table(rows, metric),
-        "Paired differences (row minus column, over the cells both have: mean [95% interval], "
-        "classes won):\n\n" + paired_matrix(rows, metric),
+        "Mean over classes with its 95% interval (classes fixed, seeds as replicates: the "
+        "pooled within-class spread of the seeds):\n\n" + interval_table(rows, metric),
+        "Paired differences (row minus column, over the cells both have: mean over classes "
+        "[95% interval], classes won):\n\n" + paired_matrix(rows, metric),
     ]
     for pair in filter(None, args.pairs.split(",")):
         a, b = pair.split(":")

@@ -20,7 +20,6 @@ from contrasyn.results import (
     read_jsonl,
     read_rows,
     summary_table,
-    t_interval,
 )
 
 
@@ -130,36 +129,29 @@ def _cells(method: str, values: dict[tuple[int, int], float]) -> list[dict]:
     ]
 
 
-def test_t_interval_by_hand() -> None:
-    iv = t_interval([0.90, 0.92, 0.97])
-    mean, sd = 0.93, np.std([0.90, 0.92, 0.97], ddof=1)
-    half = 4.302652729911275 * sd / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
-    assert iv.mean == pytest.approx(mean) and iv.n == 3
-    assert (iv.low, iv.high) == pytest.approx((mean - half, mean + half))
-    one = t_interval([0.5])
-    assert (one.low, one.high, one.text()) == (0.5, 0.5, "0.5000")
-
-
-def test_mean_interval_is_over_seeds_of_class_means_and_needs_complete_seeds() -> None:
+def test_mean_interval_is_over_classes_and_needs_every_class() -> None:
     rows = _cells("a", {(0, 0): 0.8, (1, 0): 0.9, (0, 1): 0.7, (1, 1): 0.9, (0, 2): 0.6})
     iv = mean_interval(rows, "a")
-    assert iv.n == 2  # seed 2 lacks class 1
-    assert iv.mean == pytest.approx(np.mean([0.85, 0.8]))
+    # class 0: mean 0.7 over three seeds, class 1: 0.9 over two; the mean of the two
+    assert iv.mean == pytest.approx(0.8) and (iv.classes, iv.cells, iv.df) == (2, 5, 3)
     assert mean_interval(rows, "nothing") is None
+    # a method without class 1 has no mean over the classes of the rows
+    assert mean_interval(rows + _cells("b", {(0, 0): 0.5}), "b") is None
 
 
 def test_paired_differences_match_cells_and_count_class_wins() -> None:
     a = {(0, 0): 0.90, (0, 1): 0.92, (1, 0): 0.80, (1, 1): 0.84, (2, 0): 0.70}
     b = {(0, 0): 0.88, (0, 1): 0.91, (1, 0): 0.82, (1, 1): 0.83, (3, 0): 0.99}
     p = paired(_cells("a", a) + _cells("b", b), "a", "b")
-    diffs = [0.02, 0.01, -0.02, 0.01]  # the four common cells; classes 2, 3 unmatched
-    assert p.overall.n == 4 and p.overall.mean == pytest.approx(np.mean(diffs))
+    # the four common cells (classes 2, 3 unmatched): class 0 +0.02, +0.01; class 1 -0.02, +0.01
+    assert p.overall.cells == 4 and p.overall.mean == pytest.approx(np.mean([0.015, -0.005]))
     assert p.per_class[0].mean == pytest.approx(0.015) and p.per_class[1].mean == pytest.approx(
         -0.005
     )
     assert (p.wins, p.classes) == (1, 2)
     table = paired_class_table(_cells("a", a) + _cells("b", b), "a", "b")
-    assert "| 0 c0 | +0.0150" in table and "1 of 2 classes won" in table
+    assert "| 0 c0 | +0.0150 [" in table
+    assert "(4 cells, 2 degrees of freedom; 1 of 2 classes won)" in table
     assert paired(_cells("a", a), "a", "b") is None
 
 
@@ -208,6 +200,16 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
     wanted = {(m, c, s) for m in methods for c in range(10) for s in SEEDS.get((folder, m), (0,))}
     assert wanted <= done
     assert all(r["config_scheme"] == bench.SCHEME for r in read_rows(out))
+    # every row says what it was computed with; resuming on a machine that computes a
+    # method in another precision is refused (its cells would be other cells)
+    rows = read_rows(out)
+    assert all(r["precision"] in ("bf16", "fp32") and r["device"] == "cpu" for r in rows)
+    assert all(r["torch"] and r["machine"] for r in rows)
+    made = {r["method"]: r["precision"] for r in rows}
+    bench.check_precision(out, rows, "cpu", made)
+    other = {m: "fp32" if p == "bf16" else "bf16" for m, p in made.items()}
+    with pytest.raises(ConfigError, match="results computed in"):
+        bench.check_precision(out, rows, "cpu", other)
     if overrides:  # without them (the old recipe, 42 epochs) the cells are another configuration
         last = methods[-1]
         with pytest.raises(ConfigError, match=f"{last} results made with another configuration"):

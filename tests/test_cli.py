@@ -102,6 +102,35 @@ def test_benchmark_writes_results(bench_out: Path) -> None:
     assert "triangle_up" in (bench_out / "table.md").read_text()
 
 
+def test_benchmark_rows_record_what_they_were_computed_with(bench_out: Path) -> None:
+    import torch
+
+    rows = [json.loads(x) for x in (bench_out / "results.jsonl").read_text().splitlines()]
+    for r in rows:  # the tiny preset trains in fp32; knn never uses bf16
+        assert (r["precision"], r["device"], r["torch"]) == ("fp32", "cpu", torch.__version__)
+        assert r["machine"] == bench._cpu_model()
+
+
+def test_benchmark_refuses_a_folder_computed_in_another_precision(
+    bench_out: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Where this machine would compute csi in bf16, the folder's fp32 csi rows are other
+    cells: resuming is refused in one line, before anything is written; knn alone resumes."""
+    import shutil
+
+    from contrasyn.csi_family import CSIFamily
+
+    out = tmp_path / "copy"
+    shutil.copytree(bench_out, out)
+    monkeypatch.setattr(CSIFamily, "precision", property(lambda self: "bf16"))
+    before = (out / "environment.json").read_text()
+    assert main(_bench_args(out)) == 2
+    err = capsys.readouterr().err
+    assert "holds 'tiny' csi results computed in fp32; here csi computes in bf16" in err
+    assert (out / "environment.json").read_text() == before
+    assert main(_bench_args(out, methods="knn")) == 0
+
+
 def test_benchmark_run_folder(bench_out: Path) -> None:
     run = bench_out / "runs" / "synthetic" / "csi" / "class0" / "seed0"
     for name in (
@@ -372,8 +401,8 @@ def test_benchmark_prints_intervals_and_paired_differences(tmp_path: Path, capsy
     args += ["--seeds", "0,1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "Mean AUROC over classes [95% interval over seeds]" in out
-    assert "| knn | 2 |" in out and "| A \\ B | knn | ocsvm |" in out
+    assert "Mean AUROC over classes [95% interval; classes fixed, seeds as replicates]" in out
+    assert "| knn | fp32 | 2 | 0." in out and "| A \\ B | knn | ocsvm |" in out
     table = (tmp_path / "s" / "table.md").read_text()
     assert "paired differences" in table and "| ocsvm |" in table
 

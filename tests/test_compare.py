@@ -15,11 +15,13 @@ sys.path.insert(0, str(BENCHMARKS))
 import compare  # noqa: E402
 
 
-def _folder(path: Path, method: str, cells: dict[tuple[int, int], float]) -> Path:
+def _folder(
+    path: Path, method: str, cells: dict[tuple[int, int], float], precision: str = "fp32"
+) -> Path:
     path.mkdir()
     rows = [
         {"dataset": "d", "method": method, "normal_class": c, "seed": s, "class_name": f"c{c}",
-         "auroc": v}
+         "auroc": v, "precision": precision}
         for (c, s), v in cells.items()
     ]  # fmt: skip
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -33,11 +35,12 @@ def test_common_compares_only_the_cells_every_label_has(tmp_path: Path) -> None:
     adds = ["--add", f"{a}:csi", "--add", f"{b}:csi=long"]
     out = tmp_path / "all.md"
     compare.main([*adds, "--out", str(out)])
-    assert "| csi | 2 | 0.7000 [" in out.read_text()  # all four cells
+    assert "| csi | fp32 | 2 | 0.7000 [" in out.read_text()  # all four cells
     compare.main([*adds, "--common", "--out", str(out)])
     text = out.read_text()
     assert "Only the 1 cells every label has" in text
-    assert "| csi | 1 | 0.9000 |" in text and "| long | 1 | 0.9500 |" in text
+    assert "| csi | fp32 | 1 | 0.9000 (one seed: no interval) |" in text
+    assert "| long | fp32 | 1 | 0.9500 (one seed: no interval) |" in text
     assert "| long | +0.0500" in text  # long - csi over the one shared cell
 
 
@@ -46,3 +49,32 @@ def test_a_label_given_twice_for_one_cell_is_refused(tmp_path: Path) -> None:
     b = _folder(tmp_path / "b", "csi", {(0, 0): 0.95})
     with pytest.raises(SystemExit, match="a second"):
         compare.main(["--add", f"{a}:csi", "--add", f"{b}:csi", "--out", str(tmp_path / "x")])
+
+
+def test_a_label_mixing_precisions_is_refused(tmp_path: Path) -> None:
+    """bf16 and fp32 rows of one method are different cells: one label may not pair both."""
+    a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9}, precision="bf16")
+    b = _folder(tmp_path / "b", "csi", {(1, 0): 0.95}, precision="fp32")
+    with pytest.raises(SystemExit, match="label 'csi' mixes rows computed in bf16, fp32"):
+        compare.main(["--add", f"{a}:csi", "--add", f"{b}:csi", "--out", str(tmp_path / "x")])
+    compare.main(["--add", f"{a}:csi", "--add", f"{b}:csi=csi-fp32", "--out", str(tmp_path / "x")])
+    assert "| csi | bf16 | 1 |" in (tmp_path / "x").read_text()
+
+
+RESULTS = BENCHMARKS / "results"
+
+
+def test_the_committed_default_against_rot_with_classes_fixed(tmp_path: Path) -> None:
+    """The README's verdict: on the committed folders the ``cpu`` default (``csi``) minus
+    Rot+Trans is -0.0039 [-0.0069, -0.0009] (classes fixed, seeds as replicates, 20 degrees
+    of freedom), 4 of 10 classes: Rot+Trans beats the default."""
+    out = tmp_path / "c.md"
+    compare.main([
+        "--add", f"{RESULTS / 'fashion-mnist-seeds-cpu'}:csi",
+        "--add", f"{RESULTS / 'fashion-mnist-variants-cpu'}:rot",
+        "--pairs", "csi:rot", "--out", str(out),
+    ])  # fmt: skip
+    text = out.read_text()
+    assert "| csi |  | -0.0039 [-0.0069, -0.0009], 4/10 |" in text
+    assert "-0.0039 [-0.0069, -0.0009] (30 cells, 20 degrees of freedom; 4 of 10" in text
+    assert "| csi | bf16 | 3 | 0.9358 [" in text and "| rot | fp32 | 3 | 0.9397 [" in text

@@ -13,7 +13,7 @@ import torch
 import contrasyn.trainer as trainer
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig, to_dict
-from contrasyn.device import autocast, bf16_is_fast, resolve_device
+from contrasyn.device import autocast, bf16_is_fast, effective_precision, resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.losses import CSILoss
 from contrasyn.optim import LARS, warmup_cosine_lr
@@ -253,6 +253,28 @@ def test_autocast() -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast("auto", cpu):
         assert torch.is_autocast_enabled("cpu") == bf16_is_fast(cpu)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_effective_precision_is_what_autocast_computes_in(monkeypatch, native: bool) -> None:
+    """Rows record ``effective_precision``: bf16 for ``bf16``, ``auto`` follows the hardware."""
+    import contrasyn.device as device
+    from contrasyn.registry import build_method, method_config
+
+    monkeypatch.setattr(device, "bf16_is_fast", lambda d: native)
+    cpu = torch.device("cpu")
+    auto = "bf16" if native else "fp32"
+    assert [effective_precision(p, cpu) for p in ("fp32", "bf16", "auto")] == ["fp32", "bf16", auto]
+    with pytest.raises(ConfigError, match="precision"):
+        effective_precision("fp16", cpu)
+    with autocast("auto", cpu):
+        assert torch.is_autocast_enabled("cpu") == native
+    # the CSI family computes in its setting's precision; a baseline always in fp32
+    csi = build_method("csi", method_config("csi", "cpu", {}))  # cpu preset: precision auto
+    assert csi.precision == auto
+    fp32 = method_config("csi", "cpu", {"train": {"precision": "fp32"}})
+    assert build_method("csi", fp32).precision == "fp32"
+    assert build_method("rot", method_config("rot", "cpu")).precision == "fp32"
 
 
 def test_resume_with_sgd_and_sparse_checkpoints(tmp_path: Path, monkeypatch) -> None:

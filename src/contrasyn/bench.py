@@ -38,7 +38,7 @@ from contrasyn.lock import shared_writes
 from contrasyn.metrics import auroc, evaluate
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
-from contrasyn.registry import BASELINES, METHOD_NAMES, method_config
+from contrasyn.registry import BASELINES, METHOD_NAMES, Method, build_method, method_config
 from contrasyn.results import (
     KEY,
     cell_key,
@@ -100,6 +100,20 @@ def _cpu_model() -> str | None:
     flags = next((ln for ln in lines if ln.startswith("flags")), "").split()
     extras = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{model} ({' '.join(extras)})" if model else None
+
+
+def computed_on(method: Method) -> dict:
+    """What a row's numbers were computed with: the effective precision (bf16 or fp32; the
+    same ``precision: auto`` trains in bf16 on one CPU and fp32 on another), the device, the
+    machine (CPU model or GPU name) and torch's version."""
+    device = method.device
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    return {
+        "precision": method.precision,
+        "device": str(device),
+        "machine": machine,
+        "torch": torch.__version__,
+    }
 
 
 def detector(
@@ -202,7 +216,7 @@ def run_cell(
             + ", ".join(f"{r['phase']} {r['epoch']} {r['loss']:.4g}" for r in det.method_.losses),
             flush=True,
         )
-    row: dict = {"score": default}
+    row: dict = {"score": default, **computed_on(det.method_)}
     row.update(evaluate(task.test_is_anomaly, scores[default], task.test_labels))
     row.update(
         train_seconds=round(t1 - t0, 2),
@@ -315,6 +329,35 @@ def _check_folder(
     return shas
 
 
+def method_precisions(
+    methods: Sequence[str], preset: str, overrides: dict, device: str
+) -> dict[str, str]:
+    """The precision each method will compute in on ``device`` (``Method.precision``)."""
+    out = {}
+    for m in methods:
+        settings = overrides.get(m, {}) if m in BASELINES else _family_overrides(overrides)
+        out[m] = build_method(m, method_config(m, preset, settings), device=device).precision
+    return out
+
+
+def check_precision(out: Path, rows: list[dict], preset: str, precisions: dict[str, str]) -> None:
+    """Refuse a folder whose rows of a method were computed in another precision than this
+    machine computes it in: they are other cells (bf16 and fp32 results differ), and a
+    folder holds one cell per key, so resuming would mix the two."""
+    for method, precision in precisions.items():
+        other = {
+            r.get("precision") or "an unrecorded precision"
+            for r in rows
+            if r["preset"] == preset and r["method"] == method
+        } - {precision}
+        if other:
+            raise ConfigError(
+                f"{out} holds {preset!r} {method} results computed in "
+                f"{', '.join(sorted(other))}; here {method} computes in {precision}, so its "
+                "cells would not be the same: use another --out"
+            )
+
+
 def benchmark_task(
     ds: ImageDataset, normal: int, val_normal: int | None = None, max_test: int | None = None
 ) -> OneClassTask:
@@ -375,6 +418,7 @@ def run_benchmark(
     if cfg.score.index == "faiss" and set(methods) & set(TRAIN_METHODS):
         import_faiss()  # missing: say so now, not after the first training
     device = str(distributed.init(resolve_device(cfg.train.device)))
+    check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     env_path = out / "environment.json"
     with shared_writes(out):
         save_config(cfg, out / f"preset-{preset}.json")
@@ -441,9 +485,10 @@ def _train_alongside(
     unfinished CSI-family cell, in rank 0's order (the same ``Detector.fit``, which on a rank
     > 0 only trains); rank 0 runs the baselines, scores and writes. Returns no rows."""
     cfg = get_preset(preset, _family_overrides(overrides))
-    distributed.init(resolve_device(cfg.train.device))
+    device = str(distributed.init(resolve_device(cfg.train.device)))
     rows = read_rows(out)
     _check_folder(out, rows, methods, preset, cfg, overrides, max_test)  # fails as rank 0 does
+    check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     done = {cell_key(r) for r in rows}
     distributed.barrier()  # rank 0 has read the same rows and has not yet written any
     for c in classes:

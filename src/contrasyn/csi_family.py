@@ -12,6 +12,7 @@ from torch import Tensor
 
 from contrasyn.adversarial import GenerativeSide
 from contrasyn.config import SCORES, RunConfig
+from contrasyn.device import effective_precision
 from contrasyn.presets import get_preset
 from contrasyn.registry import Method, register
 from contrasyn.score import Scorer
@@ -39,6 +40,10 @@ class CSIFamily(Method):
     @property
     def max_train(self) -> int | None:
         return self.config.train.max_train
+
+    @property
+    def precision(self) -> str:
+        return effective_precision(self.config.train.precision, self.device)
 
     def _with_seed(self) -> RunConfig:
         train = dataclasses.replace(self.config.train, seed=self.seed, device=str(self.device))

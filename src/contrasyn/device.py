@@ -41,11 +41,20 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
-def autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """bf16 autocast for ``bf16``, and for ``auto`` where the hardware runs bf16 natively."""
+def effective_precision(precision: str, device: torch.device) -> str:
+    """What a ``precision`` setting computes in on ``device``: ``bf16`` for ``bf16``, and
+    for ``auto`` where the hardware runs bf16 natively; ``fp32`` otherwise. Results record
+    it, since the same setting trains differently on different machines."""
     if precision not in ("fp32", "bf16", "auto"):
         raise ConfigError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
     if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
+        return "bf16"
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast where ``effective_precision`` is bf16, nothing otherwise."""
+    if effective_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 

@@ -118,6 +118,12 @@ class Method(ABC):
         return self.score_names[0]
 
     @property
+    def precision(self) -> str:
+        """What the method computes in on its device (``bf16`` or ``fp32``): benchmark rows
+        record it, and rows of two precisions are different cells. fp32 unless overridden."""
+        return "fp32"
+
+    @property
     def max_train(self) -> int | None:
         """The training subsample a detector draws from the images it is given (None: all)."""
         return getattr(self.config, "max_train", None)

@@ -308,14 +308,18 @@ def _with_contents(body: list[str]) -> list[str]:
 
 
 def _statistics(rows: list[dict], methods: list[str]) -> list[str]:
-    """Mean AUROC with its 95% interval over seeds, the paired-difference matrix, and per
-    class the paired differences of the paper's method against every other method."""
+    """Mean AUROC with its 95% interval, the paired-difference matrix, and per class the
+    paired differences of the paper's method against every other method (all from
+    ``contrasyn.statistics``: classes fixed, seeds as replicates)."""
     parts = [
         "<h2>Intervals and paired differences</h2>",
-        "<p class=note>mean over classes for each seed, then the mean over seeds with a 95% "
-        "Student-t interval; paired differences A - B over the cells both methods have (same "
-        "class, same seed: the same training subsample), with a 95% paired-t interval and "
-        "the classes where A's mean over seeds is higher</p>",
+        "<p class=note>The classes are the fixed set of tasks and the seeds are the "
+        "replicates: each mean is over classes of the per-class means over seeds, and its "
+        "95% Student-t interval comes from the spread between seeds within each class, "
+        "pooled over classes (one seed: no interval). Paired differences A - B are over the "
+        "cells both methods have (same class, same seed: the same training subsample), with "
+        "the classes where A's mean over seeds is higher. Each method's precision (bf16 or "
+        "fp32) is the one its rows were computed in.</p>",
         _markdown_to_html(interval_table(rows)),
         _markdown_to_html(paired_matrix(rows)),
     ]

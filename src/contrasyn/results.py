@@ -5,12 +5,12 @@ preset) cell); ``results.csv`` and ``table.md`` are rewritten from it. The harne
 (``bench``) writes rows through this module and the report (``report``) reads them, so
 neither imports the other's internals.
 
-Statistics (``table.md``, the report, the benchmark's printout):
-- per method, the mean AUROC over classes for each seed, then the mean over seeds with a 95%
-  Student-t interval over seeds (``mean_interval``);
-- paired differences A - B over the cells both methods have (same class, same seed: the
-  same training subsample and validation split), with a 95% paired-t interval over those
-  cells and the number of classes where A's mean over seeds beats B's (``paired``).
+Statistics (``table.md``, the report, the benchmark's printout, ``benchmarks/compare.py``)
+all come from ``contrasyn.statistics`` (classes fixed, seeds as replicates): per method, the
+mean over classes with its 95% interval (``mean_interval``); per pair of methods, the paired
+differences A - B over the cells both have (same class and seed: the same training subsample
+and validation split), their mean over classes with its interval, and the classes won
+(``paired``). Every table also names each method's effective precision (bf16 or fp32).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from contrasyn.checkpoint import atomic_write
+from contrasyn.statistics import Comparison, Estimate, compare, summarise
 
 KEY = ("dataset", "method", "normal_class", "seed", "preset")
 COLUMNS = (
@@ -106,9 +105,11 @@ def write_tables(out: Path, rows: list[dict]) -> None:
     ]
     if rows:
         parts.append(
-            "Mean AUROC over classes with its 95% interval over seeds, and paired differences "
-            "(row minus column, over the cells both have: mean [95% interval] and classes "
-            "won):\n\n" + interval_table(rows) + "\n\n" + paired_matrix(rows)
+            "Mean AUROC over classes with its 95% interval, and paired differences (row minus "
+            "column, over the cells both have: mean over classes [95% interval] and classes "
+            "won). Classes are fixed and seeds are the replicates: the interval comes from the "
+            "spread between seeds within each class, pooled over classes (docs/METHOD.md, "
+            '"Comparing methods"):\n\n' + interval_table(rows) + "\n\n" + paired_matrix(rows)
         )
     write_text(out / "table.md", "\n\n".join(parts) + "\n")
 
@@ -210,33 +211,7 @@ def markdown_table(
     return "\n".join(lines)
 
 
-# -- statistics ------------------------------------------------------------------------------
-
-
-class Interval(NamedTuple):
-    """A mean with its 95% interval (``low``, ``high`` are the mean when n < 2)."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    def text(self, fmt: str = ".4f") -> str:
-        if self.n < 2:
-            return f"{self.mean:{fmt}}"
-        return f"{self.mean:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
-
-
-def t_interval(values: Iterable[float], level: float = 0.95) -> Interval:
-    """Mean and Student-t interval of the mean (n - 1 degrees of freedom)."""
-    from scipy.stats import t
-
-    x = np.asarray(list(values), dtype=float)
-    m = float(x.mean())
-    if len(x) < 2:
-        return Interval(m, m, m, len(x))
-    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return Interval(m, m - half, m + half, len(x))
+# -- statistics: every interval comes from ``contrasyn.statistics`` ---------------------------
 
 
 def _by_cell(rows: list[dict], method: str, metric: str) -> dict[tuple[int, int], float]:
@@ -247,51 +222,42 @@ def _by_cell(rows: list[dict], method: str, metric: str) -> dict[tuple[int, int]
     }
 
 
-def mean_interval(rows: list[dict], method: str, metric: str = "auroc") -> Interval | None:
-    """The mean over classes of ``metric`` for each seed that has every class of the run,
-    then their mean with a 95% t-interval over seeds; None without a complete seed."""
-    classes = {r["normal_class"] for r in rows}
+def mean_interval(rows: list[dict], method: str, metric: str = "auroc") -> Estimate | None:
+    """``method``'s mean over classes of ``metric`` with its 95% interval (classes fixed,
+    seeds as replicates: ``statistics.summarise``); None unless it has every class of the
+    rows."""
     cells = _by_cell(rows, method, metric)
-    seeds = sorted({s for _, s in cells})
-    per_seed = [
-        float(np.mean([cells[(c, s)] for c in classes]))
-        for s in seeds
-        if all((c, s) in cells for c in classes)
-    ]
-    return t_interval(per_seed) if per_seed else None
-
-
-class Paired(NamedTuple):
-    """A minus B over their common cells: the interval of the mean difference, per class
-    the interval over seeds, and the classes where A's mean beats B's."""
-
-    overall: Interval
-    per_class: dict[int, Interval]
-    wins: int
-    classes: int
-
-
-def paired(rows: list[dict], a: str, b: str, metric: str = "auroc") -> Paired | None:
-    """Paired differences ``a - b`` (None when the two share no cell)."""
-    ca, cb = _by_cell(rows, a, metric), _by_cell(rows, b, metric)
-    common = sorted(set(ca) & set(cb))
-    if not common:
+    if not cells or {c for c, _ in cells} != {r["normal_class"] for r in rows}:
         return None
-    diffs = {cell: ca[cell] - cb[cell] for cell in common}
-    per_class = {
-        c: t_interval([d for (k, _), d in diffs.items() if k == c])
-        for c in sorted({k for k, _ in common})
-    }
-    wins = sum(iv.mean > 0 for iv in per_class.values())
-    return Paired(t_interval(diffs.values()), per_class, wins, len(per_class))
+    return summarise(cells)
+
+
+def paired(rows: list[dict], a: str, b: str, metric: str = "auroc") -> Comparison | None:
+    """Paired differences ``a - b`` over their common cells (``statistics.compare``)."""
+    return compare(_by_cell(rows, a, metric), _by_cell(rows, b, metric))
+
+
+def _precisions(rows: list[dict], method: str) -> str:
+    """The effective precisions of a method's rows (``-`` for rows made before they were
+    recorded)."""
+    found = dict.fromkeys(r.get("precision") or "-" for r in rows if r["method"] == method)
+    return ", ".join(found)
 
 
 def interval_table(rows: list[dict], metric: str = "auroc") -> str:
-    """Per method: seeds, mean over classes and its 95% interval over seeds."""
-    lines = [f"| method | seeds | mean {metric} [95% interval over seeds] |", "|---|---|---|"]
+    """Per method: its precision, seeds per class, mean over classes and its 95% interval."""
+    lines = [
+        f"| method | precision | seeds | mean {metric} [95% interval; classes fixed, seeds "
+        "replicate] |",
+        "|---|---|---|---|",
+    ]
     for method in dict.fromkeys(r["method"] for r in rows):
         iv = mean_interval(rows, method, metric)
-        lines.append(f"| {method} | {iv.n if iv else 0} | {iv.text() if iv else '-'} |")
+        seeds = sorted({s for _, s in _by_cell(rows, method, metric)})
+        lines.append(
+            f"| {method} | {_precisions(rows, method)} | {len(seeds)} "
+            f"| {iv.text() if iv else '- (not every class)'} |"
+        )
     return "\n".join(lines)
 
 
@@ -309,16 +275,18 @@ def paired_matrix(rows: list[dict], metric: str = "auroc") -> str:
 
 
 def paired_class_table(rows: list[dict], a: str, b: str, metric: str = "auroc") -> str:
-    """Per class, ``a - b``: mean over seeds [95% interval over seeds]; then all cells."""
+    """Per class, ``a - b``: the mean over seeds [95% interval, pooled over classes]; then
+    the mean over classes."""
     p = paired(rows, a, b, metric)
     if p is None:
         return "(no common cells)"
     names = {r["normal_class"]: r.get("class_name", "") for r in rows}
-    lines = [f"| class | {a} - {b} [95% interval over seeds] |", "|---|---|"]
+    lines = [f"| class | {a} - {b} [95% interval, pooled within-class spread] |", "|---|---|"]
     lines += [f"| {c} {names[c]} | {iv.text('+.4f')} |" for c, iv in p.per_class.items()]
+    o = p.overall
     lines.append(
-        f"| **all cells** | {p.overall.text('+.4f')} (n = {p.overall.n}; "
-        f"{p.wins} of {p.classes} classes won) |"
+        f"| **mean over classes** | {o.text('+.4f')} ({o.cells} cells, {o.df} degrees of "
+        f"freedom; {p.wins} of {p.classes} classes won) |"
     )
     return "\n".join(lines)
 

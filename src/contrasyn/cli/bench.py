@@ -113,9 +113,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         read_settings(args),
     )
     print(markdown_table(rows))
-    print("\nMean AUROC over classes [95% interval over seeds]:\n")
+    print("\nMean AUROC over classes [95% interval; classes fixed, seeds as replicates]:\n")
     print(interval_table(rows))
-    print("\nPaired differences, row minus column [95% interval], classes won:\n")
+    print(
+        "\nPaired differences, row minus column: mean over classes [95% interval], classes won:\n"
+    )
     print(paired_matrix(rows))
     print(
         f"\nresults: {Path(args.out) / 'results.csv'} (and results.jsonl, table.md); "
