@@ -78,3 +78,56 @@ def test_the_committed_default_against_rot_with_classes_fixed(tmp_path: Path) ->
     assert "| csi |  | -0.0039 [-0.0069, -0.0009], 4/10 |" in text
     assert "-0.0039 [-0.0069, -0.0009] (30 cells, 20 degrees of freedom; 4 of 10" in text
     assert "| csi | bf16 | 3 | 0.9358 [" in text and "| rot | fp32 | 3 | 0.9397 [" in text
+
+
+def test_record_precision_reads_the_machine_of_the_invocation_that_ran_each_row(
+    tmp_path: Path,
+) -> None:
+    """benchmarks/record_precision.py: the earliest environment entry whose command covers a
+    row is the one that computed it; an entry without a CPU model is matched by platform to a
+    speed measurement; ``auto`` is bf16 only where bf16 was native; a baseline is fp32."""
+    import record_precision
+
+    folder = tmp_path / "f"
+    cells = [("csi", 0, 0), ("csi", 0, 1), ("rot", 0, 1)]
+    rows = [
+        {"dataset": "d", "method": m, "normal_class": c, "seed": s, "preset": "cpu",
+         "score": m, "auroc": 0.9, "aupr": 0.9, "fpr95": 0.1, "auroc_per_class_mean": 0.9,
+         "train_seconds": 1.0, "score_seconds": 1.0}
+        for m, c, s in cells
+    ]  # fmt: skip
+    folder.mkdir()
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for m, c, s in cells:
+        run = folder / "runs" / "d" / m / f"class{c}" / f"seed{s}"
+        run.mkdir(parents=True)
+        if m == "csi":
+            (run / "config.json").write_text(json.dumps({"train": {"precision": "auto"}}))
+
+    def entry(seeds: str, methods: str, platform: str, cpu: str | None) -> dict:
+        command = f"contrasyn benchmark --classes all --methods {methods} --seeds {seeds}"
+        return {"command": command, "platform": platform, "cpu": cpu, "device": "cpu",
+                "versions": {"torch": "2.13.0+cpu"}}  # fmt: skip
+
+    old, new = "Linux-old", "Linux-new"
+    entries = [
+        entry("0", "csi", old, None),  # before the cpu field: matched by platform
+        entry("0,1", "csi,rot", new, "AMD EPYC (avx2 avx512f avx512_bf16)"),
+    ]
+    (folder / "environment.json").write_text(json.dumps(entries))
+    measured = {old: {"platform": old, "bf16_native": False, "cpu_capability": "AVX2"}}
+    assert record_precision.record(folder, measured, None) == 3
+    got = [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
+    assert [r["precision"] for r in got] == ["fp32", "bf16", "fp32"]
+    assert got[0]["machine"].startswith("AVX2 CPU, no native bf16 (model not recorded")
+    assert got[1]["machine"] == got[2]["machine"] == "AMD EPYC (avx2 avx512f avx512_bf16)"
+    assert {(r["device"], r["torch"]) for r in got} == {("cpu", "2.13.0+cpu")}
+    assert record_precision.record(folder, measured, None) == 0  # recorded rows stay
+    # a row no entry covers needs an entry named as alike
+    (folder / "environment.json").write_text(json.dumps(entries[:1]))
+    for r in got:
+        del r["precision"]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in got))
+    with pytest.raises(SystemExit, match="no environment.json entry runs csi class 0 seed 1"):
+        record_precision.record(folder, measured, None)
+    assert record_precision.record(folder, measured, None, like=0) == 3

@@ -151,9 +151,50 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
     return {"paper": paper, "csi": csi, "feat": feat, "cos": cos_only, "norm": norm_only}
 
 
+class SpreadNet(torch.nn.Module):
+    """A stand-in for F whose projections point in random directions with norms spread over
+    [0.5, 3]: a width-2 ``CSINet``'s projections are nearly parallel (cosine >= 0.9998) with
+    norms within 1% of each other, so variants of eq. 11 (the norm factor outside the max,
+    one nearest neighbour per shift) give the same numbers to 1e-4 there. Each output is a
+    fixed random function of the pixels, so rotations and augmentations change it."""
+
+    def __init__(self, pixels: int, proj_dim: int = 8, feat_dim: int = 6) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.z = torch.nn.Parameter(torch.randn(pixels, proj_dim, generator=g))
+        self.size = torch.nn.Parameter(torch.randn(pixels, generator=g) / pixels**0.5 * 4)
+        self.h = torch.nn.Parameter(torch.randn(pixels, feat_dim, generator=g))
+        self.shift = torch.nn.Parameter(torch.randn(pixels, K, generator=g) / pixels**0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flat = (x - 0.5).flatten(1)
+        norm = 0.5 + 2.5 * torch.sigmoid(flat @ self.size)
+        z = F.normalize(flat @ self.z, dim=1) * norm[:, None]
+        return flat @ self.h, z, flat @ self.shift  # CSIOutput's order: h, z, shift
+
+
+def test_spread_fixture_is_spread() -> None:
+    """What makes the brute-force test below able to tell eq. 11's variants apart."""
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    net = SpreadNet(3 * 8 * 8).eval()
+    z = embed(net, torch.cat([train_x, test_x]), K, None, 16).z.flatten(0, 1)  # (N K, d)
+    norms = z.norm(dim=1)
+    cos = F.normalize(z, dim=1) @ F.normalize(z, dim=1).T
+    assert norms.max() / norms.min() > 2.5
+    assert cos[~torch.eye(len(z), dtype=torch.bool)].abs().max() < 0.999
+    assert cos[~torch.eye(len(z), dtype=torch.bool)].abs().mean() < 0.6
+
+
+@pytest.mark.parametrize("net", ["csinet", "spread"])
 @pytest.mark.parametrize("ensemble", [1, 2])
-def test_scorer_matches_brute_force(ensemble: int) -> None:
+def test_scorer_matches_brute_force(ensemble: int, net: str) -> None:
+    """Every score against eq. 11, CSI's score and the feature score written out as loops,
+    on a real (narrow) F and on ``SpreadNet``, where eq. 11's variants differ: the norm
+    factor averaged outside the max, the nearest neighbour taken per shift and summed (no
+    shared x'), max and sum swapped; each is off by far more than the tolerance there."""
     model, train_cfg, score_cfg, train_x, test_x = _setup(ensemble=ensemble)
+    if net == "spread":
+        model = SpreadNet(3 * 8 * 8).eval()
     scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
     got = scorer.score_samples(model, test_x)
     assert set(got) == set(SCORES) == {"paper", "csi", "feat", "cos", "norm"}
