@@ -498,3 +498,11 @@ def test_shared_writes_waits_then_names_the_lock(tmp_path: Path) -> None:
     with shared_writes(tmp_path):
         assert _writes_lock_held(tmp_path)
     assert not _writes_lock_held(tmp_path)
+
+
+def test_help_names_where_the_paper_preset_departs_from_the_paper(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "scored with feat, not eq. 11 (--set score.score=paper for eq. 11)" in text
+    assert "F trained with CSI's LARS" in text and "bf16 where the hardware has it" in text

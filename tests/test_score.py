@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -259,10 +261,16 @@ def test_scorer_weights() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"score": "bogus"}, {"score": "PAPER"}, {"ensemble": 0}, {"ensemble": -2}]
+    ("change", "message"),
+    [
+        ({"score": "bogus"}, "score must be one of paper, csi, feat, cos, norm, got 'bogus'"),
+        ({"score": "PAPER"}, "got 'PAPER'"),
+        ({"ensemble": 0}, "score.ensemble must be >= 1, got 0"),  # ScoreConfig's own check
+        ({"ensemble": -2}, "score.ensemble must be >= 1, got -2"),
+    ],
 )
-def test_scorer_rejects_bad_config(change: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_scorer_rejects_bad_config(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Scorer(TrainConfig(), ScoreConfig(**change))
 
 

@@ -238,8 +238,6 @@ class Scorer:
     def __init__(self, train_cfg: TrainConfig, cfg: ScoreConfig) -> None:
         if cfg.score not in SCORES:
             raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {cfg.score!r}")
-        if cfg.ensemble < 1:
-            raise ConfigError(f"ensemble must be >= 1 draws, got {cfg.ensemble}")
         if not cfg.augment and cfg.ensemble != 1:
             raise ConfigError("score.augment=false is one deterministic pass: set ensemble=1")
         self.train_cfg, self.cfg = train_cfg, cfg
