@@ -153,9 +153,21 @@ def test_report_command_rebuilds_and_survives_a_missing_dataset(
     assert "report.html" in capsys.readouterr().out
     page = _parse(copy / "report.html")
     assert all((copy / src).is_file() for src in page.images)
-    # a run folder without scores or weights still gives a page, saying what is missing
+    # without its score files a class keeps the figures an earlier build drew, said so; a
+    # figure the page no longer shows is removed
     for npz in copy.glob("runs/synthetic/*/class1/seed0/test_scores.npz"):
         npz.unlink()
+    (copy / "report" / "stale.png").write_bytes((copy / "report" / "auroc.png").read_bytes())
+    before = (copy / "report" / "roc_class1.png").read_bytes()
+    assert main(["report", str(copy)]) == 0
+    text = (copy / "report.html").read_text()
+    assert "drawn by an earlier build of this report" in text and "no score files" not in text
+    shown = {Path(src).name for src in _parse(copy / "report.html").images}
+    assert {"roc_class1.png", "hist_class1.png", "extremes_class1.png"} <= shown
+    assert (copy / "report" / "roc_class1.png").read_bytes() == before
+    assert not (copy / "report" / "stale.png").exists()
+    # with neither scores nor earlier figures the page says what is missing
+    shutil.rmtree(copy / "report")
     assert main(["report", str(copy)]) == 0
     assert "no score files" in (copy / "report.html").read_text()
     assert main(["report", str(tmp_path / "nothing")]) == 2

@@ -245,6 +245,21 @@ def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path)
     return _save(fig, folder, f"loss_{method.replace('+', '_')}.png")
 
 
+def _earlier_figures(folder: Path, stem: str) -> str:
+    """A class whose score files are gone (``test_scores.npz`` is not committed, say) keeps
+    the figures an earlier build drew from them, said so; without any, a note says why."""
+    names = [f"{kind}_{stem}.png" for kind in ("roc", "hist", "extremes")]
+    kept = [n for n in names if (folder / n).exists()]
+    if not kept:
+        return "<p class=note>no score files (test_scores.npz) for this class</p>"
+    images = "".join(f'<img src="{FIGURES}/{n}" alt="{n[:-4]}">' for n in kept)
+    return (
+        "<p class=note>drawn by an earlier build of this report: the score files they came "
+        "from (test_scores.npz) are no longer in this folder, so they may show other cells "
+        f"than the tables</p><div class=row>{images}</div>"
+    )
+
+
 def _first_seed_cells(rows: list[dict], c: int, methods: list[str]) -> dict[str, dict]:
     cells = {}
     for m in methods:
@@ -346,8 +361,6 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
         raise FileNotFoundError(f"{out / 'results.jsonl'}: no results to report")
     folder = out / FIGURES
     folder.mkdir(exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     classes = sorted({r["normal_class"] for r in rows})
     names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
@@ -395,7 +408,7 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
         cells = {m: r for m, r in cells.items() if m in scores}
         body.append(f"<h3>normal class {c}: {html.escape(names[c])}</h3>")
         if not cells:
-            body.append("<p class=note>no score files (test_scores.npz) for this class</p>")
+            body.append(_earlier_figures(folder, f"class{c}"))
             continue
         title, stem = f"class {c} {names[c]}", f"class{c}"
         roc, hist = _roc_and_histograms(cells, scores, colors, title, folder, stem)
@@ -458,6 +471,10 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
             "this folder; the last one:</p>" + _pre(sessions[-1])
         )
     body = _with_contents(body)
+    shown = set(re.findall(rf'src="{FIGURES}/([^"]+)"', "\n".join(body)))
+    for stale in folder.glob("*.png"):  # figures of an earlier build this page no longer shows
+        if stale.name not in shown:
+            stale.unlink()
     page = (
         "<!doctype html><html><head><meta charset=utf-8>"
         f"<title>contrasyn benchmark: {html.escape(', '.join(datasets))}</title>"
