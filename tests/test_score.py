@@ -155,10 +155,10 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
 
 class SpreadNet(torch.nn.Module):
     """A stand-in for F whose projections point in random directions with norms spread over
-    [0.5, 3]: a width-2 ``CSINet``'s projections are nearly parallel (cosine >= 0.9998) with
-    norms within 1% of each other, so variants of eq. 11 (the norm factor outside the max,
-    one nearest neighbour per shift) give the same numbers to 1e-4 there. Each output is a
-    fixed random function of the pixels, so rotations and augmentations change it."""
+    [0.5, 3]. A width-2 ``CSINet``'s projections are nearly parallel with nearly equal norms,
+    so variants of eq. 11 (the norm factor outside the max, one nearest neighbour per shift)
+    give the same numbers to 1e-4 there. Each output is a fixed random function of the
+    pixels, so rotations and augmentations change it."""
 
     def __init__(self, pixels: int, proj_dim: int = 8, feat_dim: int = 6) -> None:
         super().__init__()
