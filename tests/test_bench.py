@@ -183,8 +183,7 @@ SEEDS = {
 @pytest.mark.parametrize(("folder", "methods", "recipe"), COMMITTED)
 def test_committed_folders_resume_without_retraining(folder, methods, recipe, tmp_path) -> None:
     """The README's commands for the committed folders find every cell done: each row's
-    configuration hash (upgraded from the first scheme with the folder's preset file) equals
-    the one the current code computes for the same command."""
+    configuration hash equals the one the current code computes for the same command."""
     source = RESULTS / folder
     out = tmp_path / folder
     out.mkdir()

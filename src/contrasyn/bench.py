@@ -48,14 +48,14 @@ from contrasyn.results import (
     run_path,
     save_npz,
     write_csv,
-    write_rows,
     write_tables,
     write_text,
 )
 from contrasyn.score import import_faiss
 
 METHODS = METHOD_NAMES
-# the row field saying how ``config_sha`` was computed (rows without it: the first scheme)
+# the row field saying how ``config_sha`` was computed (``config_sha``'s scheme since the first
+# one, whose committed rows were rehashed to this one)
 SCHEME = 2
 
 
@@ -263,47 +263,6 @@ def config_sha(
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _first_scheme_sha(method: str, preset: str, data: dict, max_test: int | None) -> str:
-    """The hash rows carried before ``SCHEME`` 2: the run configuration as the code of the
-    time wrote it (``data``: the folder's preset file, fields added later at their default
-    left out) for the CSI family and kNN, or a baseline's preset settings and input size."""
-    from contrasyn.baselines import BASELINE_PRESETS
-
-    if method in TRAIN_METHODS or method == "knn":
-        data, defaults = json.loads(json.dumps(data)), to_dict(RunConfig())
-        for part, names in LATER_FIELDS.items():
-            for name in names:
-                if name in data[part] and data[part][name] == defaults[part][name]:
-                    del data[part][name]
-        text = json.dumps(data, sort_keys=True)
-    else:
-        train = data["train"]
-        inputs = {"image_size": train["image_size"], "channels": train["channels"]}
-        text = json.dumps([BASELINE_PRESETS[preset][method], inputs], sort_keys=True)
-    if max_test is not None:
-        text += f"|max_test={max_test}"
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def _upgrade_rows(out: Path, rows: list[dict], preset: str) -> bool:
-    """Rows of the first hashing scheme get ``SCHEME`` 2 hashes, computed from the folder's
-    ``preset-PRESET.json`` (the configuration they were made with) once that file is shown to
-    be theirs: its first-scheme hash equals the row's. Returns whether any row changed."""
-    path = out / f"preset-{preset}.json"
-    changed = False
-    for r in rows:
-        if r.get("config_scheme") == SCHEME or r["preset"] != preset or not path.exists():
-            continue
-        raw = json.loads(path.read_text())
-        stored = load_config(RunConfig, path)
-        max_test = r.get("max_test")
-        if _first_scheme_sha(r["method"], preset, raw, max_test) == r["config_sha"]:
-            r["config_sha"] = config_sha(r["method"], preset, stored, {}, max_test)
-            r["config_scheme"] = SCHEME
-            changed = True
-    return changed
-
-
 def _check_folder(
     out: Path,
     rows: list[dict],
@@ -314,8 +273,6 @@ def _check_folder(
     max_test,
 ) -> dict[str, str]:
     """Each method's config hash; refuses a folder whose rows were made with another one."""
-    if _upgrade_rows(out, rows, preset):
-        write_rows(out, rows)
     shas = {m: config_sha(m, preset, cfg, overrides, max_test) for m in methods}
     for method, sha in shas.items():
         clash = {
@@ -552,7 +509,6 @@ def run_quality(
     by an earlier call (same feature spaces, grids present) is kept unless ``recompute``.
     """
     from contrasyn.checkpoint import load_checkpoint
-    from contrasyn.config import RunConfig, load_config
     from contrasyn.data import load_dataset
     from contrasyn.quality import feature_space, sample, sample_distance
     from contrasyn.score import Scorer
