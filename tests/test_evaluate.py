@@ -188,7 +188,7 @@ def test_evaluate_a_folder_writes_metrics_and_a_report(
     sources = re.findall(r"<img src='([^']+)'", page)
     assert all((out / s).is_file() for s in sources)
     for key in ("metrics", "threshold", "folders", "roc", "histograms", "most-anomalous"):
-        assert f"id='{key}'" in page and f"href='#{key}'" in page  # the table of contents
+        assert f'id="{key}"' in page and f'href="#{key}"' in page  # the table of contents
     assert "borderline" in page and page.count("<figcaption>") >= len(sources)
     # a second report into the same folder leaves no picture of the first behind
     (out / "report" / "old-99.png").write_bytes(b"")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from contrasyn.cli import main
-from contrasyn.report import _markdown_to_html
+from contrasyn.htmlpage import markdown_to_html
 from test_cli import _bench_args  # tests/ is on sys.path (rootdir-relative imports)
 
 METHODS = "knn,deepsvdd,full"
@@ -75,7 +75,7 @@ def _parse(path: Path) -> _Page:
 
 def test_markdown_tables_become_html() -> None:
     text = "intro *x*\n\n| class | a | b |\n|---|---|---|\n| 0 c0 | **0.900** | 0.8 < 1 |\n"
-    assert _markdown_to_html(text) == (
+    assert markdown_to_html(text) == (
         "<p>intro *x*</p>\n<table><tr><th>class</th><th>a</th><th>b</th></tr>\n"
         "<tr><td>0 c0</td><td><b>0.900</b></td><td>0.8 &lt; 1</td></tr>\n</table>"
     )
@@ -107,7 +107,7 @@ def test_report_tables_hold_the_results(bench: Path) -> None:
     text = (bench / "report.html").read_text()
     assert '"torch":' in text and "contrasyn benchmark --dataset synthetic" in text
     # a table of contents linking every section, and a caption under every generator grid
-    anchors = re.findall(r'<h2 id="(s\d+)">', text)
+    anchors = re.findall(r'<section id="([a-z]+)">', text)
     assert len(anchors) >= 6 and all(f'href="#{a}"' in text for a in anchors)
     assert "Intervals and paired differences" in page.headings
     grids = text.count('class=grid src="')

@@ -38,7 +38,14 @@ from contrasyn.lock import shared_writes
 from contrasyn.metrics import auroc, evaluate
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
-from contrasyn.registry import BASELINES, METHOD_NAMES, Method, build_method, method_config
+from contrasyn.registry import (
+    BASELINES,
+    METHOD_NAMES,
+    Method,
+    build_method,
+    method_class,
+    method_config,
+)
 from contrasyn.results import (
     KEY,
     cell_key,
@@ -522,7 +529,7 @@ def run_quality(
     earlier = {cell_key(q): q for q in read_jsonl(out / "quality.jsonl")}
     rows = []
     for r in read_rows(out):
-        if r["method"] not in ("csi+g", "full"):
+        if not method_class(r["method"]).generative(r["method"]):
             continue
         run_dir = run_path(out, r)
         kept = earlier.get(cell_key(r))

@@ -32,6 +32,10 @@ class CSIFamily(Method):
         train = {**overrides.get("train", {}), "method": name}
         return get_preset(preset, {**overrides, "train": train})
 
+    @classmethod
+    def generative(cls, name: str) -> bool:
+        return name != "csi"  # csi+g and full train G (and D; full also E and D')
+
     @property
     def score_names(self) -> tuple[str, ...]:
         default = self.config.score.score

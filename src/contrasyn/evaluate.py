@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from contrasyn import metrics
-from contrasyn.checkpoint import atomic_write
 from contrasyn.errors import DataError
+from contrasyn.htmlpage import FIGURES, Section, figure, save_figure, table, write_page
 from contrasyn.results import csv_cell, write_text
 
 
@@ -60,7 +60,6 @@ class Calibrated(Protocol):
     def is_anomalous(self, anomaly_scores: np.ndarray) -> np.ndarray: ...
 
 
-FIGURES = "report"
 SHOWN = 8  # images per picture section
 
 
@@ -343,22 +342,11 @@ def write_files(evaluation: Evaluation, out: Path) -> list[Path]:
 # -- the report ----------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _save_figure(fig, folder: Path, name: str) -> str:
-    atomic_write(folder / name, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
-    return f"{FIGURES}/{name}"
-
-
 def _roc_figure(ev: Evaluation, folder: Path) -> str:
     from sklearn.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(ev.is_anomaly, _rankable(ev.scores))
-    fig = _figure(4.6, 4.2)
+    fig = figure(4.6, 4.2)
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, color="tab:blue", label=f"ROC (AUROC {ev.metrics['auroc']:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="chance")
@@ -382,7 +370,7 @@ def _roc_figure(ev: Evaluation, folder: Path) -> str:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
-    return _save_figure(fig, folder, "roc.png")
+    return save_figure(fig, folder, "roc.png")
 
 
 def _histogram_figure(ev: Evaluation, folder: Path) -> str:
@@ -390,7 +378,7 @@ def _histogram_figure(ev: Evaluation, folder: Path) -> str:
 
     s = _rankable(ev.scores)
     bins = np.histogram_bin_edges(s, bins=min(40, max(10, len(s) // 5)))
-    fig = _figure(7.0, 3.6)
+    fig = figure(7.0, 3.6)
     ax = fig.add_subplot()
     names = [ev.normal_group, *(g["folder"] for g in ev.per_group)]
     cmap = colormaps["tab10"]
@@ -409,7 +397,7 @@ def _histogram_figure(ev: Evaluation, folder: Path) -> str:
     ax.set_ylabel("images")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save_figure(fig, folder, "histograms.png")
+    return save_figure(fig, folder, "histograms.png")
 
 
 def shown_indices(ev: Evaluation) -> list[int]:
@@ -495,33 +483,6 @@ def _tiles(
     return "<div class='tiles'>" + "".join(cells) + "</div>"
 
 
-def _table(rows: list[list[Any]], head: list[str]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return html.escape(str(v))
-
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows]
-    return "\n".join(out) + "</table>"
-
-
-_STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #eee; }
-td:first-child, th:first-child { text-align: left; }
-figure { margin: 0.5em 0 1.5em; }
-figcaption { font-size: 0.9em; color: #444; }
-.tiles { display: flex; flex-wrap: wrap; gap: 10px; }
-.tile { margin: 0; width: 270px; }
-.tile img { image-rendering: pixelated; max-width: 100%; }
-.note { color: #666; }
-nav ul { columns: 2; }
-"""
-
-
 def write_report(
     ev: Evaluation, out: Path, maps: dict[int, np.ndarray] | None = None, title: str | None = None
 ) -> Path:
@@ -531,7 +492,6 @@ def write_report(
     out = Path(out)
     folder = out / FIGURES
     folder.mkdir(parents=True, exist_ok=True)
-    written = {"roc.png", "histograms.png"}
     roc = _roc_figure(ev, folder)
     hist = _histogram_figure(ev, folder)
     m, t, b = ev.metrics, ev.at_threshold, ev.best_f1
@@ -543,7 +503,7 @@ def write_report(
     ]
     if m.get("non_finite"):
         summary_rows.append(["non-finite scores (counted as most anomalous)", m["non_finite"]])
-    body = _table(summary_rows, ["metric", "value"])
+    body = table(summary_rows, ["metric", "value"])
     body += (
         "<p>Anomalies are the positive class. "
         + html.escape(
@@ -554,14 +514,14 @@ def write_report(
     )
     sections.append(("metrics", "Metrics", body))
     if t is not None:
-        body = _table(
+        body = table(
             [
                 ["anomalous", t["tp"], t["fn"]],
                 ["normal", t["fp"], t["tn"]],
             ],
             ["true \\ predicted", "flagged", "passed"],
         )
-        body += _table(
+        body += table(
             [
                 ["threshold (anomaly score)", t["threshold"]],
                 ["target false-alarm rate", t["target_rate"]],
@@ -579,14 +539,14 @@ def write_report(
     ref.append(["recall", b["recall"]])
     if b.get("holdout_rate") is not None:
         ref.append(["held-out normal images it flags", b["holdout_rate"]])
-    body += _table(ref, ["best-F1 threshold, for reference (chosen on these labels)", "value"])
+    body += table(ref, ["best-F1 threshold, for reference (chosen on these labels)", "value"])
     sections.append(("threshold", "At the threshold", body))
     rows = [[g["folder"], g["n"], g["auroc"], g.get("flagged", "")] for g in ev.per_group]
     sections.append(
         (
             "folders",
             "AUROC per anomalous folder",
-            _table(rows, ["folder", "images", "AUROC vs normal", "share flagged"]),
+            table(rows, ["folder", "images", "AUROC vs normal", "share flagged"]),
         )
     )
     sections.append(
@@ -616,24 +576,11 @@ def write_report(
     )
     for key, (heading, caption, indices) in _pick(ev).items():
         tiles = _tiles(ev, indices, maps, folder, key)
-        written.update(f"{key}-{r:02d}.png" for r in range(len(indices)))
         sections.append((key, heading, f"<p>{html.escape(caption)}{maps_note}</p>{tiles}"))
-    for stale in folder.glob("*.png"):
-        if stale.name not in written:
-            stale.unlink(missing_ok=True)
     title = title or "contrasyn evaluation"
     model = ev.model
     intro = html.escape(
         f"Model: method {model['method']}, score {model['score']}; data: {ev.data or 'arrays'}."
     )
-    toc = "".join(f"<li><a href='#{k}'>{html.escape(h)}</a></li>" for k, h, _ in sections)
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{intro}</p>",
-        f"<nav><h2>Contents</h2><ul>{toc}</ul></nav>",
-    ]
-    parts += [f"<section id='{k}'><h2>{html.escape(h)}</h2>{b}</section>" for k, h, b in sections]
-    parts.append("</body></html>\n")
-    write_text(out / "report.html", "\n".join(parts))
+    write_page(out / "report.html", title, f"<p>{intro}</p>", [Section(*s) for s in sections])
     return out / "report.html"

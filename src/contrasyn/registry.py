@@ -105,6 +105,13 @@ class Method(ABC):
     def preset_config(cls, name: str, preset: str, overrides: dict[str, Any]) -> Any:
         """The settings of method ``name`` at ``preset`` with ``overrides`` applied."""
 
+    @classmethod
+    def generative(cls, name: str) -> bool:
+        """Whether method ``name`` trains a generator (its sample grids and quality, the
+        report's per-class comparisons of the paper's contribution). False unless
+        overridden."""
+        return False
+
     @property
     def losses(self) -> list[dict]:
         return []

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from contrasyn.checkpoint import atomic_write
 from contrasyn.data.base import ImageDataset
+from contrasyn.htmlpage import (
+    FIGURES,
+    Section,
+    figure,
+    markdown_to_html,
+    panels,
+    save_figure,
+    write_page,
+)
+from contrasyn.registry import method_class
 from contrasyn.results import (
     interval_table,
     markdown_table,
@@ -30,41 +38,11 @@ from contrasyn.results import (
     read_rows,
     run_path,
     summary_table,
-    write_text,
 )
 
-FIGURES = "report"
 # numeric metrics.jsonl fields that are bookkeeping, not losses
 _NOT_LOSSES = {"step", "epoch", "lr", "seconds", "gen_step", "warmup_round"}
 EXTREMES = 8  # most normal and most anomalous test images shown per method
-
-
-def _markdown_to_html(text: str) -> str:
-    """The subset of Markdown the harness writes: pipe tables, **bold**, paragraphs."""
-    out, table = [], []
-
-    def inline(s: str) -> str:
-        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(s.strip()))
-
-    def flush() -> None:
-        if table:
-            head, *body = table
-            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>")
-            out.extend("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
-            out.append("</table>")
-            table.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = line.strip().strip("|").split("|")
-            if not all(set(c.strip()) <= set("-:") for c in cells):
-                table.append(cells)
-            continue
-        flush()
-        if line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    flush()
-    return "\n".join(out)
 
 
 def _colors(methods: list[str]) -> dict[str, tuple]:
@@ -74,29 +52,8 @@ def _colors(methods: list[str]) -> dict[str, tuple]:
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _panels(n: int, width: float, height: float):
-    """A figure of ``n`` panels, four to a row, and its axes (spare ones hidden)."""
-    ncols = min(4, n)
-    fig = _figure(width * ncols, height * -(-n // ncols))
-    axes = fig.subplots(-(-n // ncols), ncols, squeeze=False).ravel()
-    for a in axes[n:]:
-        a.set_visible(False)
-    return fig, axes
-
-
-def _save(fig, folder: Path, name: str) -> str:
-    atomic_write(folder / name, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
-    return f"{FIGURES}/{name}"
-
-
 def _auroc_chart(rows: list[dict], methods, classes, names, colors, folder: Path) -> str:
-    fig = _figure(max(8.0, 1.0 + 0.12 * len(methods) * (len(classes) + 1)), 4.0)
+    fig = figure(max(8.0, 1.0 + 0.12 * len(methods) * (len(classes) + 1)), 4.0)
     ax = fig.add_subplot()
     width = 0.8 / len(methods)
     lows = []
@@ -118,7 +75,7 @@ def _auroc_chart(rows: list[dict], methods, classes, names, colors, folder: Path
     ax.set_ylabel("AUROC (anomalies positive)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, folder, "auroc.png")
+    return save_figure(fig, folder, "auroc.png")
 
 
 def _scores(out: Path, row: dict) -> dict[str, np.ndarray] | None:
@@ -134,9 +91,9 @@ def _roc_and_histograms(
 ) -> tuple[str, str]:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    roc = _figure(5.0, 4.6)
+    roc = figure(5.0, 4.6)
     ax = roc.add_subplot()
-    hist, axes = _panels(len(cells), 3.2, 2.4)
+    hist, axes = panels(len(cells), 3.2, 2.4)
     for a, (m, row) in zip(axes, cells.items(), strict=False):
         y = scores[m]["is_anomaly"].astype(bool)
         s = scores[m][row["score"]]
@@ -155,7 +112,8 @@ def _roc_and_histograms(
     ax.set_ylabel("true positive rate")
     ax.set_title(f"ROC, {title}")
     ax.legend(fontsize="small", loc="lower right")
-    return _save(roc, folder, f"roc_{stem}.png"), _save(hist, folder, f"hist_{stem}.png")
+    roc_src = save_figure(roc, folder, f"roc_{stem}.png")
+    return roc_src, save_figure(hist, folder, f"hist_{stem}.png")
 
 
 def _tile(image: np.ndarray, anomalous: bool, border: int = 2) -> np.ndarray:
@@ -181,7 +139,7 @@ def _extremes(
         blank = np.full_like(next(t for t in tiles if t is not None), 255)
         rows.append(np.concatenate([t if t is not None else blank for t in tiles], axis=1))
     canvas = np.concatenate(rows, axis=0)
-    fig = _figure(0.5 * canvas.shape[1] / rows[0].shape[0] + 1.5, 0.5 * len(rows) + 0.8)
+    fig = figure(0.5 * canvas.shape[1] / rows[0].shape[0] + 1.5, 0.5 * len(rows) + 0.8)
     ax = fig.add_subplot()
     ax.imshow(canvas, interpolation="nearest")
     h = rows[0].shape[0]
@@ -193,7 +151,7 @@ def _extremes(
         "anomalous (right); frame green = normal class, red = anomaly",
         fontsize="small",
     )
-    return _save(fig, folder, f"extremes_{stem}.png")
+    return save_figure(fig, folder, f"extremes_{stem}.png")
 
 
 def _test_images(dataset: ImageDataset | None, stored: dict) -> np.ndarray | None:
@@ -232,7 +190,7 @@ def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path)
                 ys.append(value)
     if not curves:
         return None
-    fig, axes = _panels(max(len(curves), 2), 3.4, 2.5)
+    fig, axes = panels(max(len(curves), 2), 3.4, 2.5)
     for a, (key, per_class) in zip(axes, curves.items(), strict=False):
         for c, (xs, ys) in sorted(per_class.items()):
             a.plot(
@@ -242,7 +200,7 @@ def _loss_curves(out: Path, method: str, cells: list[dict], names, folder: Path)
         a.set_xlabel(axis[key], fontsize="small")
     axes[0].legend(fontsize="x-small", loc="upper right")
     fig.suptitle(f"{method}: training losses")
-    return _save(fig, folder, f"loss_{method.replace('+', '_')}.png")
+    return save_figure(fig, folder, f"loss_{method.replace('+', '_')}.png")
 
 
 def _earlier_figures(folder: Path, stem: str) -> str:
@@ -289,45 +247,11 @@ def _wall_time_table(rows: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #eee; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.3em 0; }
-img.grid { width: 640px; image-rendering: pixelated; }
-.row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
-pre { background: #f6f6f6; padding: 0.6em; font-size: 0.85em; overflow-x: auto; }
-h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
-.note { color: #666; }
-nav { background: #f6f6f6; padding: 0.4em 1em; display: inline-block; }
-nav ul { margin: 0.3em 0; padding-left: 1.2em; }
-figure { margin: 0.6em 0 1.2em; }
-figcaption { color: #444; font-size: 0.9em; max-width: 640px; }
-"""
-
-
-def _with_contents(body: list[str]) -> list[str]:
-    """Anchors on every section heading and a table of contents after the introduction."""
-    entries, out = [], []
-    for part in body:
-        if part.startswith("<h2>"):
-            title = re.sub(r"<[^>]+>", "", part[4 : part.index("</h2>")])
-            anchor = "s" + str(len(entries))
-            part = f'<h2 id="{anchor}">' + part[4:]
-            entries.append(f'<li><a href="#{anchor}">{title}</a></li>')
-        out.append(part)
-    nav = "<nav><b>Contents</b><ul>" + "".join(entries) + "</ul></nav>"
-    return out[:2] + [nav] + out[2:]
-
-
-def _statistics(rows: list[dict], methods: list[str]) -> list[str]:
+def _statistics(rows: list[dict], methods: list[str]) -> str:
     """Mean AUROC with its 95% interval, the paired-difference matrix, and per class the
-    paired differences of the paper's method against every other method (all from
-    ``contrasyn.statistics``: classes fixed, seeds as replicates)."""
+    paired differences of each generative method (the paper's contribution) against every
+    other method (all from ``contrasyn.statistics``: classes fixed, seeds as replicates)."""
     parts = [
-        "<h2>Intervals and paired differences</h2>",
         "<p class=note>The classes are the fixed set of tasks and the seeds are the "
         "replicates: each mean is over classes of the per-class means over seeds, and its "
         "95% Student-t interval comes from the spread between seeds within each class, "
@@ -335,73 +259,23 @@ def _statistics(rows: list[dict], methods: list[str]) -> list[str]:
         "cells both methods have (same class, same seed: the same training subsample), with "
         "the classes where A's mean over seeds is higher. Each method's precision (bf16 or "
         "fp32) is the one its rows were computed in.</p>",
-        _markdown_to_html(interval_table(rows)),
-        _markdown_to_html(paired_matrix(rows)),
+        markdown_to_html(interval_table(rows)),
+        markdown_to_html(paired_matrix(rows)),
     ]
-    for a in [m for m in ("full", "csi+g") if m in methods]:
+    shown: set[frozenset[str]] = set()
+    for a in [m for m in methods if method_class(m).generative(m)]:
         for b in methods:
-            if b != a and not (a == "csi+g" and b == "full"):
+            if b != a and frozenset((a, b)) not in shown:
+                shown.add(frozenset((a, b)))
                 parts.append(f"<h3>{html.escape(a)} - {html.escape(b)} per class</h3>")
-                parts.append(_markdown_to_html(paired_class_table(rows, a, b)))
-    return parts
+                parts.append(markdown_to_html(paired_class_table(rows, a, b)))
+    return "\n".join(parts)
 
 
-def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print) -> Path:
-    """Write ``out/report.html`` (figures in ``out/report/``) from a benchmark folder.
-
-    ``dataset`` supplies the test images for the most normal / most anomalous panels; it is
-    used only if its test labels match the ones stored with the scores.
-    """
-    import matplotlib
-
-    matplotlib.rcParams["font.size"] = 9
-    out = Path(out)
-    rows = read_rows(out)
-    if not rows:
-        raise FileNotFoundError(f"{out / 'results.jsonl'}: no results to report")
-    folder = out / FIGURES
-    folder.mkdir(exist_ok=True)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    classes = sorted({r["normal_class"] for r in rows})
-    names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
-    colors = _colors(methods)
-    datasets = sorted({r["dataset"] for r in rows})
-    seeds = sorted({r["seed"] for r in rows})
-    presets = sorted({r["preset"] for r in rows})
-    subsample = sorted({r["max_test"] for r in rows if r.get("max_test")})
-    test = (
-        f"a class-stratified subsample of {', '.join(map(str, subsample))} test images is scored"
-        if subsample
-        else "the whole test split is scored"
-    )
-
-    body = [
-        f"<h1>contrasyn benchmark: {html.escape(', '.join(datasets))}</h1>",
-        f"<p>{len(rows)} cell(s): {len(classes)} normal class(es) x {len(methods)} method(s) "
-        f"x seeds {', '.join(map(str, seeds))}; preset {html.escape(', '.join(presets))}. "
-        f"Each task: one class is normal, {test}, every other class "
-        "is anomalous; AUROC with anomalies positive. Report written "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
-        f"<code>{html.escape(str(out))}</code>.</p>",
-        "<h2>AUROC per normal class</h2>",
-        "<p class=note>mean ± std over seeds; best of each row in bold</p>",
-        _markdown_to_html(markdown_table(rows)),
-        f'<img src="{_auroc_chart(rows, methods, classes, names, colors, folder)}" '
-        'alt="AUROC per class">',
-        "<h2>Means over tasks and seeds</h2>",
-        _markdown_to_html(summary_table(rows)),
-        *_statistics(rows, methods),
-        "<h2>Wall time per method</h2>",
-        _markdown_to_html(_wall_time_table(rows, methods)),
-    ]
-
-    quality = out / "quality.md"
-    if quality.exists():
-        body += ["<h2>Sample quality (<code>contrasyn quality</code>)</h2>"]
-        body.append(_markdown_to_html(quality.read_text()))
-
-    body.append("<h2>Per class: ROC curves, score histograms, extreme test images</h2>")
-    body.append("<p class=note>each method's first seed and default score</p>")
+def _per_class(out: Path, rows, methods, classes, names, colors, dataset, folder) -> str:
+    """Per class (each method's first seed and default score): ROC curves, score
+    histograms, the most normal and most anomalous test images, the generator's grids."""
+    body = ["<p class=note>each method's first seed and default score</p>"]
     for c in classes:
         cells = _first_seed_cells(rows, c, methods)
         scores = {m: s for m, r in cells.items() if (s := _scores(out, r)) is not None}
@@ -444,8 +318,11 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
                 f'<figure><img class=grid src="{rel}" alt="{m} {name}">'
                 f"<figcaption>{m}: {what}</figcaption></figure>"
             )
+    return "\n".join(body)
 
-    body.append("<h2>Training losses</h2>")
+
+def _losses(out: Path, rows, methods, classes, names, folder) -> str:
+    body = []
     for m in methods:
         firsts = [cell for c in classes if (cell := _first_seed_cells(rows, c, [m]).get(m))]
         path = _loss_curves(out, m, firsts, names, folder)
@@ -453,8 +330,11 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
             body.append(f'<img src="{path}" alt="{m} losses">')
         else:
             body.append(f"<p class=note>{m}: nothing trained by gradient steps, no losses</p>")
+    return "\n".join(body)
 
-    body.append("<h2>Configuration</h2>")
+
+def _configuration(out: Path, rows, methods) -> str:
+    body = []
     for preset_file in sorted(out.glob("preset-*.json")):
         body.append(f"<h3>{preset_file.name} (the CSI family and the input size)</h3>")
         body.append(_pre(json.loads(preset_file.read_text())))
@@ -463,24 +343,77 @@ def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print
         found = next((p for p in settings if p.exists()), None)
         if found:
             body.append(f"<h3>{m} settings</h3>" + _pre(json.loads(found.read_text())))
+    return "\n".join(body)
+
+
+def write_report(out: str | Path, dataset: ImageDataset | None = None, log=print) -> Path:
+    """Write ``out/report.html`` (figures in ``out/report/``) from a benchmark folder.
+
+    ``dataset`` supplies the test images for the most normal / most anomalous panels; it is
+    used only if its test labels match the ones stored with the scores.
+    """
+    import matplotlib
+
+    matplotlib.rcParams["font.size"] = 9
+    out = Path(out)
+    rows = read_rows(out)
+    if not rows:
+        raise FileNotFoundError(f"{out / 'results.jsonl'}: no results to report")
+    folder = out / FIGURES
+    folder.mkdir(exist_ok=True)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    classes = sorted({r["normal_class"] for r in rows})
+    names = {r["normal_class"]: r.get("class_name", str(r["normal_class"])) for r in rows}
+    colors = _colors(methods)
+    datasets = sorted({r["dataset"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    presets = sorted({r["preset"] for r in rows})
+    subsample = sorted({r["max_test"] for r in rows if r.get("max_test")})
+    test = (
+        f"a class-stratified subsample of {', '.join(map(str, subsample))} test images is scored"
+        if subsample
+        else "the whole test split is scored"
+    )
+    intro = (
+        f"<p>{len(rows)} cell(s): {len(classes)} normal class(es) x {len(methods)} method(s) "
+        f"x seeds {', '.join(map(str, seeds))}; preset {html.escape(', '.join(presets))}. "
+        f"Each task: one class is normal, {test}, every other class "
+        "is anomalous; AUROC with anomalies positive. Report written "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
+        f"<code>{html.escape(str(out))}</code>.</p>"
+    )
+    chart = _auroc_chart(rows, methods, classes, names, colors, folder)
+    sections = [
+        Section(
+            "auroc",
+            "AUROC per normal class",
+            "<p class=note>mean ± std over seeds; best of each row in bold</p>"
+            + markdown_to_html(markdown_table(rows))
+            + f'<img src="{chart}" alt="AUROC per class">',
+        ),
+        Section("means", "Means over tasks and seeds", markdown_to_html(summary_table(rows))),
+        Section("statistics", "Intervals and paired differences", _statistics(rows, methods)),
+        Section("time", "Wall time per method", markdown_to_html(_wall_time_table(rows, methods))),
+    ]
+    quality = out / "quality.md"
+    if quality.exists():
+        text = markdown_to_html(quality.read_text())
+        sections.append(Section("quality", "Sample quality (contrasyn quality)", text))
+    body = _per_class(out, rows, methods, classes, names, colors, dataset, folder)
+    sections += [
+        Section("classes", "Per class: ROC curves, score histograms, extreme test images", body),
+        Section("losses", "Training losses", _losses(out, rows, methods, classes, names, folder)),
+        Section("configuration", "Configuration", _configuration(out, rows, methods)),
+    ]
     env = out / "environment.json"
     if env.exists():
         sessions = json.loads(env.read_text())
-        body.append(
-            f"<h2>Versions and machine</h2><p>{len(sessions)} benchmark invocation(s) wrote "
-            "this folder; the last one:</p>" + _pre(sessions[-1])
+        text = (
+            f"<p>{len(sessions)} benchmark invocation(s) wrote this folder; the last one:</p>"
+            + _pre(sessions[-1])
         )
-    body = _with_contents(body)
-    shown = set(re.findall(rf'src="{FIGURES}/([^"]+)"', "\n".join(body)))
-    for stale in folder.glob("*.png"):  # figures of an earlier build this page no longer shows
-        if stale.name not in shown:
-            stale.unlink()
-    page = (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>contrasyn benchmark: {html.escape(', '.join(datasets))}</title>"
-        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-    path = out / "report.html"
-    write_text(path, page)
+        sections.append(Section("machine", "Versions and machine", text))
+    title = f"contrasyn benchmark: {', '.join(datasets)}"
+    path = write_page(out / "report.html", title, intro, sections)
     log(f"report: {path}")
     return path
