@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,12 @@ from contrasyn.config import (
     LATER_FIELDS,
     TRAIN_METHODS,
     RunConfig,
-    load_config,
     save_config,
     to_dict,
 )
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
-from contrasyn.detector import Detector, training_indices
+from contrasyn.detector import Detector
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.lock import shared_writes
@@ -43,18 +42,14 @@ from contrasyn.registry import (
     METHOD_NAMES,
     Method,
     build_method,
-    method_class,
     method_config,
 )
 from contrasyn.results import (
     KEY,
     cell_key,
-    markdown_table,
-    read_jsonl,
     read_rows,
     run_path,
     save_npz,
-    write_csv,
     write_tables,
     write_text,
 )
@@ -66,7 +61,9 @@ METHODS = METHOD_NAMES
 SCHEME = 2
 
 
-def _inputs(images: np.ndarray, dataset: str, cfg: RunConfig) -> torch.Tensor:
+def model_inputs(images: np.ndarray, dataset: str, cfg: RunConfig) -> torch.Tensor:
+    """A task's uint8 images as the model input of ``cfg`` (its size and channels, the
+    dataset's resize policy)."""
     return to_model_input(
         images, cfg.train.image_size, cfg.train.channels, default_resize_policy(dataset)
     )
@@ -185,15 +182,15 @@ def run_cell(
     overrides = overrides or {}
     cfg = get_preset(preset, _family_overrides(overrides))
     det = detector(method, preset, overrides, seed, run_dir, progress, verbose)
-    train_x = _inputs(task.train_images, task.dataset, cfg)
-    test_x = _inputs(task.test_images, task.dataset, cfg)
+    train_x = model_inputs(task.train_images, task.dataset, cfg)
+    test_x = model_inputs(task.test_images, task.dataset, cfg)
     t0 = time.perf_counter()
     det.fit(train_x)
     t1 = time.perf_counter()
     scores = {k: -v for k, v in det.scores(test_x).items()}
     val = None
     if task.val_images is not None:
-        val_x = _inputs(task.val_images, task.dataset, cfg)
+        val_x = model_inputs(task.val_images, task.dataset, cfg)
         val = {k: -v for k, v in det.scores(val_x).items()}
     t2 = time.perf_counter()
     default = det.score_name_
@@ -392,37 +389,31 @@ def run_benchmark(
     done = {cell_key(r) for r in rows}
     distributed.barrier()  # the other ranks read the same finished cells (_train_alongside)
     log(f"device {device}; {len(done)} cell(s) already done in {out}")
-    for c in classes:
-        task = benchmark_task(ds, c, val_normal, max_test)
-        for method in methods:
-            for seed in seeds:
-                key = (ds.name, method, int(c), int(seed), preset)
-                if key in done:
-                    continue
-                row = dict(
-                    zip(KEY, key, strict=True),
-                    class_name=ds.class_names[c],
-                    config_sha=shas[method],
-                    config_scheme=SCHEME,
-                    **({} if max_test is None else {"max_test": max_test}),
-                )
-                run_dir = run_path(out, row)
-                row.update(
-                    run_cell(task, method, seed, preset, overrides, run_dir, progress, verbose)
-                )
-                with shared_writes(out):
-                    on_disk = read_rows(out)
-                    if key in {cell_key(r) for r in on_disk}:
-                        log(f"{key}: another process finished this cell first; its row is kept")
-                        continue
-                    with (out / "results.jsonl").open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    write_tables(out, [*on_disk, row])
-                log(
-                    f"{ds.name} class {c} ({ds.class_names[c]}) {method} seed {seed}: "
-                    f"AUROC {row['auroc']:.4f} ({row['score']}), train {row['train_seconds']} s, "
-                    f"score {row['score_seconds']} s"
-                )
+    pending = _pending(ds, classes, methods, seeds, preset, done, val_normal, max_test)
+    for task, method, seed, key in pending:
+        c = key[2]
+        row = dict(
+            zip(KEY, key, strict=True),
+            class_name=ds.class_names[c],
+            config_sha=shas[method],
+            config_scheme=SCHEME,
+            **({} if max_test is None else {"max_test": max_test}),
+        )
+        run_dir = run_path(out, row)
+        row.update(run_cell(task, method, seed, preset, overrides, run_dir, progress, verbose))
+        with shared_writes(out):
+            on_disk = read_rows(out)
+            if key in {cell_key(r) for r in on_disk}:
+                log(f"{key}: another process finished this cell first; its row is kept")
+                continue
+            with (out / "results.jsonl").open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            write_tables(out, [*on_disk, row])
+        log(
+            f"{ds.name} class {c} ({ds.class_names[c]}) {method} seed {seed}: "
+            f"AUROC {row['auroc']:.4f} ({row['score']}), train {row['train_seconds']} s, "
+            f"score {row['score_seconds']} s"
+        )
     with shared_writes(out):
         rows = read_rows(out)
         write_tables(out, rows)
@@ -455,16 +446,36 @@ def _train_alongside(
     check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     done = {cell_key(r) for r in rows}
     distributed.barrier()  # rank 0 has read the same rows and has not yet written any
+    for task, method, seed, key in _pending(
+        ds, classes, methods, seeds, preset, done, val_normal, max_test
+    ):
+        if method in TRAIN_METHODS:
+            row = dict(zip(KEY, key, strict=True))
+            det = detector(method, preset, overrides, seed, run_path(out, row))
+            det.fit(model_inputs(task.train_images, task.dataset, cfg))
+    return []
+
+
+def _pending(
+    ds: ImageDataset,
+    classes: Sequence[int],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    preset: str,
+    done: set[tuple],
+    val_normal: int | None,
+    max_test: int | None,
+) -> Iterator[tuple[OneClassTask, str, int, tuple]]:
+    """The cells still to run, in the order every rank runs them: (task, method, seed, key)
+    per class, then method, then seed; each class's task is built once."""
     for c in classes:
-        task = benchmark_task(ds, c, val_normal, max_test)
+        task = None
         for method in methods:
             for seed in seeds:
                 key = (ds.name, method, int(c), int(seed), preset)
-                if method in TRAIN_METHODS and key not in done:
-                    row = dict(zip(KEY, key, strict=True))
-                    det = detector(method, preset, overrides, seed, run_path(out, row))
-                    det.fit(_inputs(task.train_images, task.dataset, cfg))
-    return []
+                if key not in done:
+                    task = task or benchmark_task(ds, c, val_normal, max_test)
+                    yield task, method, int(seed), key
 
 
 def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -475,8 +486,8 @@ def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tens
     firsts = [np.flatnonzero(task.test_labels == c) for c in others]
     anomalous = [firsts[i % len(firsts)][i // len(firsts)] for i in range(n)]
     return (
-        _inputs(task.test_images[normal], task.dataset, cfg),
-        _inputs(task.test_images[anomalous], task.dataset, cfg),
+        model_inputs(task.test_images[normal], task.dataset, cfg),
+        model_inputs(task.test_images[anomalous], task.dataset, cfg),
     )
 
 
@@ -494,129 +505,3 @@ def save_generator_grids(
         grid = [side.from_model(normal), reconstructions(side, normal)]
         grid += [side.from_model(anomalous), reconstructions(side, anomalous)]
         save_grid(grid, run_dir / "reconstructions.png")
-
-
-def run_quality(
-    out: str | Path,
-    spaces: Sequence[str] = ("fd-rand",),
-    inception: str | Path | None = None,
-    val_normal: int | None = None,
-    log=print,
-    recompute: bool = False,
-) -> list[dict]:
-    """Sample quality of every ``csi+g``/``full`` run in a benchmark folder.
-
-    For each run: the Fréchet distance(s) between as many samples G(h) as training images and
-    those training images (rebuilt from the dataset and checked against the run's data
-    fingerprint), ``samples.png`` (8 x 16 samples) and, for ``full``, ``reconstructions.png``
-    (normal test images, their G(E(x)), anomalous test images, theirs: the paper's Figure 2).
-    Also ``synthetic_vs_normal_auroc``: how well F's score tells samples from normal test
-    images (0.5: F takes G's images for normal ones; near 1: for anomalies). Writes
-    ``quality.jsonl``, ``quality.csv`` and ``quality.md``; returns the rows. A run measured
-    by an earlier call (same feature spaces, grids present) is kept unless ``recompute``.
-    """
-    from contrasyn.checkpoint import load_checkpoint
-    from contrasyn.data import load_dataset
-    from contrasyn.quality import feature_space, sample, sample_distance
-    from contrasyn.score import Scorer
-    from contrasyn.trained import load_generator, load_model
-    from contrasyn.trainer import data_fingerprint
-
-    out = Path(out)
-    feature_nets = {name: feature_space(name, inception) for name in spaces}
-    datasets: dict[str, ImageDataset] = {}
-    # rows of an earlier call: kept for runs done before or without weights
-    earlier = {cell_key(q): q for q in read_jsonl(out / "quality.jsonl")}
-    rows = []
-    for r in read_rows(out):
-        if not method_class(r["method"]).generative(r["method"]):
-            continue
-        run_dir = run_path(out, r)
-        kept = earlier.get(cell_key(r))
-        measured = kept and all(n.replace("-", "_") in kept for n in spaces)
-        if measured and not recompute and (run_dir / "samples.png").exists():
-            rows.append(kept)
-            continue
-        if not (run_dir / "last.safetensors").exists():
-            log(
-                f"{run_dir}: no weights (not committed, or not trained here); "
-                + ("its earlier quality row is kept" if kept else "skipped")
-            )
-            if kept:
-                rows.append(kept)
-            continue
-        cfg = load_config(RunConfig, run_dir / "config.json")
-        if r["dataset"] not in datasets:
-            datasets[r["dataset"]] = load_dataset(r["dataset"])
-        task = benchmark_task(
-            datasets[r["dataset"]], r["normal_class"], val_normal, r.get("max_test")
-        )
-        _, rest = training_indices(len(task.train_images), 0.0, cfg.train.max_train, r["seed"])
-        train_x = _inputs(task.train_images[rest], task.dataset, cfg)
-        if load_checkpoint(run_dir / "last")[1].get("data_sha256") != data_fingerprint(train_x):
-            raise ConfigError(
-                f"{run_dir}: its training images differ from the ones rebuilt here "
-                "(another --val-normal?)"
-            )
-        side, _ = load_generator(run_dir / "last")
-        row = {k: r[k] for k in KEY} | {"class_name": r.get("class_name"), "n": len(train_x)}
-        for name, net in feature_nets.items():
-            key = name.replace("-", "_")
-            row[key], row[f"{key}_floor"] = sample_distance(
-                side.sampler, train_x, net, seed=r["seed"]
-            )
-            row[f"{key}_ratio"] = row[key] / row[f"{key}_floor"]
-        # Where G's images sit in F's space: the AUROC of F's score (the run's default)
-        # telling synthetic images from the normal test images; 0.5 = F takes them for normal.
-        model, _ = load_model(run_dir / "last")
-        scorer = Scorer(cfg.train, cfg.score).fit(model, train_x)
-        is_normal = np.asarray(task.test_is_anomaly) == 0
-        normal_x = _inputs(task.test_images[is_normal], task.dataset, cfg)
-        synthetic = side.to_model(sample(side.sampler, len(normal_x), r["seed"] + 1))
-        scored = [
-            scorer.score_samples(model, x)[cfg.score.score].numpy() for x in (normal_x, synthetic)
-        ]
-        is_synthetic = np.r_[np.zeros(len(normal_x)), np.ones(len(synthetic))]
-        row["synthetic_vs_normal_auroc"] = auroc(is_synthetic, -np.concatenate(scored))
-        save_generator_grids(side, task, cfg, run_dir, r["seed"])
-        rows.append(row)
-        log(
-            f"{r['dataset']} class {r['normal_class']} {r['method']}: "
-            + ", ".join(f"{n} {row[n.replace('-', '_')]:.4g}" for n in feature_nets)
-        )
-    _write_quality(out, rows, [n.replace("-", "_") for n in spaces])
-    if rows:
-        from contrasyn.report import write_report
-
-        write_report(out, next(iter(datasets.values())) if len(datasets) == 1 else None, log)
-    return rows
-
-
-def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
-    write_text(out / "quality.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    if rows:
-        write_csv(out / "quality.csv", rows)
-    parts = []
-    if rows:
-        table = markdown_table(rows, "synthetic_vs_normal_auroc", bold=False)
-        parts.append(
-            "AUROC of F's score telling G's samples from normal test images "
-            f"(0.5: F takes them for normal images):\n\n{table}\n"
-        )
-    for metric in metrics:
-        table = markdown_table(rows, metric, lower_is_better=True, fmt=".4g")
-        parts.append(
-            f"Fréchet distance of samples to training images, {metric} "
-            f"(lower is better):\n\n{table}\n"
-        )
-        measured = [r for r in rows if f"{metric}_ratio" in r]
-        if measured:
-            floor = markdown_table(measured, f"{metric}_floor", fmt=".4g", bold=False)
-            ratio = markdown_table(measured, f"{metric}_ratio", lower_is_better=True, fmt=".3g")
-            parts.append(
-                f"Its floor, {metric} between two disjoint halves of the training images (as "
-                f"far apart as two samples of the class itself are):\n\n{floor}\n\n"
-                f"The ratio of the two (1: as close as real images are to each other):\n\n"
-                f"{ratio}\n"
-            )
-    write_text(out / "quality.md", "\n".join(parts))

@@ -197,8 +197,8 @@ def _quality_folder(args: argparse.Namespace) -> str:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from contrasyn.bench import run_quality
     from contrasyn.quality import FEATURE_SPACES
+    from contrasyn.sample_quality import run_quality
 
     folder = _quality_folder(args)
     spaces = parse_list(args.space)
