@@ -392,7 +392,7 @@ BAD_MODELS = [
     ("bool rate", _set("false_alarm_rate", True), None, "false_alarm_rate must be"),
     ("int version", _set("versions.contrasyn", 0), None, "'versions' must map names"),
     ("batch 0", _set("config.score.batch_size", 0), None, "score.batch_size must be >= 1"),
-    ("width text", _set("config.train.width", "wide"), None, "config.train.width must be int"),
+    ("width text", _set("config.train.width", "wide"), None, "config.train.width must be 64-bit"),
     ("huge width", _set("config.train.width", 10**6), None, "do not fit the config"),
     ("huge input", _set("input.image_size", 10**9), None, "input must be"),
     ("method", _set("method", "gan"), None, "method must be one of"),

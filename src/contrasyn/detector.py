@@ -60,7 +60,20 @@ from torch import Tensor
 from contrasyn import __version__, distributed, quality
 from contrasyn.calibration import Calibration, calibrate, conformal_threshold, fraction_below
 from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
-from contrasyn.config import TRAIN_METHODS, ScoreConfig, TrainConfig, from_dict, to_dict
+from contrasyn.config import (
+    MAX_IMAGE_SIZE,
+    SEED_LIMIT,
+    TRAIN_METHODS,
+    ScoreConfig,
+    TrainConfig,
+    check_holdout,
+    check_rate,
+    check_seed,
+    from_dict,
+    is_int,
+    is_real,
+    to_dict,
+)
 from contrasyn.data import find_images, load_images, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.device import resolve_device
@@ -70,17 +83,7 @@ from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
 from contrasyn.registry import METHOD_NAMES, Method, build_method, method_class, method_config
 from contrasyn.score import import_faiss
-from contrasyn.validate import (
-    MAX_IMAGE_SIZE,
-    RESIZE_NAMES,
-    check_bank,
-    check_config_fields,
-    check_rate,
-    is_int,
-    is_real,
-    one_line,
-    probe_shapes,
-)
+from contrasyn.validate import RESIZE_NAMES, check_bank, one_line, probe_shapes
 
 AVAILABLE_METHODS = METHOD_NAMES
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -233,6 +236,8 @@ class Detector:
         ``RunConfig`` for the CSI family, the baseline's settings dataclass for a baseline;
         raises ``ConfigError`` for an unknown method, setting or threshold rate."""
         self._rate()
+        check_holdout(self.holdout)
+        check_seed(self.seed)
         name = self.method_name
         if name not in AVAILABLE_METHODS:
             raise ConfigError(
@@ -335,8 +340,6 @@ class Detector:
         if getattr(getattr(cfg, "score", None), "index", None) == "faiss":
             import_faiss()  # missing: say so now, not after training
         spec = self._input_spec(cfg)
-        if not is_real(self.holdout) or not 0 <= self.holdout < 1:
-            raise ConfigError(f"holdout must be a number in [0, 1), got {self.holdout!r}")
         images, _ = self._images(X, spec)
         n = len(images)
         n_hold = int(round(self.holdout * n))
@@ -801,9 +804,8 @@ class Detector:
         name = field("method", lambda v: v in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}")
         family = name in TRAIN_METHODS
         config_class = method_class(name).config_class
-        check_config_fields(config_class, meta.get("config"), "config")
         try:
-            cfg = from_dict(config_class, meta["config"])
+            cfg = from_dict(config_class, meta.get("config"), "config")
         except (TypeError, ValueError) as e:
             raise ConfigError(f"config: {one_line(e)}") from e
         if family:
@@ -844,7 +846,7 @@ class Detector:
         )  # fmt: skip
         resize = field("resize", lambda v: v in RESIZE_NAMES, f"one of {', '.join(RESIZE_NAMES)}")
         seed = field(
-            "seed", lambda v: is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)",
+            "seed", lambda v: is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)",
             cfg.train.seed if family else 0,
         )  # fmt: skip
         n_train = field("n_train", lambda v: is_int(v) and v >= 0, "a count >= 0")

@@ -121,8 +121,6 @@ def _detector_overrides(args: argparse.Namespace, method: str) -> dict[str, Any]
         given = kwargs.get("score__score", args.score)
         if given != args.score:
             raise ConfigError(f"--score {args.score} contradicts score.score={given}")
-    if args.draws < 0:
-        raise ConfigError(f"--draws must be >= 0, got {args.draws}")
     if args.draws > 0:
         if baseline:
             raise ConfigError(
@@ -604,8 +602,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from contrasyn.checkpoint import atomic_write
     from contrasyn.quality import save_grid
 
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
     target = Path(args.out).expanduser()
     if target.suffix.lower() not in Image.registered_extensions():
         raise ConfigError(f"--out {target}: name an image file (e.g. samples.png)")
