@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import math
 import sys
@@ -32,7 +30,7 @@ from contrasyn.cli.options import (
 from contrasyn.config import TRAIN_METHODS
 from contrasyn.errors import ConfigError, DataError
 from contrasyn.registry import BASELINES, METHOD_NAMES
-from contrasyn.results import csv_cell
+from contrasyn.results import csv_text
 
 if TYPE_CHECKING:
     from contrasyn.detector import Detector
@@ -353,7 +351,9 @@ def check_output_path(
 ) -> Path:
     """Where a verb may write its result file: never inside a model folder, never over one
     of its input images or as an image inside an input folder (it would be read next time),
-    and never over an existing file unless ``overwrite``. ``ConfigError`` says why not."""
+    never over an existing file unless ``overwrite``, and never over anything but a regular
+    file (a device, a fifo, a symbolic link). ``ConfigError`` says why not."""
+    from contrasyn.checkpoint import not_regular
     from contrasyn.data.folder import IMAGE_EXTENSIONS
 
     path = Path(out).expanduser()
@@ -375,14 +375,21 @@ def check_output_path(
                     f"--out {path} is an image inside the input folder {folder}: it would be "
                     "scored as an input next time; write elsewhere"
                 )
-    if (path.exists() or path.is_symlink()) and not overwrite:
+    kind = not_regular(path)
+    if kind is not None:
+        raise ConfigError(
+            f"--out {path} is {kind}, not a regular file: only regular files are replaced; "
+            "write elsewhere"
+        )
+    if path.exists() and not overwrite:
         raise ConfigError(f"--out {path} exists; pass --overwrite to replace it")
     return path
 
 
-def _write_output(text: str, out: Path | None) -> None:
+def _write_output(text: str, out: Path | None, overwrite: bool) -> None:
     """Results to standard output, or atomically to ``out``: a full disk or a kill leaves
-    the previous file whole, never a fragment."""
+    the previous file whole, never a fragment. Without ``overwrite`` the file is claimed
+    atomically: of two runs writing the same new ``out``, one gets an error."""
     from contrasyn.results import write_text
 
     if out is None:
@@ -393,7 +400,7 @@ def _write_output(text: str, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from e
-    write_text(out, text)
+    write_text(out, text, replace=overwrite)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -459,21 +466,10 @@ def cmd_score(args: argparse.Namespace) -> int:
                 r["anomaly_score"] = None
         text = json.dumps({"summary": summary, "results": rows}, indent=2) + "\n"
     else:
-        buf = io.StringIO()
         columns = ["path", "anomaly_score", "anomaly_probability", "label"]
-        writer = csv.DictWriter(
-            buf, columns + (["map"] if maps_dir is not None else []), lineterminator="\n"
-        )
-        writer.writeheader()
-        for r in rows:
-            cells = {**r, "path": csv_cell(r["path"])}
-            if r["anomaly_probability"] is None:
-                cells["anomaly_probability"] = ""  # no held-out images (--holdout 0)
-            if "map" in r:
-                cells["map"] = csv_cell(r["map"])
-            writer.writerow(cells)
-        text = buf.getvalue()
-    _write_output(text, out)
+        # anomaly_probability None (no held-out images, --holdout 0): an empty cell
+        text = csv_text(columns + (["map"] if maps_dir is not None else []), rows)
+    _write_output(text, out, args.overwrite)
     if not args.quiet:
         extra = f" ({len(skipped)} unreadable skipped)" if skipped else ""
         where = f"; results in {args.out}" if args.out is not None else ""
@@ -635,7 +631,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from e
-    atomic_write(out, lambda tmp: save_grid(rows, tmp), suffix=out.suffix)
+    atomic_write(out, lambda tmp: save_grid(rows, tmp), suffix=out.suffix, replace=args.overwrite)
     print(f"wrote {out}: {what}")
     return 0
 
