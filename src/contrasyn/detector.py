@@ -118,13 +118,20 @@ def _route(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def holdout_count(n: int, holdout: float) -> int:
+    """How many of ``n`` images are held out for the threshold: ``round(holdout * n)``, and
+    at least one when ``holdout`` > 0 (a threshold needs one: 5 images at 10% hold out 1)."""
+    n_hold = int(round(holdout * n))
+    return max(n_hold, 1) if holdout > 0 else n_hold
+
+
 def training_indices(
     n: int, holdout: float, max_train: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which of ``n`` images a detector holds out for its threshold and which it trains on:
-    ``round(holdout * n)`` drawn with ``seed``, then at most ``max_train`` of the rest (same
+    ``holdout_count`` drawn with ``seed``, then at most ``max_train`` of the rest (same
     seed), both sorted. The benchmark (holdout 0) draws its training subsample here too."""
-    n_hold = int(round(holdout * n))
+    n_hold = holdout_count(n, holdout)
     order = np.random.default_rng(seed).permutation(n)
     hold, rest = np.sort(order[:n_hold]), np.sort(order[n_hold:])
     if max_train is not None and len(rest) > max_train:
@@ -342,11 +349,12 @@ class Detector:
         spec = self._input_spec(cfg)
         images, _ = self._images(X, spec)
         n = len(images)
-        n_hold = int(round(self.holdout * n))
-        if (self.holdout > 0 and n_hold < 1) or n - n_hold < 2:
+        n_hold = holdout_count(n, self.holdout)
+        if n - n_hold < 2:
+            held = f": {n_hold} held out for the threshold leave(s) {n - n_hold}" if n_hold else ""
             raise DataError(
-                f"{n} training image(s) with holdout={self.holdout}: need at least 2 to train "
-                "and, unless holdout=0, 1 held out for the threshold"
+                f"{n} training image(s) with holdout={self.holdout}{held}; training needs at "
+                "least 2 (more images, a smaller holdout, or holdout=0 for no threshold)"
             )
         method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
         order = np.random.default_rng(self.seed).permutation(n)

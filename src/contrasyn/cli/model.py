@@ -334,16 +334,24 @@ def _collect_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def _model_folder_above(path: Path) -> Path | None:
-    """The model folder ``path`` lies in: one holding a saved model (model.json and
-    model.safetensors) or the lock of a ``fit`` (``.contrasyn.lock``)."""
+def _check_outside_models(flag: str, path: Path, model: Path, probe: Path) -> None:
+    """``flag``'s ``path`` (resolved: ``probe``, whose parents are searched) lies neither in
+    ``model`` nor in another model folder: one holding a saved model (model.json and
+    model.safetensors) or the lock of a ``fit`` (``.contrasyn.lock``, which the message
+    names: a fit runs there, or stopped before saving anything but a checkpoint)."""
     from contrasyn.lock import LOCK_NAME
 
-    for folder in path.parents:
-        saved = (folder / "model.json").is_file() and (folder / "model.safetensors").is_file()
-        if saved or (folder / LOCK_NAME).exists():
-            return folder
-    return None
+    if _inside(probe, model):
+        raise ConfigError(f"{flag} {path} is inside the model folder {model}; write elsewhere")
+    for folder in probe.parents:
+        if (folder / "model.json").is_file() and (folder / "model.safetensors").is_file():
+            raise ConfigError(f"{flag} {path} is inside the model folder {folder}; write elsewhere")
+        if (folder / LOCK_NAME).exists():
+            raise ConfigError(
+                f"{flag} {path} is inside {folder}, which holds {folder / LOCK_NAME}, the lock "
+                "of a `contrasyn fit` (one is running there, or stopped before saving its "
+                "model: rerun it to finish); write elsewhere"
+            )
 
 
 def check_output_path(
@@ -360,11 +368,7 @@ def check_output_path(
     resolved = path.resolve()
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; name a file")
-    if _inside(resolved, model):
-        raise ConfigError(f"--out {path} is inside the model folder {model}; write elsewhere")
-    other = _model_folder_above(resolved)
-    if other is not None:
-        raise ConfigError(f"--out {path} is inside the model folder {other}; write elsewhere")
+    _check_outside_models("--out", path, model, resolved)
     if resolved in {p.resolve() for p in images}:
         raise ConfigError(f"--out {path} is one of the input images; write elsewhere")
     for text in inputs:
@@ -499,8 +503,7 @@ def _check_maps_dir(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--maps {folder} is a file; name a folder")
     resolved = folder.resolve()
-    if _inside(resolved, model) or _model_folder_above(resolved / "x") is not None:
-        raise ConfigError(f"--maps {folder} is inside a model folder; write elsewhere")
+    _check_outside_models("--maps", folder, model, resolved / "x")
     for item in inputs:
         source = Path(item).expanduser()
         if source.is_dir() and (_inside(resolved, source) or _inside(source, resolved)):
@@ -990,8 +993,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
     resolved = out.resolve()
-    if _inside(resolved, model) or _model_folder_above(resolved / "x") is not None:
-        raise ConfigError(f"--out {out} is inside a model folder; write elsewhere")
+    _check_outside_models("--out", out, model, resolved / "x")
     if _inside(resolved, data) or _inside(data, resolved):
         raise ConfigError(
             f"--out {out} overlaps DATA {data}: its pictures would be read as labelled images "
