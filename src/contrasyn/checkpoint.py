@@ -68,6 +68,12 @@ def output_error(path: Path, error: OSError | SafetensorError) -> OutputError:
     )
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both resolved, symbolic links followed)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def not_regular(path: Path) -> str | None:
     """What ``path`` is when it exists and is not a regular file (a symbolic link, a device,
     a fifo, a socket, a folder): only regular files are ever replaced. None otherwise."""

@@ -40,6 +40,10 @@ class CSIFamily(Method):
     def max_train(self) -> int | None:
         return self.config.train.max_train
 
+    @property
+    def bank_rows(self) -> int:
+        return len(self.scorer.bank_z_)
+
     def _with_seed(self) -> RunConfig:
         train = dataclasses.replace(self.config.train, seed=self.seed, device=str(self.device))
         return dataclasses.replace(self.config, train=train)

@@ -59,7 +59,7 @@ from torch import Tensor
 
 from contrasyn import __version__, distributed, quality
 from contrasyn.calibration import Calibration, calibrate, conformal_threshold, fraction_below
-from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
+from contrasyn.checkpoint import DETECTOR_FORMAT, inside, load_checkpoint, save_checkpoint
 from contrasyn.config import (
     MAX_IMAGE_SIZE,
     SEED_LIMIT,
@@ -137,6 +137,16 @@ def training_indices(
     if max_train is not None and len(rest) > max_train:
         rest = np.sort(np.random.default_rng(seed).choice(rest, max_train, replace=False))
     return hold, rest
+
+
+def _image_folders(X: Any) -> tuple[Path, ...]:
+    """The folders of image files ``fit`` read (a folder given, or the files' folders), where
+    ``save`` must not write; none for arrays, tensors and datasets."""
+    if isinstance(X, str | Path):
+        return (Path(X),) if Path(X).is_dir() else (Path(X).parent,)
+    if isinstance(X, list | tuple) and all(isinstance(x, str | Path) for x in X):
+        return tuple(dict.fromkeys(Path(x).parent for x in X))
+    return ()
 
 
 def _to_uint8(images: Tensor) -> np.ndarray:
@@ -324,6 +334,11 @@ class Detector:
                 )
             if len(X) == 0:
                 raise DataError(f"no images: the tensor is empty {tuple(X.shape)}")
+            if X.device.type == "meta":
+                raise DataError(
+                    "tensor images are on the meta device (a shape without data); pass "
+                    "tensors that hold the images, on the CPU or a GPU"
+                )
             if not torch.is_floating_point(X):
                 raise DataError(f"tensor images must be floats in [0, 1], got {X.dtype}")
             if not bool(torch.isfinite(X).all()) or X.min() < 0 or X.max() > 1:
@@ -371,6 +386,7 @@ class Detector:
         self.method_ = method
         self.config_ = method.config
         self.input_ = spec
+        self.data_folders_ = _image_folders(X)
         self.n_train_ = len(train_x)
         self.holdout_scores_ = (
             method.score_samples(images[torch.as_tensor(hold)])[self.score_name_].numpy()
@@ -733,18 +749,36 @@ class Detector:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write ``path/model.safetensors`` (weights, bank, held-out scores) and
         ``path/model.json`` (config, threshold and its calibration, versions), each
-        atomically. What would not load back (a non-finite threshold, a rate outside (0, 1))
-        raises ``ConfigError`` and writes nothing."""
+        atomically. The command line's guards hold here too: a folder that already holds a
+        model is replaced only with ``overwrite=True``, and a folder inside the one the
+        detector was fitted from (``fit`` on a folder or on image paths) is refused, as its
+        files would be found among the training images next time. What would not load back
+        (a non-finite threshold, a rate outside (0, 1)) raises ``ConfigError`` too, and
+        nothing is written."""
         self._check_fitted()
         path = Path(path)
+        for folder in getattr(self, "data_folders_", ()):
+            if inside(path, folder):
+                raise ConfigError(
+                    f"{path} is inside {folder}, which holds the images this detector was "
+                    "fitted on: its files would be read as training images next time; save "
+                    "the model outside it"
+                )
+        existing = [n for n in ("model.json", "model.safetensors") if (path / n).exists()]
+        if existing and not overwrite:
+            raise ConfigError(
+                f"{path} already holds a model ({existing[0]}); pass overwrite=True to replace "
+                "it, or save elsewhere"
+            )
         check_rate(self.false_alarm_rate, "false_alarm_rate")
         if self.contamination is not None:
             check_rate(self.contamination, "contamination")
         if self.threshold_ is not None and not is_real(self.threshold_):
             raise ConfigError(f"threshold_ must be a finite number, got {self.threshold_!r}")
+        family = self.method_.name in TRAIN_METHODS
         tensors = dict(self.method_.state_tensors())
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
         calibration = self.calibration_
@@ -763,6 +797,7 @@ class Detector:
             "seed": self.method_.seed,
             "n_train": self.n_train_,
             "n_holdout": len(self.holdout_scores_),
+            "deterministic": not self.config_.score.augment if family else True,
         }
         save_checkpoint(path / "model", tensors, meta)
         return path
@@ -858,6 +893,14 @@ class Detector:
             cfg.train.seed if family else 0,
         )  # fmt: skip
         n_train = field("n_train", lambda v: is_int(v) and v >= 0, "a count >= 0")
+        # how the bank and the held-out scores were computed: one deterministic pass, or
+        # test-time draws (config.score.augment); models saved before it: the config's
+        deterministic = not cfg.score.augment if family else True
+        field(
+            "deterministic", lambda v: v is deterministic,
+            f"{str(deterministic).lower()}, as config.score.augment has it for method {name}",
+            deterministic,
+        )  # fmt: skip
         field("calibration", lambda v: v is None or isinstance(v, dict), "a mapping or null", None)
 
         holdout = tensors.get("holdout_scores")
@@ -886,7 +929,7 @@ class Detector:
             score=cfg.score.score if family else None,
             false_alarm_rate=float(far),
             contamination=None if contamination is None else float(contamination),
-            deterministic=not cfg.score.augment if family else True,
+            deterministic=deterministic,
             resize=resize,
             device=device,
             seed=int(seed),
@@ -897,6 +940,10 @@ class Detector:
                 spec = det._input_spec(cfg)
             if family:
                 check_bank(cfg, method)
+            if method.bank_rows not in (None, n_train):
+                raise ConfigError(
+                    f"the bank holds {method.bank_rows} training images, n_train says {n_train}"
+                )
             if not family or (cfg.score.index == "exact" and not cfg.score.augment):
                 size, channels = spec["image_size"], spec["channels"]
                 probe = method.score_samples(torch.zeros(1, channels, size, size))

@@ -26,11 +26,19 @@ def one_line(error: BaseException, limit: int = 240) -> str:
 def probe_shapes(name: str, cfg: Any, tensors: dict[str, Tensor]) -> None:
     """Build the method's networks on the meta device (no memory) and load the tensors into
     them: a tensor of another shape, a missing or an unexpected one is an error, before a
-    config asking for huge networks allocates anything."""
+    config asking for huge networks allocates anything. A tensor the method does not have
+    at all (not even under another prefix its loader skips) is refused too: a saved model
+    holds exactly its method's state."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "copying ... to a meta parameter is a no-op"
         with torch.device("meta"):
-            build_method(name, cfg, 0, "meta").load_state(tensors)
+            method = build_method(name, cfg, 0, "meta").load_state(tensors)
+            unknown = sorted(set(tensors) - set(method.state_tensors()))
+    if unknown:
+        raise ConfigError(
+            f"unknown tensor(s) {', '.join(unknown)[:120]}: method {name} with this config "
+            "has no such state"
+        )
 
 
 def check_bank(cfg: Any, method: Method) -> None:

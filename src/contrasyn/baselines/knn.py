@@ -54,6 +54,10 @@ class PixelKNN(Baseline):
             ]
         )
 
+    @property
+    def bank_rows(self) -> int:
+        return len(self.bank_)
+
     def state_tensors(self) -> dict[str, Tensor]:
         return {"bank": self.bank_}
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contrasyn.checkpoint import inside
 from contrasyn.cli.options import (
     add_device,
     add_out,
@@ -154,12 +155,6 @@ def _length(cfg: Any) -> str | None:
     return None if epochs is None else f"{epochs} epochs"
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or below it (both resolved, symbolic links followed)."""
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def _training_steps(det: Detector, cfg: Any, n_images: int) -> int | None:
     """The trainer's step count for ``n_images`` (progress lines); None for a baseline."""
     from contrasyn.detector import training_indices
@@ -196,7 +191,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder (--out names the model folder)")
     data = Path(args.data).expanduser()
-    if data.is_dir() and _inside(out, data):
+    if data.is_dir() and inside(out, data):
         raise ConfigError(
             f"--out {out} is inside --data {data}: the model's files (samples.png, "
             "checkpoints) would be read as training images next time; choose a folder "
@@ -236,6 +231,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         # the folder, so no other writer is using them) and a half-renamed checkpoint
         for stale in remove_stale_temporaries(out):
             warn(f"removed {stale}, left by an interrupted save")
+        _replace_other_method(out, method, args.overwrite)
         epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
         size = spec["image_size"]
         facts = [_length(cfg), f"{size}x{size}", f"device {args.device}"]
@@ -252,9 +248,53 @@ def cmd_fit(args: argparse.Namespace) -> int:
             beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=steps)
         with beat:
             det.fit(images)
-            det.save(out)
+            det.save(out, overwrite=True)  # a model of the same method, resumed or refitted
         _fit_summary(args, det, out, found, kept, family, method, talk)
     return 0
+
+
+def _methods_in(out: Path) -> set[str]:
+    """The methods whose files model folder ``out`` holds: its saved model's and its training
+    checkpoint's (an unreadable file names none: the load or the resume says what is wrong)."""
+    found = set()
+    for path, keys in (
+        (out / "model.json", ("method",)),
+        (out / "checkpoints" / "last.json", ("config", "method")),
+    ):
+        try:
+            value = json.loads(path.read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, str):
+            found.add(value)
+    return found
+
+
+def _replace_other_method(out: Path, method: str, overwrite: bool) -> None:
+    """A fit of ``method`` into a folder holding another method's model or checkpoints:
+    refused unless ``overwrite``; then that method's files (model, checkpoints, samples.png,
+    model.onnx) are deleted first, so none of them is left beside the new model and a rerun
+    of the same command resumes the new method's training."""
+    import shutil
+
+    others = sorted(_methods_in(out) - {method})
+    if not others:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"--out {out} holds a model of method {others[0]}; fitting {method} there would "
+            "replace it: pass --overwrite to replace it (its model, checkpoints and samples "
+            "are deleted), or choose another --out"
+        )
+    warn(f"--overwrite: deleting the {others[0]} model in {out} before fitting {method}")
+    for name in ("model.json", "model.safetensors", "checkpoints", "samples.png", "model.onnx"):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, talk) -> None:
@@ -341,7 +381,7 @@ def _check_outside_models(flag: str, path: Path, model: Path, probe: Path) -> No
     names: a fit runs there, or stopped before saving anything but a checkpoint)."""
     from contrasyn.lock import LOCK_NAME
 
-    if _inside(probe, model):
+    if inside(probe, model):
         raise ConfigError(f"{flag} {path} is inside the model folder {model}; write elsewhere")
     for folder in probe.parents:
         if (folder / "model.json").is_file() and (folder / "model.safetensors").is_file():
@@ -373,7 +413,7 @@ def check_output_path(
         raise ConfigError(f"--out {path} is one of the input images; write elsewhere")
     for text in inputs:
         folder = Path(text).expanduser()
-        if folder.is_dir() and _inside(resolved, folder):
+        if folder.is_dir() and inside(resolved, folder):
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 raise ConfigError(
                     f"--out {path} is an image inside the input folder {folder}: it would be "
@@ -506,7 +546,7 @@ def _check_maps_dir(
     _check_outside_models("--maps", folder, model, resolved / "x")
     for item in inputs:
         source = Path(item).expanduser()
-        if source.is_dir() and (_inside(resolved, source) or _inside(source, resolved)):
+        if source.is_dir() and (inside(resolved, source) or inside(source, resolved)):
             raise ConfigError(
                 f"--maps {folder} overlaps the input folder {source}: its PNGs would be scored "
                 "as inputs next time; write elsewhere"
@@ -556,7 +596,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         det = _load_detector(args.model, "cpu")
         old = "none" if det.threshold_ is None else f"{det.threshold_:.6g} ({_rate_text(det)})"
         det.set_threshold(false_alarm_rate=args.false_alarm_rate, contamination=args.contamination)
-        det.save(model)
+        det.save(model, overwrite=True)
     n_hold = len(det.holdout_scores_)
     print(f"threshold of {args.model}: {old} -> {det.threshold_:.6g} ({_rate_text(det)})")
     print(
@@ -739,6 +779,13 @@ def _add_fit(sub) -> None:
         help="images are resized to N x N pixels (default: the preset's, 32); at 64 or 128 add "
         "--set train.stem=imagenet, which makes a CPU fit several times cheaper (README: Image "
         "size)",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model of another method in MODEL_DIR (its model, checkpoints and "
+        "samples are deleted first; default: refuse). A rerun of the same method resumes "
+        "instead, and other seeds, settings or images are always refused",
     )
     _add_skip_bad(fit)
     add_device(fit)
@@ -994,7 +1041,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: exists and is not a folder")
     resolved = out.resolve()
     _check_outside_models("--out", out, model, resolved / "x")
-    if _inside(resolved, data) or _inside(data, resolved):
+    if inside(resolved, data) or inside(data, resolved):
         raise ConfigError(
             f"--out {out} overlaps DATA {data}: its pictures would be read as labelled images "
             "next time; write elsewhere"
