@@ -350,7 +350,7 @@ def test_threshold_changes_saved_value_and_next_score_uses_it(
     before = (model_copy / "model.json").read_text()
     capsys.readouterr()
     assert main(["threshold", str(model_copy), "--false-alarm-rate", "1.5"]) == 2
-    assert "false_alarm_rate" in _one_error_line(capsys)
+    assert "--false-alarm-rate must be a number in (0, 1)" in _one_error_line(capsys)
     assert (model_copy / "model.json").read_text() == before
     with pytest.raises(SystemExit) as info:  # one of the two rates is required
         main(["threshold", str(model_copy)])
