@@ -877,8 +877,6 @@ class Detector:
         )
         if family and spec is not None and spec != default_spec:
             raise ConfigError(f"input {spec} differs from the config's {default_spec}")
-        if family and cfg.train.image_size > MAX_IMAGE_SIZE:
-            raise ConfigError(f"config.train.image_size must be <= {MAX_IMAGE_SIZE}")
         default_score = cfg.score.score if family else name
         field("score", lambda v: v == default_score, f"{default_score!r} (the config's)", None)
         threshold = field("threshold", lambda v: v is None or is_real(v), "a finite number or null")
