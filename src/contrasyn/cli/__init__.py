@@ -34,6 +34,8 @@ import contextlib
 import shlex
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from contrasyn import __version__
 
@@ -76,12 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
     try:
-        from contrasyn.cli.options import check_device, check_numbers, plain_warnings, set_threads
-        from contrasyn.errors import ContrasynError
-    except KeyboardInterrupt:  # Ctrl-C while Python imports numpy: nothing has started
+        with _interrupts_deferred():
+            from contrasyn.cli.options import (
+                check_device,
+                check_numbers,
+                plain_warnings,
+                set_threads,
+            )
+            from contrasyn.errors import ContrasynError
+
+            parser = build_parser()  # imports torch
+    except KeyboardInterrupt:  # Ctrl-C while Python imported: nothing has started
         return _interrupted(as_program)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         args.command_line = shlex.join(["contrasyn", *argv])
         warnings = plain_warnings() if getattr(args, "plain_warnings", False) else None
         with warnings or contextlib.nullcontext():
@@ -114,6 +124,26 @@ def main(argv: list[str] | None = None) -> int:
         distributed = sys.modules.get("contrasyn.distributed")
         if distributed is not None:
             distributed.shutdown()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C while the block runs (Python importing torch and numpy) is raised as
+    ``KeyboardInterrupt`` once the block is over, not inside it: raised inside torch's C++
+    start-up code it aborts the process ("terminate called after throwing an instance of
+    'pybind11::error_already_set'"), elsewhere it can leave torch half-imported. Outside the
+    main thread (no signal handlers there) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _interrupted(as_program: bool) -> int:
