@@ -696,8 +696,11 @@ def test_build_optimizer_takes_every_setting() -> None:
     assert [id(p) for p in group["params"]] == [id(p) for p in model.parameters()]
     sgd = build_optimizer(model, dataclasses.replace(cfg, optimizer="sgd"))
     assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["lr"] == 0.6
+    with pytest.raises(ConfigError, match="^train.optimizer must be one of lars, sgd, got 'adam'$"):
+        dataclasses.replace(cfg, optimizer="adam")  # refused where the config is made
+    cfg.optimizer = "adam"  # set by hand afterwards: the optimizer's own check
     with pytest.raises(ConfigError, match="^optimizer must be 'lars' or 'sgd', got 'adam'$"):
-        build_optimizer(model, dataclasses.replace(cfg, optimizer="adam"))
+        build_optimizer(model, cfg)
 
 
 @pytest.mark.parametrize("blur", [False, True])

@@ -150,7 +150,7 @@ def test_corrupt_png_fails_naming_it_or_is_skipped(folders, tmp_path: Path, caps
         (["--set", "train.epochs"], "--set expects"),
         (["--set", "train.epochs=["], "cannot read the value"),
         (["--image-size", "8", "--set", "train.image_size=12"], "contradicts"),
-        (["--false-alarm-rate", "1.5"], "false_alarm_rate"),
+        (["--false-alarm-rate", "1.5"], "--false-alarm-rate must be a number in (0, 1)"),
         (["--holdout", "0.99"], "holdout"),
         (["--method", "gan"], "not available"),
         (["--preset", "huge"], "unknown preset"),
@@ -350,7 +350,7 @@ def test_threshold_changes_saved_value_and_next_score_uses_it(
     before = (model_copy / "model.json").read_text()
     capsys.readouterr()
     assert main(["threshold", str(model_copy), "--false-alarm-rate", "1.5"]) == 2
-    assert "false_alarm_rate" in _one_error_line(capsys)
+    assert "--false-alarm-rate must be a number in (0, 1)" in _one_error_line(capsys)
     assert (model_copy / "model.json").read_text() == before
     with pytest.raises(SystemExit) as info:  # one of the two rates is required
         main(["threshold", str(model_copy)])
@@ -411,7 +411,7 @@ def test_sample_writes_grids_of_samples_and_reconstructions(
 def test_sample_errors(fitted, tmp_path: Path, capsys) -> None:
     model, _ = fitted
     assert main(["sample", str(model), "--out", str(tmp_path / "s.png"), "--n", "0"]) == 2
-    assert "--n must be >= 1" in capsys.readouterr().err
+    assert "--n must be an integer in [1, 10000], got 0" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "none"), "--out", str(tmp_path / "s.png")]) == 2
 
 

@@ -9,10 +9,12 @@ torch is imported only to save or to read torch tensors.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -48,21 +50,65 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-def output_error(path: Path, error: OSError) -> OutputError:
-    """One line naming ``path`` for an ``OSError`` met while writing it."""
-    reason = error.strerror or str(error)
+# safetensors reports an I/O failure as SafetensorError("... (os error 28)"): its errno
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def output_error(path: Path, error: OSError | SafetensorError) -> OutputError:
+    """One line naming ``path`` for an ``OSError`` (or safetensors' own error, which carries
+    the operating system's error number in its text) met while writing it."""
+    if isinstance(error, OSError):
+        code, reason = error.errno, error.strerror or str(error)
+    else:
+        found = _RUST_OS_ERROR.search(str(error))
+        code = int(found.group(1)) if found else None
+        reason = os.strerror(code) if code is not None else " ".join(str(error).split())
     return OutputError(
-        f"{path}: cannot write ({reason}); any previous version of it is unchanged", error.errno
+        f"{path}: cannot write ({reason}); any previous version of it is unchanged", code
     )
 
 
-def atomic_write(path: Path, write: Callable[[str], None], suffix: str = "") -> None:
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both resolved, symbolic links followed)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (a symbolic link, a device,
+    a fifo, a socket, a folder): only regular files are ever replaced. None otherwise."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a fifo"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    )
+    return next((words for test, words in kinds if test(mode)), None)
+
+
+def atomic_write(
+    path: Path, write: Callable[[str], None], suffix: str = "", replace: bool = True
+) -> None:
     """``write(tmp)`` fills ``.NAME.XXXXXXXX.tmp`` (+ ``suffix``) in the same folder, which
     is given the usual mode (0666 less the umask, whatever mode ``write`` created it with),
     synced and renamed over ``path``; the folder is synced too. A crash leaves the previous
-    complete file, never half of one. An ``OSError`` (a full disk, a read-only folder...)
-    becomes ``OutputError`` naming ``path``; the temporary file is removed."""
+    complete file, never half of one. Any failure to write (an ``OSError``, safetensors' own
+    error: a full disk, a read-only folder...) becomes ``OutputError`` naming ``path``; the
+    temporary file is removed. Only a regular file is replaced: a device, a fifo or a
+    symbolic link at ``path`` is refused. ``replace=False`` claims ``path`` instead: it is
+    linked into place only if nothing is there, atomically, so of two processes writing a
+    new ``path`` at once exactly one succeeds and the other gets ``OutputError``
+    (``errno.EEXIST``), nothing replaced."""
     path = Path(path)
+    kind = not_regular(path)
+    if kind is not None:
+        raise OutputError(f"{path}: is {kind}, not a regular file; it is never replaced")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
         os.close(fd)
@@ -74,13 +120,38 @@ def atomic_write(path: Path, write: Callable[[str], None], suffix: str = "") -> 
         os.chmod(tmp, file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _claim(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, ContrasynError):
+        if isinstance(e, OSError | SafetensorError) and not isinstance(e, ContrasynError):
             raise output_error(path, e) from e
         raise
     _sync_folder(path.parent)
+
+
+def _claim(tmp: str, path: Path) -> None:
+    """Put the complete file ``tmp`` at ``path`` only if nothing is there: a hard link fails
+    at once if ``path`` exists (the check and the rename are one step); the temporary name
+    is then removed. Where hard links are not supported (FAT, some network filesystems),
+    ``path`` is created exclusively first and the file renamed over that claim."""
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                raise  # FileExistsError among them
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode()))
+            os.replace(tmp, path)
+            return
+    except FileExistsError:
+        raise OutputError(
+            f"{path}: exists (another process wrote it first); nothing was replaced",
+            errno.EEXIST,
+        ) from None
+    os.unlink(tmp)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -2,17 +2,27 @@
 
 Every default the paper does not fix is named here, with the reason in docs/METHOD.md
 ("Defaults the paper leaves open").
-Unknown keys are refused (a typo must not silently fall back to a default).
+Unknown keys are refused (a typo must not silently fall back to a default), and every value
+is checked where a config is built (``from_dict``, so ``--set``, ``--config``, keyword
+overrides and saved models alike): its type against the field's (finite numbers, integers
+that fit in 64 bits), then its range in the dataclass's ``__post_init__``. The checks here
+need no PyTorch, so the command line runs them before it imports it or makes any folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+import numpy as np
 import yaml
 
 from contrasyn.errors import ConfigError
@@ -29,6 +39,114 @@ TRAIN_METHODS = ("csi", "csi+g", "full")
 # The adversarial losses of eq. 7 and 9: the paper's binary cross-entropy (non-saturating for
 # the generator side) or SNGAN's hinge loss.
 GAN_LOSSES = ("bce", "hinge")
+OPTIMIZERS = ("lars", "sgd")
+PRECISIONS = ("fp32", "bf16", "auto")
+STEMS = ("cifar", "imagenet")
+MAX_IMAGE_SIZE = 8192  # a larger input size is refused (a typo, or a damaged or hostile file)
+SEED_LIMIT = 2**63  # seeds are integers in [0, 2**63): numpy and torch take them all
+
+# -------------------------------------------------------------------------- value checks
+
+
+def is_real(value: Any) -> bool:
+    """A finite int or float (bools are not numbers here)."""
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+    )
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def fits(hint: Any, value: Any) -> bool:
+    """Whether a JSON/YAML value has the type a dataclass field declares: a float field takes
+    finite numbers only, an int field integers that fit in 64 bits (what torch and numpy
+    take; a larger one would overflow deep inside them)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return is_int(value) and -(2**63) <= value < 2**63
+    if hint is float:
+        return is_real(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(fits(args[0], v) for v in value)
+        return len(value) == len(args) and all(fits(a, v) for a, v in zip(args, value, strict=True))
+    return True  # other declared types: the dataclass's own checks decide
+
+
+def type_words(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("NoneType", "null")
+    text = text.replace("<class '", "").replace("'>", "")
+    return re.sub(r"\bint\b", "64-bit int", re.sub(r"\bfloat\b", "finite float", text))
+
+
+def check_rate(rate: Any, name: str = "false_alarm_rate/contamination") -> float:
+    """``rate`` as a float in (0, 1), or one ``ConfigError`` saying what is wrong."""
+    if not is_real(rate) or not 0 < rate < 1:
+        raise ConfigError(f"{name} must be a number in (0, 1), got {rate!r}")
+    return float(rate)
+
+
+def check_holdout(holdout: Any, name: str = "holdout") -> float:
+    """The held-out fraction, a number in [0, 1)."""
+    if not is_real(holdout) or not 0 <= holdout < 1:
+        raise ConfigError(f"{name} must be a number in [0, 1), got {holdout!r}")
+    return float(holdout)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A random seed: an integer in [0, 2**63)."""
+    if not is_int(seed) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{name} must be an integer in [0, 2**63), got {seed!r:.40}")
+    return int(seed)
+
+
+def check_fields(
+    cfg: Any, section: str, names: Iterable[str], ok: Callable[[Any], bool], words: str
+) -> None:
+    """Each field of ``names`` that is set (not None) satisfies ``ok``, or one ``ConfigError``
+    naming ``section.field``: the range checks of the settings dataclasses."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{section}.{name} must be {words}, got {value!r}")
+
+
+def check_choice(value: Any, choices: Iterable[str], name: str) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low
+
+
+def positive(v: Any) -> bool:
+    return v > 0
+
+
+def fraction(v: Any) -> bool:
+    """In [0, 1]: a probability."""
+    return 0 <= v <= 1
+
+
+def below_one(v: Any) -> bool:
+    """In [0, 1): a momentum or an Adam beta."""
+    return 0 <= v < 1
 
 
 @dataclass
@@ -91,26 +209,48 @@ class TrainConfig:
     d_win_rounds: int = 100
 
     def __post_init__(self) -> None:
-        if self.method not in TRAIN_METHODS:
-            raise ConfigError(
-                f"train.method must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}"
-            )
-        for name in (
-            "width",
-            "image_size",
-            "batch_size",
-            "epochs",
-            "checkpoint_every",
-            "log_every",
-            "num_shifts",
-            "proj_dim",
-            "latent_dim",
-            "gen_width",
-            "gen_every",
-            "d_win_rounds",
+        for name, choices in (
+            ("method", TRAIN_METHODS),
+            ("optimizer", OPTIMIZERS),
+            ("precision", PRECISIONS),
+            ("stem", STEMS),
+            ("gan_loss", GAN_LOSSES),
         ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+            check_choice(getattr(self, name), choices, f"train.{name}")
+        for names, ok, words in (
+            (
+                (
+                    "width", "image_size", "batch_size", "epochs", "checkpoint_every",
+                    "log_every", "num_shifts", "proj_dim", "latent_dim", "gen_width",
+                    "gen_every", "d_win_rounds", "lr_reference_batch", "steps",
+                ),
+                at_least(1),
+                ">= 1",
+            ),
+            (("max_train", "synth_batch"), at_least(2), ">= 2 or null"),
+            (
+                ("temperature", "base_lr", "gen_lr", "disc_lr", "lars_trust", "warmup_multiplier"),
+                positive,
+                "> 0",
+            ),
+            (
+                ("weight_decay", "warmup_epochs", "rec_weight", "d_win_loss", "gen_warmup"),
+                at_least(0),
+                ">= 0",
+            ),
+            (("jitter_p", "gray_p"), fraction, "in [0, 1]"),
+            (("momentum", "gen_ema"), below_one, "in [0, 1)"),
+            (("seed",), lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)"),
+            (("image_size",), lambda v: v <= MAX_IMAGE_SIZE, f"<= {MAX_IMAGE_SIZE}"),
+            (
+                ("jitter",),
+                lambda v: all(fraction(x) for x in v) and v[3] <= 0.5,
+                "4 numbers in [0, 1], the last (hue) at most 0.5",
+            ),
+            (("crop_scale",), lambda v: 0 < v[0] <= v[1] <= 1, "[low, high], 0 < low <= high <= 1"),
+            (("adam_betas",), lambda v: all(below_one(x) for x in v), "two numbers in [0, 1)"),
+        ):  # fmt: skip
+            check_fields(self, "train", names, ok, words)
         if self.channels not in (1, 3):
             raise ConfigError(f"train.channels must be 1 or 3, got {self.channels}")
         if self.gen_channels not in (None, 1, self.channels):
@@ -118,26 +258,12 @@ class TrainConfig:
                 f"train.gen_channels must be null, 1 or train.channels ({self.channels}), "
                 f"got {self.gen_channels}"
             )
-        if self.gan_loss not in GAN_LOSSES:
-            raise ConfigError(
-                f"train.gan_loss must be one of {', '.join(GAN_LOSSES)}, got {self.gan_loss!r}"
-            )
-        if not 0 <= self.gen_ema < 1:
-            raise ConfigError(f"train.gen_ema must be in [0, 1), got {self.gen_ema}")
-        if self.gen_warmup < 0:
-            raise ConfigError(f"train.gen_warmup must be >= 0 rounds, got {self.gen_warmup}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"train.steps must be >= 1 or null, got {self.steps}")
-        if self.synth_batch is not None and self.synth_batch < 2:
-            raise ConfigError(f"train.synth_batch must be >= 2 or null, got {self.synth_batch}")
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             if self.method != "csi":
                 raise ConfigError(
                     f"train.image_size must be a power of two >= 8 for method {self.method!r} "
                     f"(the generator doubles 4x4 up to it), got {self.image_size}"
                 )
-        if self.max_train is not None and self.max_train < 2:
-            raise ConfigError(f"train.max_train must be >= 2 or null, got {self.max_train}")
         if self.channels_last and self.width <= 4:
             # torch 2.13 CPU corrupts memory in the backward pass of a channels-last 1x1
             # stride-2 convolution with <= 4 input channels (the block shortcuts here).
@@ -167,17 +293,14 @@ class ScoreConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.index not in INDEXES:
-            raise ConfigError(
-                f"score.index must be one of {', '.join(INDEXES)}, got {self.index!r}"
-            )
-        if self.nprobe < 1:
-            raise ConfigError(f"score.nprobe must be >= 1 IVF cells, got {self.nprobe}")
-        for name in ("batch_size", "chunk", "ensemble"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"score.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.crop_scale <= 1:
-            raise ConfigError(f"score.crop_scale must be in (0, 1], got {self.crop_scale}")
+        check_choice(self.score, SCORES, "score.score")
+        check_choice(self.index, INDEXES, "score.index")
+        for names, ok, words in (
+            (("nprobe", "batch_size", "chunk", "ensemble"), at_least(1), ">= 1"),
+            (("crop_scale",), lambda v: 0 < v <= 1, "in (0, 1]"),
+            (("seed",), lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)"),
+        ):
+            check_fields(self, "score", names, ok, words)
 
 
 # Fields added after results were committed: left out of a benchmark's config hash while they
@@ -207,23 +330,28 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build ``cls`` from a dict, recursing into nested configs; unknown keys are an error."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build ``cls`` from a dict, recursing into nested configs: unknown keys and values of
+    another type than the field's (``fits``) are one ``ConfigError`` naming the field as
+    ``where.field`` (``where`` the section: ``train``, ``config.score``...); the dataclass
+    then checks the ranges."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
-            f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; "
+            f"{where or cls.__name__}: unknown field(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for key, value in data.items():
-        hint = hints[key]
+        hint, name = hints[key], f"{where}.{key}" if where else key
         if dataclasses.is_dataclass(hint):
-            value = from_dict(hint, value)
+            value = from_dict(hint, value, name)
+        elif not fits(hint, value):
+            raise ConfigError(f"{name} must be {type_words(hint)}, got {value!r:.60}")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value

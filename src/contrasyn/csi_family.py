@@ -49,6 +49,10 @@ class CSIFamily(Method):
     def precision(self) -> str:
         return effective_precision(self.config.train.precision, self.device)
 
+    @property
+    def bank_rows(self) -> int:
+        return len(self.scorer.bank_z_)
+
     def _with_seed(self) -> RunConfig:
         train = dataclasses.replace(self.config.train, seed=self.seed, device=str(self.device))
         return dataclasses.replace(self.config, train=train)

@@ -59,8 +59,21 @@ from torch import Tensor
 
 from contrasyn import __version__, distributed, quality
 from contrasyn.calibration import Calibration, calibrate, conformal_threshold, fraction_below
-from contrasyn.checkpoint import DETECTOR_FORMAT, load_checkpoint, save_checkpoint
-from contrasyn.config import TRAIN_METHODS, ScoreConfig, TrainConfig, from_dict, to_dict
+from contrasyn.checkpoint import DETECTOR_FORMAT, inside, load_checkpoint, save_checkpoint
+from contrasyn.config import (
+    MAX_IMAGE_SIZE,
+    SEED_LIMIT,
+    TRAIN_METHODS,
+    ScoreConfig,
+    TrainConfig,
+    check_holdout,
+    check_rate,
+    check_seed,
+    from_dict,
+    is_int,
+    is_real,
+    to_dict,
+)
 from contrasyn.data import find_images, load_images, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.device import resolve_device
@@ -70,17 +83,7 @@ from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
 from contrasyn.registry import METHOD_NAMES, Method, build_method, method_class, method_config
 from contrasyn.score import import_faiss
-from contrasyn.validate import (
-    MAX_IMAGE_SIZE,
-    RESIZE_NAMES,
-    check_bank,
-    check_config_fields,
-    check_rate,
-    is_int,
-    is_real,
-    one_line,
-    probe_shapes,
-)
+from contrasyn.validate import RESIZE_NAMES, check_bank, one_line, probe_shapes
 
 AVAILABLE_METHODS = METHOD_NAMES
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -115,18 +118,35 @@ def _route(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def holdout_count(n: int, holdout: float) -> int:
+    """How many of ``n`` images are held out for the threshold: ``round(holdout * n)``, and
+    at least one when ``holdout`` > 0 (a threshold needs one: 5 images at 10% hold out 1)."""
+    n_hold = int(round(holdout * n))
+    return max(n_hold, 1) if holdout > 0 else n_hold
+
+
 def training_indices(
     n: int, holdout: float, max_train: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which of ``n`` images a detector holds out for its threshold and which it trains on:
-    ``round(holdout * n)`` drawn with ``seed``, then at most ``max_train`` of the rest (same
+    ``holdout_count`` drawn with ``seed``, then at most ``max_train`` of the rest (same
     seed), both sorted. The benchmark (holdout 0) draws its training subsample here too."""
-    n_hold = int(round(holdout * n))
+    n_hold = holdout_count(n, holdout)
     order = np.random.default_rng(seed).permutation(n)
     hold, rest = np.sort(order[:n_hold]), np.sort(order[n_hold:])
     if max_train is not None and len(rest) > max_train:
         rest = np.sort(np.random.default_rng(seed).choice(rest, max_train, replace=False))
     return hold, rest
+
+
+def _image_folders(X: Any) -> tuple[Path, ...]:
+    """The folders of image files ``fit`` read (a folder given, or the files' folders), where
+    ``save`` must not write; none for arrays, tensors and datasets."""
+    if isinstance(X, str | Path):
+        return (Path(X),) if Path(X).is_dir() else (Path(X).parent,)
+    if isinstance(X, list | tuple) and all(isinstance(x, str | Path) for x in X):
+        return tuple(dict.fromkeys(Path(x).parent for x in X))
+    return ()
 
 
 def _to_uint8(images: Tensor) -> np.ndarray:
@@ -233,6 +253,8 @@ class Detector:
         ``RunConfig`` for the CSI family, the baseline's settings dataclass for a baseline;
         raises ``ConfigError`` for an unknown method, setting or threshold rate."""
         self._rate()
+        check_holdout(self.holdout)
+        check_seed(self.seed)
         name = self.method_name
         if name not in AVAILABLE_METHODS:
             raise ConfigError(
@@ -312,6 +334,11 @@ class Detector:
                 )
             if len(X) == 0:
                 raise DataError(f"no images: the tensor is empty {tuple(X.shape)}")
+            if X.device.type == "meta":
+                raise DataError(
+                    "tensor images are on the meta device (a shape without data); pass "
+                    "tensors that hold the images, on the CPU or a GPU"
+                )
             if not torch.is_floating_point(X):
                 raise DataError(f"tensor images must be floats in [0, 1], got {X.dtype}")
             if not bool(torch.isfinite(X).all()) or X.min() < 0 or X.max() > 1:
@@ -335,15 +362,14 @@ class Detector:
         if getattr(getattr(cfg, "score", None), "index", None) == "faiss":
             import_faiss()  # missing: say so now, not after training
         spec = self._input_spec(cfg)
-        if not is_real(self.holdout) or not 0 <= self.holdout < 1:
-            raise ConfigError(f"holdout must be a number in [0, 1), got {self.holdout!r}")
         images, _ = self._images(X, spec)
         n = len(images)
-        n_hold = int(round(self.holdout * n))
-        if (self.holdout > 0 and n_hold < 1) or n - n_hold < 2:
+        n_hold = holdout_count(n, self.holdout)
+        if n - n_hold < 2:
+            held = f": {n_hold} held out for the threshold leave(s) {n - n_hold}" if n_hold else ""
             raise DataError(
-                f"{n} training image(s) with holdout={self.holdout}: need at least 2 to train "
-                "and, unless holdout=0, 1 held out for the threshold"
+                f"{n} training image(s) with holdout={self.holdout}{held}; training needs at "
+                "least 2 (more images, a smaller holdout, or holdout=0 for no threshold)"
             )
         method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
         order = np.random.default_rng(self.seed).permutation(n)
@@ -360,6 +386,7 @@ class Detector:
         self.method_ = method
         self.config_ = method.config
         self.input_ = spec
+        self.data_folders_ = _image_folders(X)
         self.n_train_ = len(train_x)
         self.holdout_scores_ = (
             method.score_samples(images[torch.as_tensor(hold)])[self.score_name_].numpy()
@@ -722,18 +749,36 @@ class Detector:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write ``path/model.safetensors`` (weights, bank, held-out scores) and
         ``path/model.json`` (config, threshold and its calibration, versions), each
-        atomically. What would not load back (a non-finite threshold, a rate outside (0, 1))
-        raises ``ConfigError`` and writes nothing."""
+        atomically. The command line's guards hold here too: a folder that already holds a
+        model is replaced only with ``overwrite=True``, and a folder inside the one the
+        detector was fitted from (``fit`` on a folder or on image paths) is refused, as its
+        files would be found among the training images next time. What would not load back
+        (a non-finite threshold, a rate outside (0, 1)) raises ``ConfigError`` too, and
+        nothing is written."""
         self._check_fitted()
         path = Path(path)
+        for folder in getattr(self, "data_folders_", ()):
+            if inside(path, folder):
+                raise ConfigError(
+                    f"{path} is inside {folder}, which holds the images this detector was "
+                    "fitted on: its files would be read as training images next time; save "
+                    "the model outside it"
+                )
+        existing = [n for n in ("model.json", "model.safetensors") if (path / n).exists()]
+        if existing and not overwrite:
+            raise ConfigError(
+                f"{path} already holds a model ({existing[0]}); pass overwrite=True to replace "
+                "it, or save elsewhere"
+            )
         check_rate(self.false_alarm_rate, "false_alarm_rate")
         if self.contamination is not None:
             check_rate(self.contamination, "contamination")
         if self.threshold_ is not None and not is_real(self.threshold_):
             raise ConfigError(f"threshold_ must be a finite number, got {self.threshold_!r}")
+        family = self.method_.name in TRAIN_METHODS
         tensors = dict(self.method_.state_tensors())
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
         calibration = self.calibration_
@@ -752,6 +797,7 @@ class Detector:
             "seed": self.method_.seed,
             "n_train": self.n_train_,
             "n_holdout": len(self.holdout_scores_),
+            "deterministic": not self.config_.score.augment if family else True,
         }
         save_checkpoint(path / "model", tensors, meta)
         return path
@@ -801,9 +847,8 @@ class Detector:
         name = field("method", lambda v: v in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}")
         family = name in TRAIN_METHODS
         config_class = method_class(name).config_class
-        check_config_fields(config_class, meta.get("config"), "config")
         try:
-            cfg = from_dict(config_class, meta["config"])
+            cfg = from_dict(config_class, meta.get("config"), "config")
         except (TypeError, ValueError) as e:
             raise ConfigError(f"config: {one_line(e)}") from e
         if family:
@@ -832,8 +877,6 @@ class Detector:
         )
         if family and spec is not None and spec != default_spec:
             raise ConfigError(f"input {spec} differs from the config's {default_spec}")
-        if family and cfg.train.image_size > MAX_IMAGE_SIZE:
-            raise ConfigError(f"config.train.image_size must be <= {MAX_IMAGE_SIZE}")
         default_score = cfg.score.score if family else name
         field("score", lambda v: v == default_score, f"{default_score!r} (the config's)", None)
         threshold = field("threshold", lambda v: v is None or is_real(v), "a finite number or null")
@@ -844,10 +887,18 @@ class Detector:
         )  # fmt: skip
         resize = field("resize", lambda v: v in RESIZE_NAMES, f"one of {', '.join(RESIZE_NAMES)}")
         seed = field(
-            "seed", lambda v: is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)",
+            "seed", lambda v: is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)",
             cfg.train.seed if family else 0,
         )  # fmt: skip
         n_train = field("n_train", lambda v: is_int(v) and v >= 0, "a count >= 0")
+        # how the bank and the held-out scores were computed: one deterministic pass, or
+        # test-time draws (config.score.augment); models saved before it: the config's
+        deterministic = not cfg.score.augment if family else True
+        field(
+            "deterministic", lambda v: v is deterministic,
+            f"{str(deterministic).lower()}, as config.score.augment has it for method {name}",
+            deterministic,
+        )  # fmt: skip
         field("calibration", lambda v: v is None or isinstance(v, dict), "a mapping or null", None)
 
         holdout = tensors.get("holdout_scores")
@@ -876,7 +927,7 @@ class Detector:
             score=cfg.score.score if family else None,
             false_alarm_rate=float(far),
             contamination=None if contamination is None else float(contamination),
-            deterministic=not cfg.score.augment if family else True,
+            deterministic=deterministic,
             resize=resize,
             device=device,
             seed=int(seed),
@@ -887,6 +938,10 @@ class Detector:
                 spec = det._input_spec(cfg)
             if family:
                 check_bank(cfg, method)
+            if method.bank_rows not in (None, n_train):
+                raise ConfigError(
+                    f"the bank holds {method.bank_rows} training images, n_train says {n_train}"
+                )
             if not family or (cfg.score.index == "exact" and not cfg.score.augment):
                 size, channels = spec["image_size"], spec["channels"]
                 probe = method.score_samples(torch.zeros(1, channels, size, size))

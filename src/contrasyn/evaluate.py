@@ -36,7 +36,7 @@ import numpy as np
 from contrasyn import metrics
 from contrasyn.errors import DataError
 from contrasyn.htmlpage import FIGURES, Section, figure, save_figure, table, write_page
-from contrasyn.results import csv_cell, write_text
+from contrasyn.results import csv_text, write_text
 
 
 class Calibrated(Protocol):
@@ -304,19 +304,8 @@ def evaluate_scores(
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf,
-        ["path", "folder", "is_anomaly", "anomaly_score", "anomaly_probability", "label"],
-        lineterminator="\n",
-    )
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({**r, "path": csv_cell(r["path"]), "folder": csv_cell(r["folder"])})
-    return buf.getvalue()
+    columns = ["path", "folder", "is_anomaly", "anomaly_score", "anomaly_probability", "label"]
+    return csv_text(columns, rows)
 
 
 def _json_ready(obj: Any) -> Any:

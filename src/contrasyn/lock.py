@@ -8,11 +8,14 @@ start time, read from a small sidecar the holder writes).
 
 The lock is ``FOLDER/.contrasyn.lock``, locked with ``flock`` (``LockFileEx`` on Windows)
 through ``filelock.FileLock``. The operating system releases it when the holding process
-ends, however it ends (``kill -9`` included), so a stale lock never blocks: the file itself
-stays (removing it would let two processes lock two different files) and is harmless. The
-sidecar ``FOLDER/.contrasyn.lock.holder`` is removed on release; one left by a killed process
-is overwritten by the next holder. On a network filesystem without working ``flock``,
-``filelock`` falls back to its own scheme.
+ends, however it ends (``kill -9`` included), so a stale lock never blocks. The sidecar
+``FOLDER/.contrasyn.lock.holder`` is removed on release; one left by a killed process is
+overwritten by the next holder. A writer that leaves nothing else in the folder (a ``fit``
+that failed before its first checkpoint) removes the lock file too, while it still holds it
+(``filelock`` retries a lock whose file was removed under it, so two processes never hold
+two files), and the folders it created for the lock; otherwise the lock file stays and is
+harmless. On a network filesystem without working ``flock``, ``filelock`` falls back to its
+own scheme.
 
 Within one process the lock is re-entrant (a ``fit`` that saves holds it once); the Python
 API does not take it by itself: wrap your own writers in ``folder_lock(folder)``.
@@ -87,6 +90,7 @@ def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
     from filelock import FileLock, Timeout
 
     folder = Path(folder).expanduser()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -123,7 +127,26 @@ def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
         with _guard:
             del _held[key]
         (folder / HOLDER_NAME).unlink(missing_ok=True)
+        _tidy(folder, made)
         lock.release()
+
+
+def _tidy(folder: Path, made: list[Path]) -> None:
+    """What a writer that wrote nothing leaves (a fit that failed early): its lock file, when
+    nothing else is in ``folder``, and the folders it created for the lock (``made``),
+    with the empty folders it made inside them; never anything that holds a file."""
+    if made:
+        for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                sub.rmdir()  # only empty ones go
+    try:
+        if any(p.name != LOCK_NAME for p in folder.iterdir()):
+            return
+        (folder / LOCK_NAME).unlink(missing_ok=True)
+        for path in made:
+            path.rmdir()
+    except OSError:
+        return  # best effort: what is left is harmless
 
 
 def holds(folder: str | Path) -> bool:

@@ -135,6 +135,12 @@ class Method(ABC):
         """The training subsample a detector draws from the images it is given (None: all)."""
         return getattr(self.config, "max_train", None)
 
+    @property
+    def bank_rows(self) -> int | None:
+        """How many training images the fitted state holds one row each of (a bank of their
+        features or pixels), which a loaded model's ``n_train`` must equal; None: no bank."""
+        return None
+
     def settings(self) -> dict[str, Any]:
         """The configuration as a plain dict (saved with models and benchmark runs)."""
         return to_dict(self.config)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrasyn.baselines import Baseline, input_shape
+from contrasyn.config import at_least, check_fields, positive
 from contrasyn.registry import register
 
 
@@ -107,6 +108,14 @@ class DeepSVDDConfig:
     batch_size: int = 128
     eps: float = 0.1  # centre coordinates closer to 0 than this are pushed to +-eps
     max_train: int | None = 2000
+
+    def __post_init__(self) -> None:
+        for names, ok, words in (
+            (("rep_dim", "epochs", "batch_size", "max_train"), at_least(1), ">= 1"),
+            (("pretrain_epochs", "weight_decay"), at_least(0), ">= 0"),
+            (("lr", "eps"), positive, "> 0"),
+        ):
+            check_fields(self, "deepsvdd", names, ok, words)
 
 
 @register("deepsvdd")

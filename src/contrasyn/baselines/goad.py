@@ -28,6 +28,7 @@ from contrasyn.baselines.transforms import (
     rot_trans_transforms,
     transform_batch,
 )
+from contrasyn.config import at_least, check_fields, positive
 from contrasyn.errors import ConfigError
 from contrasyn.nets import ResNet18
 from contrasyn.registry import register
@@ -73,6 +74,12 @@ class GOADConfig:
             raise ConfigError(
                 f"goad transforms must be 'geom' or 'rot+trans', got {self.transforms!r}"
             )
+        for names, ok, words in (
+            (("width", "epochs", "batch_size", "max_train"), at_least(1), ">= 1"),
+            (("lr",), positive, "> 0"),
+            (("triplet_weight", "margin"), at_least(0), ">= 0"),
+        ):
+            check_fields(self, "goad", names, ok, words)
 
 
 @register("goad")

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from contrasyn.baselines import Baseline
+from contrasyn.config import at_least, check_fields
 from contrasyn.registry import register
 from contrasyn.score import max_inner_product
 
@@ -22,6 +23,9 @@ class KNNConfig:
     k: int = 1  # neighbours averaged
     chunk: int = 2048  # bank rows per matrix product (memory bound)
     max_train: int | None = None  # the bank: all training images
+
+    def __post_init__(self) -> None:
+        check_fields(self, "knn", ("k", "chunk", "max_train"), at_least(1), ">= 1")
 
 
 @register("knn")
@@ -49,6 +53,10 @@ class PixelKNN(Baseline):
                 for i in range(0, len(q), chunk)
             ]
         )
+
+    @property
+    def bank_rows(self) -> int:
+        return len(self.bank_)
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {"bank": self.bank_}

@@ -17,6 +17,7 @@ from sklearn.svm import OneClassSVM
 from torch import Tensor
 
 from contrasyn.baselines import Baseline
+from contrasyn.config import at_least, check_fields, positive
 from contrasyn.registry import register
 
 
@@ -25,6 +26,14 @@ class OCSVMConfig:
     nu: float = 0.1
     gamma: str | float = "scale"
     max_train: int | None = 2000
+
+    def __post_init__(self) -> None:
+        check_fields(self, "ocsvm", ("nu",), lambda v: 0 < v <= 1, "in (0, 1]")
+        check_fields(
+            self, "ocsvm", ("gamma",), lambda v: v in ("scale", "auto") or positive(v),
+            "'scale', 'auto' or a number > 0",
+        )  # fmt: skip
+        check_fields(self, "ocsvm", ("max_train",), at_least(1), ">= 1")
 
 
 @register("ocsvm")

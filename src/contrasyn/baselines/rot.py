@@ -31,6 +31,7 @@ from contrasyn.baselines.transforms import (
     rot_trans_transforms,
     transform_rows,
 )
+from contrasyn.config import at_least, below_one, check_fields, positive
 from contrasyn.errors import ConfigError
 from contrasyn.nets import ResNet18
 from contrasyn.registry import register
@@ -76,6 +77,13 @@ class RotConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"rot mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for names, ok, words in (
+            (("width", "epochs", "batch_size", "draws", "max_train"), at_least(1), ">= 1"),
+            (("lr",), positive, "> 0"),
+            (("momentum",), below_one, "in [0, 1)"),
+            (("weight_decay",), at_least(0), ">= 0"),
+        ):
+            check_fields(self, "rot", names, ok, words)
 
 
 @register("rot")

@@ -27,26 +27,27 @@ Exit codes (every command):
 
 from __future__ import annotations
 
+# Only the standard library at the top: the verbs (and torch, numpy) are imported inside
+# ``main``'s ``try``, so that a Ctrl-C at any moment of start-up is the one line and 130.
 import argparse
 import contextlib
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from contrasyn import __version__
-from contrasyn.cli import bench, data, model
-from contrasyn.cli.options import (
-    EXIT_CODES,
-    check_device,
-    paragraphs,
-    plain_warnings,
-    set_threads,
-)
-from contrasyn.errors import ContrasynError
 
 __all__ = ["build_parser", "main"]
 
+INTERRUPTED = "contrasyn: interrupted; rerun the same command to resume"
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from contrasyn.cli import bench, data, model
+    from contrasyn.cli.options import EXIT_CODES, paragraphs
+
     parser = argparse.ArgumentParser(
         prog="contrasyn",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -73,12 +74,28 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line on ``argv`` (default: the process's own, ``sys.argv``): the exit code."""
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    args.command_line = shlex.join(["contrasyn", *argv])
     try:
+        with _interrupts_deferred():
+            from contrasyn.cli.options import (
+                check_device,
+                check_numbers,
+                plain_warnings,
+                set_threads,
+            )
+            from contrasyn.errors import ContrasynError
+
+            parser = build_parser()  # imports torch
+    except KeyboardInterrupt:  # Ctrl-C while Python imported: nothing has started
+        return _interrupted(as_program)
+    try:
+        args = parser.parse_args(argv)
+        args.command_line = shlex.join(["contrasyn", *argv])
         warnings = plain_warnings() if getattr(args, "plain_warnings", False) else None
         with warnings or contextlib.nullcontext():
+            check_numbers(args)  # NaN, negative seeds...: one line, before any work
             if getattr(args, "device", None) is not None:
                 check_device(args.device)  # a bad or absent device: one line, before any work
             if getattr(args, "threads", None) is not None:
@@ -100,10 +117,39 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except KeyboardInterrupt:
-        print("contrasyn: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _interrupted(as_program)
     finally:
-        if "torch" in sys.modules:  # a process group can only exist where torch was loaded
-            from contrasyn import distributed
-
+        # a process group exists only where contrasyn.distributed made one; importing it
+        # here could re-import a torch that a Ctrl-C interrupted half-way (an ImportError)
+        distributed = sys.modules.get("contrasyn.distributed")
+        if distributed is not None:
             distributed.shutdown()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C while the block runs (Python importing torch and numpy) is raised as
+    ``KeyboardInterrupt`` once the block is over, not inside it: raised inside torch's C++
+    start-up code it aborts the process ("terminate called after throwing an instance of
+    'pybind11::error_already_set'"), elsewhere it can leave torch half-imported. Outside the
+    main thread (no signal handlers there) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _interrupted(as_program: bool) -> int:
+    """Ctrl-C: one line and 130. When this is the program (not a call with its own
+    ``argv``), a second Ctrl-C while the process ends is ignored: no traceback either."""
+    if as_program:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(INTERRUPTED, file=sys.stderr)
+    return 130

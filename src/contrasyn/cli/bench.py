@@ -21,6 +21,7 @@ from contrasyn.cli.options import (
     say,
     warn,
 )
+from contrasyn.config import check_seed
 from contrasyn.errors import ConfigError
 from contrasyn.registry import BASELINES, METHOD_NAMES
 
@@ -84,7 +85,7 @@ def _run_benchmark(
         ds,
         _parse_classes(classes, ds.num_classes),
         method_list,
-        parse_list(seeds, int),
+        [check_seed(seed, "--seeds") for seed in parse_list(seeds, int)],
         preset,
         _with_device(overrides, args.device),
         out,

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contrasyn.checkpoint import inside
 from contrasyn.cli.options import (
     add_device,
     add_out,
@@ -32,7 +31,7 @@ from contrasyn.cli.options import (
 from contrasyn.config import TRAIN_METHODS
 from contrasyn.errors import ConfigError, DataError
 from contrasyn.registry import BASELINES, METHOD_NAMES
-from contrasyn.results import csv_cell
+from contrasyn.results import csv_text
 
 if TYPE_CHECKING:
     from contrasyn.detector import Detector
@@ -121,8 +120,6 @@ def _detector_overrides(args: argparse.Namespace, method: str) -> dict[str, Any]
         given = kwargs.get("score__score", args.score)
         if given != args.score:
             raise ConfigError(f"--score {args.score} contradicts score.score={given}")
-    if args.draws < 0:
-        raise ConfigError(f"--draws must be >= 0, got {args.draws}")
     if args.draws > 0:
         if baseline:
             raise ConfigError(
@@ -156,12 +153,6 @@ def _length(cfg: Any) -> str | None:
         return f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
     epochs = getattr(cfg, "epochs", None)
     return None if epochs is None else f"{epochs} epochs"
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or below it (both resolved, symbolic links followed)."""
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def _training_steps(det: Detector, cfg: Any, n_images: int) -> int | None:
@@ -200,7 +191,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder (--out names the model folder)")
     data = Path(args.data).expanduser()
-    if data.is_dir() and _inside(out, data):
+    if data.is_dir() and inside(out, data):
         raise ConfigError(
             f"--out {out} is inside --data {data}: the model's files (samples.png, "
             "checkpoints) would be read as training images next time; choose a folder "
@@ -240,6 +231,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         # the folder, so no other writer is using them) and a half-renamed checkpoint
         for stale in remove_stale_temporaries(out):
             warn(f"removed {stale}, left by an interrupted save")
+        _replace_other_method(out, method, args.overwrite)
         epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
         size = spec["image_size"]
         facts = [_length(cfg), f"{size}x{size}", f"device {args.device}"]
@@ -256,9 +248,53 @@ def cmd_fit(args: argparse.Namespace) -> int:
             beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=steps)
         with beat:
             det.fit(images)
-            det.save(out)
+            det.save(out, overwrite=True)  # a model of the same method, resumed or refitted
         _fit_summary(args, det, out, found, kept, family, method, talk)
     return 0
+
+
+def _methods_in(out: Path) -> set[str]:
+    """The methods whose files model folder ``out`` holds: its saved model's and its training
+    checkpoint's (an unreadable file names none: the load or the resume says what is wrong)."""
+    found = set()
+    for path, keys in (
+        (out / "model.json", ("method",)),
+        (out / "checkpoints" / "last.json", ("config", "method")),
+    ):
+        try:
+            value = json.loads(path.read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, str):
+            found.add(value)
+    return found
+
+
+def _replace_other_method(out: Path, method: str, overwrite: bool) -> None:
+    """A fit of ``method`` into a folder holding another method's model or checkpoints:
+    refused unless ``overwrite``; then that method's files (model, checkpoints, samples.png,
+    model.onnx) are deleted first, so none of them is left beside the new model and a rerun
+    of the same command resumes the new method's training."""
+    import shutil
+
+    others = sorted(_methods_in(out) - {method})
+    if not others:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"--out {out} holds a model of method {others[0]}; fitting {method} there would "
+            "replace it: pass --overwrite to replace it (its model, checkpoints and samples "
+            "are deleted), or choose another --out"
+        )
+    warn(f"--overwrite: deleting the {others[0]} model in {out} before fitting {method}")
+    for name in ("model.json", "model.safetensors", "checkpoints", "samples.png", "model.onnx"):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, talk) -> None:
@@ -338,16 +374,24 @@ def _collect_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def _model_folder_above(path: Path) -> Path | None:
-    """The model folder ``path`` lies in: one holding a saved model (model.json and
-    model.safetensors) or the lock of a ``fit`` (``.contrasyn.lock``)."""
+def _check_outside_models(flag: str, path: Path, model: Path, probe: Path) -> None:
+    """``flag``'s ``path`` (resolved: ``probe``, whose parents are searched) lies neither in
+    ``model`` nor in another model folder: one holding a saved model (model.json and
+    model.safetensors) or the lock of a ``fit`` (``.contrasyn.lock``, which the message
+    names: a fit runs there, or stopped before saving anything but a checkpoint)."""
     from contrasyn.lock import LOCK_NAME
 
-    for folder in path.parents:
-        saved = (folder / "model.json").is_file() and (folder / "model.safetensors").is_file()
-        if saved or (folder / LOCK_NAME).exists():
-            return folder
-    return None
+    if inside(probe, model):
+        raise ConfigError(f"{flag} {path} is inside the model folder {model}; write elsewhere")
+    for folder in probe.parents:
+        if (folder / "model.json").is_file() and (folder / "model.safetensors").is_file():
+            raise ConfigError(f"{flag} {path} is inside the model folder {folder}; write elsewhere")
+        if (folder / LOCK_NAME).exists():
+            raise ConfigError(
+                f"{flag} {path} is inside {folder}, which holds {folder / LOCK_NAME}, the lock "
+                "of a `contrasyn fit` (one is running there, or stopped before saving its "
+                "model: rerun it to finish); write elsewhere"
+            )
 
 
 def check_output_path(
@@ -355,36 +399,41 @@ def check_output_path(
 ) -> Path:
     """Where a verb may write its result file: never inside a model folder, never over one
     of its input images or as an image inside an input folder (it would be read next time),
-    and never over an existing file unless ``overwrite``. ``ConfigError`` says why not."""
+    never over an existing file unless ``overwrite``, and never over anything but a regular
+    file (a device, a fifo, a symbolic link). ``ConfigError`` says why not."""
+    from contrasyn.checkpoint import not_regular
     from contrasyn.data.folder import IMAGE_EXTENSIONS
 
     path = Path(out).expanduser()
     resolved = path.resolve()
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; name a file")
-    if _inside(resolved, model):
-        raise ConfigError(f"--out {path} is inside the model folder {model}; write elsewhere")
-    other = _model_folder_above(resolved)
-    if other is not None:
-        raise ConfigError(f"--out {path} is inside the model folder {other}; write elsewhere")
+    _check_outside_models("--out", path, model, resolved)
     if resolved in {p.resolve() for p in images}:
         raise ConfigError(f"--out {path} is one of the input images; write elsewhere")
     for text in inputs:
         folder = Path(text).expanduser()
-        if folder.is_dir() and _inside(resolved, folder):
+        if folder.is_dir() and inside(resolved, folder):
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 raise ConfigError(
                     f"--out {path} is an image inside the input folder {folder}: it would be "
                     "scored as an input next time; write elsewhere"
                 )
-    if (path.exists() or path.is_symlink()) and not overwrite:
+    kind = not_regular(path)
+    if kind is not None:
+        raise ConfigError(
+            f"--out {path} is {kind}, not a regular file: only regular files are replaced; "
+            "write elsewhere"
+        )
+    if path.exists() and not overwrite:
         raise ConfigError(f"--out {path} exists; pass --overwrite to replace it")
     return path
 
 
-def _write_output(text: str, out: Path | None) -> None:
+def _write_output(text: str, out: Path | None, overwrite: bool) -> None:
     """Results to standard output, or atomically to ``out``: a full disk or a kill leaves
-    the previous file whole, never a fragment."""
+    the previous file whole, never a fragment. Without ``overwrite`` the file is claimed
+    atomically: of two runs writing the same new ``out``, one gets an error."""
     from contrasyn.results import write_text
 
     if out is None:
@@ -395,7 +444,7 @@ def _write_output(text: str, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from e
-    write_text(out, text)
+    write_text(out, text, replace=overwrite)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -461,21 +510,10 @@ def cmd_score(args: argparse.Namespace) -> int:
                 r["anomaly_score"] = None
         text = json.dumps({"summary": summary, "results": rows}, indent=2) + "\n"
     else:
-        buf = io.StringIO()
         columns = ["path", "anomaly_score", "anomaly_probability", "label"]
-        writer = csv.DictWriter(
-            buf, columns + (["map"] if maps_dir is not None else []), lineterminator="\n"
-        )
-        writer.writeheader()
-        for r in rows:
-            cells = {**r, "path": csv_cell(r["path"])}
-            if r["anomaly_probability"] is None:
-                cells["anomaly_probability"] = ""  # no held-out images (--holdout 0)
-            if "map" in r:
-                cells["map"] = csv_cell(r["map"])
-            writer.writerow(cells)
-        text = buf.getvalue()
-    _write_output(text, out)
+        # anomaly_probability None (no held-out images, --holdout 0): an empty cell
+        text = csv_text(columns + (["map"] if maps_dir is not None else []), rows)
+    _write_output(text, out, args.overwrite)
     if not args.quiet:
         extra = f" ({len(skipped)} unreadable skipped)" if skipped else ""
         where = f"; results in {args.out}" if args.out is not None else ""
@@ -505,11 +543,10 @@ def _check_maps_dir(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--maps {folder} is a file; name a folder")
     resolved = folder.resolve()
-    if _inside(resolved, model) or _model_folder_above(resolved / "x") is not None:
-        raise ConfigError(f"--maps {folder} is inside a model folder; write elsewhere")
+    _check_outside_models("--maps", folder, model, resolved / "x")
     for item in inputs:
         source = Path(item).expanduser()
-        if source.is_dir() and (_inside(resolved, source) or _inside(source, resolved)):
+        if source.is_dir() and (inside(resolved, source) or inside(source, resolved)):
             raise ConfigError(
                 f"--maps {folder} overlaps the input folder {source}: its PNGs would be scored "
                 "as inputs next time; write elsewhere"
@@ -559,7 +596,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         det = _load_detector(args.model, "cpu")
         old = "none" if det.threshold_ is None else f"{det.threshold_:.6g} ({_rate_text(det)})"
         det.set_threshold(false_alarm_rate=args.false_alarm_rate, contamination=args.contamination)
-        det.save(model)
+        det.save(model, overwrite=True)
     n_hold = len(det.holdout_scores_)
     print(f"threshold of {args.model}: {old} -> {det.threshold_:.6g} ({_rate_text(det)})")
     print(
@@ -604,8 +641,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from contrasyn.checkpoint import atomic_write
     from contrasyn.quality import save_grid
 
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
     target = Path(args.out).expanduser()
     if target.suffix.lower() not in Image.registered_extensions():
         raise ConfigError(f"--out {target}: name an image file (e.g. samples.png)")
@@ -639,7 +674,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out.parent}: cannot create the folder ({e.strerror or e})") from e
-    atomic_write(out, lambda tmp: save_grid(rows, tmp), suffix=out.suffix)
+    atomic_write(out, lambda tmp: save_grid(rows, tmp), suffix=out.suffix, replace=args.overwrite)
     print(f"wrote {out}: {what}")
     return 0
 
@@ -744,6 +779,13 @@ def _add_fit(sub) -> None:
         help="images are resized to N x N pixels (default: the preset's, 32); at 64 or 128 add "
         "--set train.stem=imagenet, which makes a CPU fit several times cheaper (README: Image "
         "size)",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model of another method in MODEL_DIR (its model, checkpoints and "
+        "samples are deleted first; default: refuse). A rerun of the same method resumes "
+        "instead, and other seeds, settings or images are always refused",
     )
     _add_skip_bad(fit)
     add_device(fit)
@@ -998,9 +1040,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
     resolved = out.resolve()
-    if _inside(resolved, model) or _model_folder_above(resolved / "x") is not None:
-        raise ConfigError(f"--out {out} is inside a model folder; write elsewhere")
-    if _inside(resolved, data) or _inside(data, resolved):
+    _check_outside_models("--out", out, model, resolved / "x")
+    if inside(resolved, data) or inside(data, resolved):
         raise ConfigError(
             f"--out {out} overlaps DATA {data}: its pictures would be read as labelled images "
             "next time; write elsewhere"

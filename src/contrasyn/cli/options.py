@@ -18,11 +18,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import textwrap
 import warnings
 from pathlib import Path
 
+from contrasyn.config import (
+    MAX_IMAGE_SIZE,
+    SEED_LIMIT,
+    check_holdout,
+    check_rate,
+    check_seed,
+    is_int,
+)
 from contrasyn.errors import ConfigError
 
 EXIT_CODES = """exit codes:
@@ -85,7 +94,8 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
         metavar="N",
         help="CPU threads PyTorch uses (default: one per core). On a machine busy with other "
         "work, give the cores that are free: threads that wait on each other for a busy core "
-        "slow a fit down by several times",
+        "slow a fit down by several times. More threads than cores get a warning; more than "
+        f"{THREADS_PER_CORE} per core are refused",
     )
 
 
@@ -162,13 +172,70 @@ def check_device(name: str) -> str:
     return name
 
 
+# --threads above this many per core is refused: 1000 threads on 2 cores made an 8 s fit
+# take over 300 s (threads that wait on each other for a core).
+THREADS_PER_CORE = 4
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def set_threads(n: int) -> None:
-    """PyTorch's intra-op CPU threads for this process (``--threads``)."""
+    """PyTorch's intra-op CPU threads for this process (``--threads``), checked against the
+    cores: above them a warning, above ``THREADS_PER_CORE`` per core a refusal."""
+    have = cores()
     if n < 1:
         raise ConfigError(f"--threads must be >= 1, got {n}")
+    if n > THREADS_PER_CORE * have:
+        raise ConfigError(
+            f"--threads {n} is far more than the {have} core(s) this process may use (at most "
+            f"{THREADS_PER_CORE * have}, {THREADS_PER_CORE} per core): threads that wait on "
+            f"each other for a core slow PyTorch down many times; give at most {have}"
+        )
+    if n > have:
+        warn(
+            f"--threads {n} is more than the {have} core(s) this process may use: threads "
+            "beyond the cores slow PyTorch down; give at most the free cores"
+        )
     import torch
 
     torch.set_num_threads(n)
+
+
+def _count(low: int, high: int):
+    def check(value, flag: str) -> None:
+        if not is_int(value) or not low <= value <= high:
+            raise ConfigError(f"{flag} must be an integer in [{low}, {high}], got {value!r:.40}")
+
+    return check
+
+
+# Every number flag, by its argparse name, and its check (``check_numbers``).
+_NUMBER_FLAGS = {
+    "seed": check_seed,
+    "holdout": check_holdout,
+    "false_alarm_rate": check_rate,
+    "contamination": check_rate,
+    "image_size": _count(1, MAX_IMAGE_SIZE),
+    "draws": _count(0, 1000),  # each draw is a whole scoring pass
+    "n": _count(1, 10000),  # sample: images in one grid
+    "val_normal": _count(1, SEED_LIMIT - 1),
+    "max_test": _count(1, SEED_LIMIT - 1),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """The verb's number flags, each checked for its range (a NaN, a negative seed, a count
+    of 0), before any work: one ``ConfigError`` naming the flag. ``--threads`` is checked
+    against the cores by ``set_threads``."""
+    for dest, check in _NUMBER_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            check(value, "--" + dest.replace("_", "-"))
 
 
 def parse_list(text: str, kind: type = str) -> list:

@@ -41,11 +41,13 @@ Pixel policies (``load_images``):
   target size, and any image still at least ``REDUCING_GAP`` x 2 times the target is
   box-averaged by an integer factor (``Image.reduce``, alpha premultiplied) before the mode
   conversions and the final bilinear resize. Memory per image is then bounded by the decoded
-  file at its own depth (W x H x bytes per pixel: 1 grey, 3 RGB, 4 RGBA, 2 for 16-bit; a
-  JPEG's at its reduced scale) plus, for palette, 1-bit and 16-bit files, one converted copy
-  (at most 4 bytes per pixel): a 12000 x 12000 grey PNG needs about 144 MB, an RGB JPEG of
-  that size about 7 MB. Pillow refuses images over 2 x ``Image.MAX_IMAGE_PIXELS`` (179
-  million) pixels as decompression bombs, which caps the worst case (about 1.4 GB, 16-bit).
+  file as Pillow holds it (W x H x bytes per pixel: 1 grey, 4 RGB and RGBA (Pillow keeps an
+  RGB pixel in 4 bytes), 2 for 16-bit; a JPEG's at its reduced scale) plus, for palette,
+  1-bit and 16-bit files, one converted copy (at most 4 bytes per pixel): measured
+  (``benchmarks/large_image_memory.py``), a 12000 x 12000 grey PNG costs 145 MB, an RGB PNG
+  577 MB, an RGB JPEG of that size 10 MB. Pillow refuses images over
+  2 x ``Image.MAX_IMAGE_PIXELS`` (179 million) pixels as decompression bombs, which caps the
+  worst case (about 1.4 GB, 16-bit).
 * Pillow's warnings about a file (e.g. a large image, odd EXIF data) are collected and
   given as one ``contrasyn`` warning naming the files.
 * Channels: ``"auto"`` gives 1 channel if every image is in a greyscale mode, else 3
