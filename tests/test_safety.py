@@ -926,7 +926,9 @@ def test_27_4_ctrl_c_at_any_moment_of_start_up(folders, tmp_path) -> None:
         time.sleep(delay)
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=120)
-        assert run.returncode == 130 and "Traceback" not in err, (delay, err)
+        # 130, or ended by SIGINT itself (a shell shows 130 too): Python does that at exit
+        # when a KeyboardInterrupt went through its C API's exec (torch's lazy imports)
+        assert run.returncode in (130, -signal.SIGINT) and "Traceback" not in err, (delay, err)
         assert (
             err.strip().splitlines()[-1]
             == "contrasyn: interrupted; rerun the same command to resume"
