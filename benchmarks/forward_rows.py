@@ -64,7 +64,7 @@ def detector_scoring(repeats: int) -> dict:
 
     torch.manual_seed(0)
     fast = {"epochs": 1, "batch_size": 32, "lr_reference_batch": 32, "warmup_epochs": 0.5}
-    det = Detector(preset="cpu", progress=False, device="cpu", **fast)
+    det = Detector(preset="cpu", progress=False, device="cpu", settings={"train": fast})
     det.fit(torch.rand(256, 3, 32, 32))
     test = torch.rand(1024, 3, 32, 32)
     default = device.CPU_FORWARD_ROWS

@@ -46,11 +46,13 @@ def one_variant(name: str) -> dict:
     result = {"preset": spec["preset"], "test_images": spec["n_test"]}
     for mode, kwargs in (
         ("deterministic", {}),
-        ("ensemble_R10", {"deterministic": False, "augment": True, "ensemble": 10}),
+        ("ensemble_R10", {"deterministic": False, "score": {"augment": True, "ensemble": 10}}),
     ):
+        scoring = kwargs.pop("score", {})
         det = Detector(
-            preset=spec["preset"], progress=False, device="cpu", **kwargs, **overrides
-        ).fit(images)
+            preset=spec["preset"], progress=False, device="cpu",
+            settings={"train": overrides, "score": scoring}, **kwargs,
+        ).fit(images)  # fmt: skip
         det.anomaly_score(test[:8])  # warm-up
         times = []
         for _ in range(spec["repeats"]):

@@ -47,9 +47,10 @@ from _throughput import (  # benchmarks/, the script's folder
 )
 
 from contrasyn.checkpoint import versions
-from contrasyn.config import TRAIN_METHODS, TrainConfig
+from contrasyn.config import TrainConfig
 from contrasyn.device import bf16_is_fast
 from contrasyn.presets import get_preset
+from contrasyn.registry import network_methods
 
 REFERENCE = "fp32-eager"
 # name: (precision, channels_last, compile)
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
-        if m not in TRAIN_METHODS:
-            parser.error(f"unknown method {m!r}; known: {', '.join(TRAIN_METHODS)}")
+        if m not in network_methods():
+            parser.error(f"unknown method {m!r}; known: {', '.join(network_methods())}")
     if args.quick:
         args.warmup, args.timed, args.slow_timed = 1, 1, 1
 

@@ -154,7 +154,9 @@ def test_detector_without_faiss_fails_before_training(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "faiss", None)
     trained = []
     monkeypatch.setattr(csi_family, "train_networks", lambda *a, **k: trained.append(1))
-    det = Detector(preset="tiny", device="cpu", score__index="faiss", progress=False)
+    det = Detector(
+        preset="tiny", device="cpu", settings={"score": {"index": "faiss"}}, progress=False
+    )
     with pytest.raises(ConfigError, match=r"contrasyn\[faiss\]"):
         det.fit(torch.rand(20, 3, 32, 32))
     assert not trained

@@ -192,9 +192,8 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
     overrides = SETTINGS.get(folder, {})
     if recipe:
         overrides = yaml.safe_load((source / recipe).read_text())
-    cfg = get_preset("cpu", overrides)
     rows = read_rows(out)
-    bench._check_folder(out, rows, methods, "cpu", cfg, overrides, None)  # raises on a clash
+    bench._check_folder(out, rows, methods, "cpu", overrides, None)  # raises on a clash
     done = {(r["method"], r["normal_class"], r["seed"]) for r in read_rows(out)}
     wanted = {(m, c, s) for m in methods for c in range(10) for s in SEEDS.get((folder, m), (0,))}
     assert wanted <= done
@@ -212,7 +211,7 @@ def test_committed_folders_resume_without_retraining(folder, methods, recipe, tm
     if overrides:  # without them (the old recipe, 42 epochs) the cells are another configuration
         last = methods[-1]
         with pytest.raises(ConfigError, match=f"{last} results made with another configuration"):
-            bench._check_folder(out, read_rows(out), [last], "cpu", get_preset("cpu"), {}, None)
+            bench._check_folder(out, read_rows(out), [last], "cpu", {}, None)
 
 
 @pytest.mark.parametrize("name", ["paper", "cpu", "demo"])

@@ -26,7 +26,7 @@ def task():
 @pytest.fixture(scope="module")
 def fitted(task) -> Detector:
     # 6 epochs of the tiny preset (the full method): ~70 steps, seconds on one thread
-    return Detector(preset="tiny", progress=False, epochs=6).fit(task)
+    return Detector(preset="tiny", progress=False, settings={"train": {"epochs": 6}}).fit(task)
 
 
 def test_fit_beats_chance_and_signs_agree(fitted: Detector, task) -> None:
@@ -104,7 +104,9 @@ def test_full_detector_samples_and_reconstructs(fitted: Detector, task) -> None:
 
 
 def test_csi_detector_has_no_generator(task) -> None:
-    det = Detector(method="csi", preset="tiny", progress=False, epochs=1).fit(task)
+    det = Detector(
+        method="csi", preset="tiny", progress=False, settings={"train": {"epochs": 1}}
+    ).fit(task)
     assert det.generator_ is None
     with pytest.raises(ConfigError, match="no generator"):
         det.sample(2)
@@ -151,8 +153,8 @@ def test_bad_inputs_and_settings(fitted: Detector, tmp_path: Path) -> None:
         fitted.score_samples({"not": "images"})
     with pytest.raises(DataError, match="no image"):
         fitted.score_samples(tmp_path)  # empty folder
-    with pytest.raises(ConfigError, match="unknown setting 'epoch'"):
-        Detector(epoch=3).fit(np.zeros((10, 32, 32, 1), np.uint8))
+    with pytest.raises(ConfigError, match="unknown field.s. epoch"):
+        Detector(settings={"train": {"epoch": 3}}).fit(np.zeros((10, 32, 32, 1), np.uint8))
     with pytest.raises(ConfigError, match="'gan' is not available"):
         Detector(method="gan").fit(np.zeros((10, 32, 32, 1), np.uint8))
     with pytest.raises(ConfigError, match="not fitted"):
@@ -161,19 +163,61 @@ def test_bad_inputs_and_settings(fitted: Detector, tmp_path: Path) -> None:
         Detector(preset="tiny", progress=False).fit(np.zeros((2, 32, 32, 1), np.uint8))
 
 
-def test_overrides_route_to_the_right_config() -> None:
+def test_settings_are_sections_as_set_writes_them() -> None:
     det = Detector(
-        preset="tiny", epochs=4, ensemble=3, score__batch_size=7, batch_size=8, deterministic=False
+        preset="tiny",
+        settings={
+            "train": {"epochs": 4, "batch_size": 8},
+            "score": {"ensemble": 3, "batch_size": 7},
+        },
+        deterministic=False,
     )
-    cfg = det.resolved_config()
+    cfg = det.resolve().config
     assert (cfg.train.epochs, cfg.train.batch_size) == (4, 8)
     assert (cfg.score.ensemble, cfg.score.batch_size, cfg.score.augment) == (3, 7, True)
     assert cfg.train.method == "full"  # the preset's, the paper's method
-    assert Detector(method="csi", preset="tiny").resolved_config().train.method == "csi"
-    cfg = Detector(preset="tiny").resolved_config()
+    assert Detector(method="csi", preset="tiny").resolve().config.train.method == "csi"
+    cfg = Detector(preset="tiny").resolve().config
     assert (cfg.score.ensemble, cfg.score.augment) == (1, False)
     with pytest.raises(ConfigError, match="deterministic=False"):
-        Detector(preset="tiny", ensemble=3).resolved_config()
+        Detector(preset="tiny", settings={"score": {"ensemble": 3}}).resolve()
+    # a section the method does not read, another method's, and the detector's own settings
+    with pytest.raises(ConfigError, match="unknown config section 'model'"):
+        Detector(settings={"model": {"depth": 2}}).resolve()
+    with pytest.raises(ConfigError, match="config section 'rot' is for method rot"):
+        Detector(method="csi", settings={"rot": {"epochs": 2}}).resolve()
+    with pytest.raises(ConfigError, match="set train.seed with the detector's seed"):
+        Detector(settings={"train": {"seed": 2}}).resolve()
+    with pytest.raises(ConfigError, match="settings must be a mapping"):
+        Detector(settings=[("train", {})]).resolve()
+    # a baseline reads its own section; the input size for every method comes from train
+    rot = Detector(method="rot", settings={"rot": {"epochs": 2}, "train": {"channels": 1}})
+    config, spec = rot.resolve()
+    assert config.epochs == 2 and spec == {"image_size": 32, "channels": 1}
+    with pytest.raises(ConfigError, match="train.epochs does not apply to method 'rot'"):
+        Detector(method="rot", settings={"train": {"epochs": 2}}).resolve()
+    with pytest.raises(ConfigError, match="image-size 16 contradicts rot.image_size=12"):
+        Detector(method="rot", image_size=16, settings={"rot": {"image_size": 12}}).resolve()
+
+
+def test_parameters_are_the_signature_and_unknown_names_are_refused() -> None:
+    """scikit-learn's contract: get_params lists the constructor's parameters, set_params
+    refuses a name that is not one (with the valid ones), clone copies the settings."""
+    from sklearn.base import clone
+
+    det = Detector(method="rot", settings={"rot": {"epochs": 2}}, image_size=16)
+    params = det.get_params(deep=True)
+    assert list(params)[:3] == ["method", "preset", "settings"]
+    assert params["settings"] == {"rot": {"epochs": 2}} and params["image_size"] == 16
+    copy = clone(det)
+    assert copy.get_params() == params and copy.settings is not det.settings
+    with pytest.raises(
+        ConfigError, match="invalid parameter.s. epochs for Detector; valid: method"
+    ):
+        det.set_params(epochs=3)
+    assert det.set_params(seed=4).seed == 4
+    with pytest.raises(TypeError):
+        Detector(epochs=3)
 
 
 def test_anomaly_probability_is_the_held_out_rank_and_agrees_with_the_threshold(
@@ -251,8 +295,7 @@ def test_larger_images_with_the_imagenet_stem_fit_save_and_map(tmp_path: Path) -
         method="csi",
         preset="tiny",
         image_size=64,
-        stem="imagenet",
-        epochs=1,
+        settings={"train": {"stem": "imagenet", "epochs": 1}},
         false_alarm_rate=0.25,  # enough for the 4 held-out images
         progress=False,
     ).fit(task)

@@ -41,7 +41,9 @@ def task():
 @pytest.fixture(scope="module")
 def fitted(task, tmp_path_factory):
     """A tiny detector, exported into a folder that had no save (export completes it)."""
-    det = Detector(preset="tiny", progress=False, epochs=1, width=4, device="cpu")
+    det = Detector(
+        preset="tiny", progress=False, settings={"train": {"epochs": 1, "width": 4}}, device="cpu"
+    )
     det.fit(task)
     folder = tmp_path_factory.mktemp("exported") / "model"
     assert export_onnx(det, folder) == folder

@@ -89,7 +89,10 @@ def test_rot_scores_every_transformation_in_one_pass_as_one_at_a_time(images) ->
     [("knn", {}), ("rot", {"epochs": 3, "lr": 0.05, "max_train": 120}), ("csi", {"epochs": 6})],
 )
 def test_detector_runs_every_method_and_saves_it(name, settings, task, tmp_path: Path) -> None:
-    det = Detector(method=name, preset="tiny", progress=False, device="cpu", **settings)
+    section = "train" if name == "csi" else name
+    det = Detector(
+        method=name, preset="tiny", progress=False, device="cpu", settings={section: settings}
+    )
     det.fit(task)
     normality = det.score_samples(task.test_images)
     assert auroc(task.test_is_anomaly, -normality) > 0.6
@@ -106,20 +109,25 @@ def test_detector_runs_every_method_and_saves_it(name, settings, task, tmp_path:
             det.model_  # noqa: B018
 
 
-def test_baseline_settings_and_input_size_route_by_keyword() -> None:
-    cfg = Detector(method="rot", preset="tiny", epochs=5, image_size=16).resolved_config()
+def test_baseline_settings_and_input_size() -> None:
+    det = Detector(method="rot", preset="tiny", settings={"rot": {"epochs": 5}}, image_size=16)
+    cfg, spec = det.resolve()
     assert isinstance(cfg, RotConfig) and cfg.epochs == 5 and cfg.width == 4
+    assert spec == {"image_size": 16, "channels": 3}
     with pytest.raises(ConfigError, match="one score"):
-        Detector(method="knn", score="feat").resolved_config()
+        Detector(method="knn", score="feat").resolve()
 
 
 def test_clone_rebuilds_an_unfitted_detector_with_the_same_parameters() -> None:
-    det = Detector(method="rot", preset="tiny", seed=3, epochs=2, holdout=0.2)
+    det = Detector(
+        method="rot", preset="tiny", seed=3, settings={"rot": {"epochs": 2}}, holdout=0.2
+    )
     copy = clone(det)
     assert copy is not det and copy.get_params() == det.get_params()
-    assert copy.get_params()["epochs"] == 2 and not hasattr(copy, "method_")
-    copy.set_params(seed=4, width=8)
-    assert (copy.seed, copy.overrides["width"]) == (4, 8) and det.seed == 3
+    assert copy.get_params()["settings"] == {"rot": {"epochs": 2}} and not hasattr(copy, "method_")
+    copy.set_params(seed=4, settings={"rot": {"width": 8}})
+    assert (copy.seed, copy.settings["rot"]["width"]) == (4, 8)
+    assert det.seed == 3 and det.settings == {"rot": {"epochs": 2}}
 
 
 @pytest.mark.parametrize("name", ["knn", "deepsvdd", "full"])

@@ -873,7 +873,7 @@ def test_27_2_api_settings_are_checked_too() -> None:
         ({"crop_scale": (0.9, 0.1)}, "train.crop_scale must be"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
-            Detector(preset="tiny", progress=False, **kwargs).fit(images)
+            Detector(preset="tiny", progress=False, settings={"train": kwargs}).fit(images)
 
 
 @pytest.mark.parametrize(

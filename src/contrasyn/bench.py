@@ -10,6 +10,7 @@ scores add ``auroc_<score>`` and ``val_auroc_<score>`` columns.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -21,12 +22,8 @@ import torch
 
 from contrasyn import distributed
 from contrasyn.config import (
-    GENERATIVE_FIELDS,
-    LATER_FIELDS,
-    TRAIN_METHODS,
     RunConfig,
     save_config,
-    to_dict,
 )
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
@@ -38,11 +35,12 @@ from contrasyn.metrics import auroc, evaluate
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
 from contrasyn.registry import (
-    BASELINES,
     METHOD_NAMES,
+    OWN_SETTINGS,
     Method,
     build_method,
-    method_config,
+    method_class,
+    sections_of_methods,
 )
 from contrasyn.results import (
     KEY,
@@ -53,7 +51,6 @@ from contrasyn.results import (
     write_tables,
     write_text,
 )
-from contrasyn.score import import_faiss
 
 METHODS = METHOD_NAMES
 # the row field saying how ``config_sha`` was computed (``config_sha``'s scheme since the first
@@ -120,6 +117,13 @@ def computed_on(method: Method) -> dict:
     }
 
 
+def _run_config(preset: str, overrides: dict) -> RunConfig:
+    """The preset's run configuration with the overrides' sections it has: every cell's
+    device, model input size and scoring protocol (one deterministic pass or R draws)."""
+    sections = {f.name for f in dataclasses.fields(RunConfig)}
+    return get_preset(preset, {k: v for k, v in overrides.items() if k in sections})
+
+
 def detector(
     method: str,
     preset: str,
@@ -130,41 +134,38 @@ def detector(
     verbose: bool = False,
 ) -> Detector:
     """The ``Detector`` of one benchmark cell: the user's estimator at ``preset`` with the
-    benchmark's ``overrides`` ({"train": .., "score": ..} for the CSI family, {"rot": ..} for
-    a baseline), no threshold hold-out (the task has its own validation split), the preset's
-    scoring (deterministic or R draws) and, for the CSI family, ``run_dir`` for checkpoints."""
-    cfg = get_preset(preset, _family_overrides(overrides))
-    inputs = {k: getattr(cfg.train, k) for k in ("image_size", "channels")}
-    common = dict(
-        method=method, preset=preset, seed=seed, holdout=0.0, device=cfg.train.device,
+    benchmark's ``overrides`` (the sections ``method`` reads: {"train": .., "score": ..} for
+    the CSI family, {"rot": ..} for a baseline), no threshold hold-out (the task has its own
+    validation split), the preset's device, input size and scoring (deterministic or R
+    draws) and ``run_dir`` for the checkpoints of a method that keeps them."""
+    run = _run_config(preset, overrides)
+    deterministic = not run.score.augment
+    cls = method_class(method)
+    settings = {
+        section: {
+            name: value
+            for name, value in overrides[section].items()
+            if name not in OWN_SETTINGS
+            and not (deterministic and name in ("augment", "ensemble"))  # the preset's pass
+        }
+        for section in cls.sections(method)
+        if section in overrides
+    }
+    return Detector(
+        method=method, preset=preset, settings=settings, seed=seed, holdout=0.0,
+        image_size=run.train.image_size, channels=run.train.channels, device=run.train.device,
+        deterministic=deterministic, checkpoint_dir=run_dir if cls.trains_network else None,
         progress=progress, verbose=verbose,
     )  # fmt: skip
-    if method not in TRAIN_METHODS:
-        return Detector(**common, **inputs, **overrides.get(method, {}))
-    deterministic = not cfg.score.augment
-    flat = {
-        f"{section}__{name}": value
-        for section in ("train", "score")
-        for name, value in overrides.get(section, {}).items()
-        if not (deterministic and section == "score" and name in ("augment", "ensemble"))
-        and name not in ("device", "seed", "method")
-    }
-    return Detector(**common, deterministic=deterministic, checkpoint_dir=run_dir, **flat)
-
-
-def _family_overrides(overrides: dict) -> dict:
-    """The CSI family's part of a benchmark's overrides (the baselines' sections dropped)."""
-    return {k: v for k, v in overrides.items() if k in ("train", "score")}
 
 
 def check_overrides(overrides: dict) -> None:
-    """Sections of ``--config``/``--set``: train, score, or a baseline's name."""
-    unknown = sorted(set(overrides) - {"train", "score", *BASELINES})
+    """Sections of ``--config``/``--set``: each one some method's."""
+    known = sections_of_methods()
+    unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ConfigError(
-            f"unknown override section(s) {', '.join(unknown)}: use train, score (the CSI "
-            f"family) or a baseline's name ({', '.join(BASELINES)})"
-        )
+        listed = "; ".join(f"{s} ({m})" for s, m in known.items())
+        raise ConfigError(f"unknown override section(s) {', '.join(unknown)}: use {listed}")
 
 
 def run_cell(
@@ -180,7 +181,7 @@ def run_cell(
     """Fit and score one method on one task, through ``Detector`` exactly as a user's ``fit``
     runs; returns the metrics row (without the key)."""
     overrides = overrides or {}
-    cfg = get_preset(preset, _family_overrides(overrides))
+    cfg = _run_config(preset, overrides)
     det = detector(method, preset, overrides, seed, run_dir, progress, verbose)
     train_x = model_inputs(task.train_images, task.dataset, cfg)
     test_x = model_inputs(task.test_images, task.dataset, cfg)
@@ -196,11 +197,7 @@ def run_cell(
     default = det.score_name_
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if method in TRAIN_METHODS:
-            save_config(det.config_, run_dir / "config.json")
-        else:
-            settings = json.dumps(to_dict(det.config_), indent=2)
-            write_text(run_dir / "settings.json", settings + "\n")
+        det.method_.save_settings(run_dir)
         losses = det.method_.losses
         if losses:
             write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in losses))
@@ -237,31 +234,14 @@ def run_cell(
     return row
 
 
-def _relevant_config(method: str, preset: str, cfg: RunConfig, overrides: dict) -> dict:
-    """What a cell's result depends on besides its key: the CSI family's run configuration
-    (``csi`` without the generative side's fields; not the per-cell method, seed and device),
-    or a baseline's settings and the model input size."""
-    if method in TRAIN_METHODS:
-        data, defaults = to_dict(cfg), to_dict(RunConfig())
-        for part, names in LATER_FIELDS.items():
-            for name in names:
-                if data[part][name] == defaults[part][name]:
-                    del data[part][name]
-        drop = {"method", "seed", "device", *(GENERATIVE_FIELDS if method == "csi" else ())}
-        data["train"] = {k: v for k, v in data["train"].items() if k not in drop}
-        data["score"].pop("seed", None)
-        return data
-    settings = to_dict(method_config(method, preset, overrides.get(method, {})))
-    inputs = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
-    return {"settings": settings, "inputs": inputs}
-
-
-def config_sha(
-    method: str, preset: str, cfg: RunConfig, overrides: dict, max_test: int | None = None
-) -> str:
-    """A short hash of ``_relevant_config`` (and the test subsample size, if any): rows of
-    one method in one folder must share it, so a resumed benchmark never mixes settings."""
-    text = json.dumps(_relevant_config(method, preset, cfg, overrides), sort_keys=True)
+def config_sha(method: str, preset: str, overrides: dict, max_test: int | None = None) -> str:
+    """A short hash of what a cell's result depends on besides its key
+    (``Method.result_settings`` of the cell's resolved settings and input size) and the test
+    subsample size, if any: rows of one method in one folder must share it, so a resumed
+    benchmark never mixes settings."""
+    config, inputs = detector(method, preset, overrides, seed=0).resolve()
+    relevant = method_class(method).result_settings(method, config, inputs)
+    text = json.dumps(relevant, sort_keys=True)
     if max_test is not None:
         text += f"|max_test={max_test}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
@@ -272,12 +252,11 @@ def _check_folder(
     rows: list[dict],
     methods: Sequence[str],
     preset: str,
-    cfg: RunConfig,
     overrides: dict,
     max_test,
 ) -> dict[str, str]:
     """Each method's config hash; refuses a folder whose rows were made with another one."""
-    shas = {m: config_sha(m, preset, cfg, overrides, max_test) for m in methods}
+    shas = {m: config_sha(m, preset, overrides, max_test) for m in methods}
     for method, sha in shas.items():
         clash = {
             r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
@@ -296,8 +275,8 @@ def method_precisions(
     """The precision each method will compute in on ``device`` (``Method.precision``)."""
     out = {}
     for m in methods:
-        settings = overrides.get(m, {}) if m in BASELINES else _family_overrides(overrides)
-        out[m] = build_method(m, method_config(m, preset, settings), device=device).precision
+        config = detector(m, preset, overrides, seed=0).resolve().config
+        out[m] = build_method(m, config, device=device).precision
     return out
 
 
@@ -360,12 +339,12 @@ def run_benchmark(
     """
     out = Path(out)
     check_overrides(overrides)
-    cfg = get_preset(preset, _family_overrides(overrides))
+    cfg = _run_config(preset, overrides)
     for m in methods:
         if m not in METHODS:
             raise ConfigError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
-        if m in BASELINES:
-            method_config(m, preset, overrides.get(m, {}))  # bad settings: fail before any run
+        # bad settings, or a missing dependency: fail before any run
+        method_class(m).preflight(detector(m, preset, overrides, seed=0).resolve().config)
     if distributed.launched() and not distributed.is_main():
         return _train_alongside(
             ds, classes, methods, seeds, preset, overrides, out, val_normal, max_test
@@ -375,9 +354,7 @@ def run_benchmark(
     # read-modify-write of its shared files is one turn of ``shared_writes``
     with shared_writes(out):
         rows = read_rows(out)
-        shas = _check_folder(out, rows, methods, preset, cfg, overrides, max_test)
-    if cfg.score.index == "faiss" and set(methods) & set(TRAIN_METHODS):
-        import_faiss()  # missing: say so now, not after the first training
+        shas = _check_folder(out, rows, methods, preset, overrides, max_test)
     device = str(distributed.init(resolve_device(cfg.train.device)))
     check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     env_path = out / "environment.json"
@@ -437,19 +414,20 @@ def _train_alongside(
     max_test: int | None,
 ) -> list[dict]:
     """A benchmark on a rank > 0 under ``torchrun``: it takes its part in training every
-    unfinished CSI-family cell, in rank 0's order (the same ``Detector.fit``, which on a rank
-    > 0 only trains); rank 0 runs the baselines, scores and writes. Returns no rows."""
-    cfg = get_preset(preset, _family_overrides(overrides))
+    unfinished cell of a method that trains a network (the CSI family), in rank 0's order
+    (the same ``Detector.fit``, which on a rank > 0 only trains); rank 0 runs the other
+    methods, scores and writes. Returns no rows."""
+    cfg = _run_config(preset, overrides)
     device = str(distributed.init(resolve_device(cfg.train.device)))
     rows = read_rows(out)
-    _check_folder(out, rows, methods, preset, cfg, overrides, max_test)  # fails as rank 0 does
+    _check_folder(out, rows, methods, preset, overrides, max_test)  # fails as rank 0 does
     check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     done = {cell_key(r) for r in rows}
     distributed.barrier()  # rank 0 has read the same rows and has not yet written any
     for task, method, seed, key in _pending(
         ds, classes, methods, seeds, preset, done, val_normal, max_test
     ):
-        if method in TRAIN_METHODS:
+        if method_class(method).trains_network:
             row = dict(zip(KEY, key, strict=True))
             det = detector(method, preset, overrides, seed, run_path(out, row))
             det.fit(model_inputs(task.train_images, task.dataset, cfg))

@@ -35,11 +35,12 @@ SCORES = ("paper", "csi", "feat", "cos", "norm")
 INDEXES = ("exact", "faiss")
 # The training variants (docs/METHOD.md, "Variants and baselines"): CSI alone, CSI + GAN,
 # the paper's full method.
-TRAIN_METHODS = ("csi", "csi+g", "full")
 # The adversarial losses of eq. 7 and 9: the paper's binary cross-entropy (non-saturating for
 # the generator side) or SNGAN's hinge loss.
 GAN_LOSSES = ("bce", "hinge")
 OPTIMIZERS = ("lars", "sgd")
+# The module of the methods these settings train (their names are the registry's).
+_FAMILY_MODULE = "contrasyn.csi_family"
 PRECISIONS = ("fp32", "bf16", "auto")
 STEMS = ("cifar", "imagenet")
 MAX_IMAGE_SIZE = 8192  # a larger input size is refused (a typo, or a damaged or hostile file)
@@ -209,8 +210,10 @@ class TrainConfig:
     d_win_rounds: int = 100
 
     def __post_init__(self) -> None:
+        from contrasyn.registry import names_in  # the registry builds on this module
+
         for name, choices in (
-            ("method", TRAIN_METHODS),
+            ("method", names_in(_FAMILY_MODULE)),
             ("optimizer", OPTIMIZERS),
             ("precision", PRECISIONS),
             ("stem", STEMS),

@@ -5,32 +5,108 @@ against a bank of training features (``score.Scorer``)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from contrasyn.adversarial import GenerativeSide
-from contrasyn.config import SCORES, RunConfig
+from contrasyn.config import (
+    GENERATIVE_FIELDS,
+    LATER_FIELDS,
+    SCORES,
+    RunConfig,
+    save_config,
+    to_dict,
+)
 from contrasyn.device import effective_precision
+from contrasyn.errors import ConfigError
 from contrasyn.presets import get_preset
-from contrasyn.registry import Method, register
-from contrasyn.score import Scorer
+from contrasyn.registry import Method, Resolved, register, split_settings
+from contrasyn.score import Scorer, import_faiss
 from contrasyn.trained import build_model
 from contrasyn.trainer import train_networks
+from contrasyn.validate import check_bank
 
 
-@register("csi", "csi+g", "full")
+@register
 class CSIFamily(Method):
     """F (and, for ``csi+g``/``full``, the generative side) trained on normal images; the
     bank of their features scores new ones. ``config`` is a ``RunConfig``."""
 
     config_class = RunConfig
+    trains_network = True
 
     @classmethod
     def preset_config(cls, name: str, preset: str, overrides: dict[str, Any]) -> RunConfig:
         train = {**overrides.get("train", {}), "method": name}
         return get_preset(preset, {**overrides, "train": train})
+
+    @classmethod
+    def sections(cls, name: str) -> tuple[str, ...]:
+        return ("train", "score")
+
+    @classmethod
+    def sections_help(cls, name: str) -> str:
+        return (
+            f"method {name}'s settings are train.FIELD or score.FIELD (the fields of "
+            "TrainConfig and ScoreConfig in contrasyn/config.py; e.g. --set train.epochs=5)"
+        )
+
+    @classmethod
+    def resolve(
+        cls,
+        name: str,
+        preset: str,
+        settings: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int,
+        device: str,
+        score: str | None,
+        deterministic: bool,
+        input: Mapping[str, int | None],
+    ) -> Resolved:
+        sections, size = split_settings(name, settings, input)
+        train = {**sections["train"], **{k: v for k, v in size.items() if v is not None}}
+        scoring = sections["score"]
+        train.update(device=device, seed=seed)
+        scoring.setdefault("seed", seed)
+        if score is not None:
+            if scoring.get("score", score) != score:
+                raise ConfigError(f"score {score} contradicts score.score={scoring['score']}")
+            scoring["score"] = score
+        if deterministic:
+            given = sorted({"augment", "ensemble"} & set(scoring))
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)} set with deterministic=True (one pass, no random "
+                    "draws); pass deterministic=False to use test-time draws"
+                )
+            scoring.update(augment=False, ensemble=1)
+        config = cls.preset_config(name, preset, {"train": train, "score": scoring})
+        t = config.train
+        return Resolved(config, {"image_size": t.image_size, "channels": t.channels})
+
+    @classmethod
+    def preflight(cls, config: RunConfig) -> None:
+        if config.score.index == "faiss":
+            import_faiss()  # missing: say so now, not after training
+
+    @classmethod
+    def result_settings(cls, name: str, config: RunConfig, input: Mapping[str, int]) -> dict:
+        """The run configuration without what varies per cell (method, seed, device), the
+        generative side's fields for ``csi`` (it has none), and fields added to the
+        configuration later while at their default (so older rows keep their hash)."""
+        data, defaults = to_dict(config), to_dict(RunConfig())
+        for part, names in LATER_FIELDS.items():
+            for field in names:
+                if data[part][field] == defaults[part][field]:
+                    del data[part][field]
+        drop = {"method", "seed", "device", *(() if cls.generative(name) else GENERATIVE_FIELDS)}
+        data["train"] = {k: v for k, v in data["train"].items() if k not in drop}
+        data["score"].pop("seed", None)
+        return data
 
     @classmethod
     def generative(cls, name: str) -> bool:
@@ -46,12 +122,57 @@ class CSIFamily(Method):
         return self.config.train.max_train
 
     @property
+    def length(self) -> str:
+        t = self.config.train
+        return f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
+
+    def steps_for(self, n_train: int) -> int | None:
+        t = self.config.train
+        if n_train < 1:
+            return None
+        return (
+            t.steps
+            if t.steps is not None
+            else t.epochs * max(n_train // min(t.batch_size, n_train), 1)
+        )
+
+    @property
     def precision(self) -> str:
         return effective_precision(self.config.train.precision, self.device)
 
     @property
+    def deterministic(self) -> bool:
+        return not self.config.score.augment
+
+    @property
+    def config_input(self) -> dict[str, int]:
+        t = self.config.train
+        return {"image_size": t.image_size, "channels": t.channels}
+
+    @property
+    def config_seed(self) -> int:
+        return self.config.train.seed
+
+    @property
+    def probe_safe(self) -> bool:
+        score = self.config.score
+        return score.index == "exact" and not score.augment
+
+    def check_loaded(self) -> None:
+        if self.config.train.method != self.name:
+            raise ConfigError(
+                f"config.train.method is {self.config.train.method!r}, not {self.name!r}"
+            )
+        check_bank(self.config, self)
+
+    @property
     def bank_rows(self) -> int:
         return len(self.scorer.bank_z_)
+
+    def save_settings(self, run_dir: Path) -> None:
+        """``config.json``, the run configuration (what resuming and ``contrasyn quality``
+        read back)."""
+        save_config(self.config, run_dir / "config.json")
 
     def _with_seed(self) -> RunConfig:
         train = dataclasses.replace(self.config.train, seed=self.seed, device=str(self.device))

@@ -48,8 +48,9 @@ one estimator; the benchmark harness builds its cells with it too.
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,6 @@ from contrasyn.checkpoint import DETECTOR_FORMAT, inside, load_checkpoint, save_
 from contrasyn.config import (
     MAX_IMAGE_SIZE,
     SEED_LIMIT,
-    TRAIN_METHODS,
-    ScoreConfig,
-    TrainConfig,
     check_holdout,
     check_rate,
     check_seed,
@@ -81,41 +79,21 @@ from contrasyn.errors import CheckpointError, ConfigError, DataError
 from contrasyn.inputs import channels_last
 from contrasyn.presets import get_preset
 from contrasyn.protocol import OneClassTask
-from contrasyn.registry import METHOD_NAMES, Method, build_method, method_class, method_config
-from contrasyn.score import import_faiss
-from contrasyn.validate import RESIZE_NAMES, check_bank, one_line, probe_shapes
+from contrasyn.registry import (
+    METHOD_NAMES,
+    Method,
+    Resolved,
+    build_method,
+    method_class,
+    network_methods,
+)
+from contrasyn.validate import RESIZE_NAMES, one_line, probe_shapes
 
 AVAILABLE_METHODS = METHOD_NAMES
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-_SCORE_FIELDS = {f.name for f in dataclasses.fields(ScoreConfig)}
-# The model input every method takes (N, channels, image_size, image_size); for the CSI family
-# these are train fields, for a baseline settings of the detector, the preset's by default.
-_INPUT_FIELDS = ("image_size", "channels")
-
 Images = np.ndarray | Tensor | str | Path | list | tuple | ImageDataset | OneClassTask
 # The anomaly map of the evaluate report and ``contrasyn score --maps`` (chosen by the
 # pointing game, benchmarks/pointing_game.py).
 MAP_DEFAULTS = {"method": "occlusion", "patch": None, "stride": None, "fill": "blur"}
-
-
-def _route(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Flat keyword overrides to nested config overrides: ``epochs=5`` -> train, ``ensemble=2``
-    -> score; a name in both (``batch_size``) goes to train unless written ``score__name``."""
-    nested: dict[str, dict[str, Any]] = {"train": {}, "score": {}}
-    for key, value in overrides.items():
-        section, sep, name = key.partition("__")
-        if sep and section in nested:
-            nested[section][name] = value
-        elif key in _TRAIN_FIELDS:
-            nested["train"][key] = value
-        elif key in _SCORE_FIELDS:
-            nested["score"][key] = value
-        else:
-            raise ConfigError(
-                f"unknown setting {key!r}: not a field of TrainConfig or ScoreConfig "
-                "(see src/contrasyn/config.py); prefix train__ or score__ to choose"
-            )
-    return nested
 
 
 def holdout_count(n: int, holdout: float) -> int:
@@ -162,10 +140,13 @@ class Detector:
     ``goad``); default: the preset's. Parameters are stored as given (scikit-learn style;
     ``get_params``/``set_params``, so ``sklearn.base.clone`` works); fitted state ends in
     ``_``.
-    ``preset`` names a configuration (``cpu``, ``paper``, ``demo``, ``tiny``); any setting of
-    the method can be overridden by keyword: a field of ``TrainConfig``/``ScoreConfig`` for
-    the CSI family (``epochs=5``), a baseline's own settings for a baseline (``epochs=5``
-    for ``rot``); ``image_size``/``channels`` set the model input for every method.
+    ``preset`` names a configuration (``cpu``, ``paper``, ``demo``, ``tiny``); ``settings``
+    changes any of the method's settings, by section as ``--set SECTION.FIELD=VALUE`` and
+    ``--config`` write them: ``{"train": {"epochs": 5}}`` (the fields of
+    ``TrainConfig``/``ScoreConfig``, sections ``train`` and ``score``) for the CSI family,
+    ``{"rot": {"epochs": 20}}`` for a baseline (its own section); a section the method does
+    not read is refused. ``image_size``/``channels`` set the model input for every method
+    (default: the preset's).
     ``score`` picks the outlier score (``feat``, ``paper``, ``csi``, ``cos``, ``norm``;
     default: the preset's). ``false_alarm_rate`` (default 0.05) or ``contamination`` (the
     same rate, PyOD's name) sets the threshold from the held-out normal images
@@ -184,17 +165,14 @@ class Detector:
     the deterministic ``feat`` score was 0.940 AUROC against 0.935 for R = 2 draws.
     """
 
-    _PARAMS = (
-        "method", "preset", "score", "false_alarm_rate", "contamination", "holdout",
-        "deterministic", "resize", "skip_bad", "device", "seed", "checkpoint_dir", "progress",
-        "verbose",
-    )  # fmt: skip
-
     def __init__(
         self,
         method: str | None = None,
         preset: str = "cpu",
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
         score: str | None = None,
+        image_size: int | None = None,
+        channels: int | None = None,
         false_alarm_rate: float = 0.05,
         contamination: float | None = None,
         holdout: float = 0.1,
@@ -206,11 +184,13 @@ class Detector:
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
         verbose: bool = False,
-        **overrides: Any,
     ) -> None:
         self.method = method
         self.preset = preset
+        self.settings = settings
         self.score = score
+        self.image_size = image_size
+        self.channels = channels
         self.false_alarm_rate = false_alarm_rate
         self.contamination = contamination
         self.holdout = holdout
@@ -222,23 +202,31 @@ class Detector:
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
         self.verbose = verbose
-        self.overrides = overrides
 
     # -- scikit-learn's parameter protocol ------------------------------------------------
 
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The constructor's parameters, from its signature (scikit-learn's rule)."""
+        params = inspect.signature(cls.__init__).parameters
+        return [name for name in params if name != "self"]
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Every constructor parameter, the keyword overrides included (``clone`` rebuilds
-        the detector from these)."""
-        return {**{name: getattr(self, name) for name in self._PARAMS}, **self.overrides}
+        """Every constructor parameter (``clone`` rebuilds the detector from these)."""
+        return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> Detector:
-        """Set constructor parameters; other names become setting overrides (checked when
-        the configuration is resolved)."""
+        """Set constructor parameters; an unknown name is refused with the valid ones (a
+        method's own settings go in ``settings``, by section)."""
+        valid = self._param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"invalid parameter(s) {', '.join(unknown)} for Detector; valid: "
+                f"{', '.join(valid)} (a method's settings go in settings={{SECTION: {{...}}}})"
+            )
         for name, value in params.items():
-            if name in self._PARAMS:
-                setattr(self, name, value)
-            else:
-                self.overrides[name] = value
+            setattr(self, name, value)
         return self
 
     # -- configuration -------------------------------------------------------------------
@@ -248,10 +236,10 @@ class Detector:
         """``method``, or the preset's when None."""
         return self.method or get_preset(self.preset).train.method
 
-    def resolved_config(self) -> Any:
-        """The settings ``fit`` will use (preset + overrides + this detector's settings): a
-        ``RunConfig`` for the CSI family, the baseline's settings dataclass for a baseline;
-        raises ``ConfigError`` for an unknown method, setting or threshold rate."""
+    def resolve(self) -> Resolved:
+        """What ``fit`` will use: the method's settings (the preset's, with ``settings`` by
+        section, this detector's seed, device and score) and its model input size. Raises
+        ``ConfigError`` for an unknown method, section, setting or rate, before any work."""
         self._rate()
         check_holdout(self.holdout)
         check_seed(self.seed)
@@ -260,34 +248,22 @@ class Detector:
             raise ConfigError(
                 f"method {name!r} is not available; available: {', '.join(AVAILABLE_METHODS)}"
             )
-        if name not in TRAIN_METHODS:
-            if self.score not in (None, name):
-                raise ConfigError(f"method {name!r} has one score, {name!r}; got {self.score!r}")
-            settings = {k: v for k, v in self.overrides.items() if k not in _INPUT_FIELDS}
-            return method_config(name, self.preset, settings)
-        nested = _route(self.overrides)
-        nested["train"].update(device=self.device, seed=self.seed)
-        nested["score"].setdefault("seed", self.seed)
-        if self.score is not None:
-            nested["score"]["score"] = self.score
-        if self.deterministic:
-            given = sorted({"augment", "ensemble"} & set(nested["score"]))
-            if given:
-                raise ConfigError(
-                    f"{', '.join(given)} set with deterministic=True (one pass, no random "
-                    "draws); pass deterministic=False to use test-time draws"
-                )
-            nested["score"].update(augment=False, ensemble=1)
-        return method_config(name, self.preset, nested)
-
-    def _input_spec(self, cfg: Any) -> dict[str, int]:
-        """The model input's size and channels: the CSI family's train fields; for a
-        baseline the preset's, or ``image_size``/``channels`` given as keywords."""
-        if hasattr(cfg, "train"):
-            return {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
-        train = get_preset(self.preset).train
-        spec = {k: getattr(train, k) for k in _INPUT_FIELDS}
-        return {**spec, **{k: self.overrides[k] for k in _INPUT_FIELDS if k in self.overrides}}
+        settings = self.settings if self.settings is not None else {}
+        if not isinstance(settings, Mapping):
+            raise ConfigError(
+                f"settings must be a mapping {{SECTION: {{FIELD: VALUE}}}}, got "
+                f"{type(settings).__name__}"
+            )
+        return method_class(name).resolve(
+            name,
+            self.preset,
+            settings,
+            seed=self.seed,
+            device=self.device,
+            score=self.score,
+            deterministic=self.deterministic,
+            input={"image_size": self.image_size, "channels": self.channels},
+        )
 
     @property
     def flag_rate(self) -> float:
@@ -357,11 +333,9 @@ class Detector:
 
         ``holdout`` of the images (drawn with ``seed``) are kept for the threshold; from the
         rest the method's ``max_train`` are drawn (same seed) to train on."""
-        cfg = self.resolved_config()
+        cfg, spec = self.resolve()
         rate = self._rate()
-        if getattr(getattr(cfg, "score", None), "index", None) == "faiss":
-            import_faiss()  # missing: say so now, not after training
-        spec = self._input_spec(cfg)
+        method_class(self.method_name).preflight(cfg)
         images, _ = self._images(X, spec)
         n = len(images)
         n_hold = holdout_count(n, self.holdout)
@@ -450,10 +424,10 @@ class Detector:
 
     def _family(self) -> Method:
         self._check_fitted()
-        if self.method_.name not in TRAIN_METHODS:
+        if not self.method_.trains_network:
             raise ConfigError(
                 f"method {self.method_.name!r} is a baseline: it has no CSI network "
-                f"(use {', '.join(TRAIN_METHODS)})"
+                f"(use {', '.join(network_methods())})"
             )
         return self.method_
 
@@ -778,7 +752,6 @@ class Detector:
             check_rate(self.contamination, "contamination")
         if self.threshold_ is not None and not is_real(self.threshold_):
             raise ConfigError(f"threshold_ must be a finite number, got {self.threshold_!r}")
-        family = self.method_.name in TRAIN_METHODS
         tensors = dict(self.method_.state_tensors())
         tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
         calibration = self.calibration_
@@ -797,7 +770,7 @@ class Detector:
             "seed": self.method_.seed,
             "n_train": self.n_train_,
             "n_holdout": len(self.holdout_scores_),
-            "deterministic": not self.config_.score.augment if family else True,
+            "deterministic": self.method_.deterministic,
         }
         save_checkpoint(path / "model", tensors, meta)
         return path
@@ -845,20 +818,14 @@ class Detector:
             return value
 
         name = field("method", lambda v: v in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}")
-        family = name in TRAIN_METHODS
         config_class = method_class(name).config_class
         try:
             cfg = from_dict(config_class, meta.get("config"), "config")
         except (TypeError, ValueError) as e:
             raise ConfigError(f"config: {one_line(e)}") from e
-        if family:
-            if cfg.train.method != name:
-                raise ConfigError(f"config.train.method is {cfg.train.method!r}, not {name!r}")
+        unfitted = build_method(name, cfg, 0, "cpu")  # what the settings say, nothing built
         preset = field("preset", lambda v: isinstance(v, str), "a preset name")
-        if family:
-            default_spec = {"image_size": cfg.train.image_size, "channels": cfg.train.channels}
-        else:
-            default_spec = None  # older baseline saves: the preset's (below)
+        default_spec = unfitted.config_input  # None: older baseline saves use the preset's
         spec = field(
             "input",
             lambda v: (
@@ -875,9 +842,9 @@ class Detector:
             f"{{image_size: 1..{MAX_IMAGE_SIZE}, channels: 1 or 3}}",
             None,
         )
-        if family and spec is not None and spec != default_spec:
+        if default_spec is not None and spec is not None and spec != default_spec:
             raise ConfigError(f"input {spec} differs from the config's {default_spec}")
-        default_score = cfg.score.score if family else name
+        default_score = unfitted.default_score
         field("score", lambda v: v == default_score, f"{default_score!r} (the config's)", None)
         threshold = field("threshold", lambda v: v is None or is_real(v), "a finite number or null")
         far = field("false_alarm_rate", lambda v: is_real(v) and 0 < v < 1, "a number in (0, 1)")
@@ -888,12 +855,12 @@ class Detector:
         resize = field("resize", lambda v: v in RESIZE_NAMES, f"one of {', '.join(RESIZE_NAMES)}")
         seed = field(
             "seed", lambda v: is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)",
-            cfg.train.seed if family else 0,
+            unfitted.config_seed,
         )  # fmt: skip
         n_train = field("n_train", lambda v: is_int(v) and v >= 0, "a count >= 0")
         # how the bank and the held-out scores were computed: one deterministic pass, or
         # test-time draws (config.score.augment); models saved before it: the config's
-        deterministic = not cfg.score.augment if family else True
+        deterministic = unfitted.deterministic
         field(
             "deterministic", lambda v: v is deterministic,
             f"{str(deterministic).lower()}, as config.score.augment has it for method {name}",
@@ -924,7 +891,7 @@ class Detector:
         det = cls(
             method=name,
             preset=preset,
-            score=cfg.score.score if family else None,
+            score=default_score if unfitted.trains_network else None,
             false_alarm_rate=float(far),
             contamination=None if contamination is None else float(contamination),
             deterministic=deterministic,
@@ -935,14 +902,13 @@ class Detector:
         try:
             method = build_method(name, cfg, int(seed), dev).load_state(state)
             if spec is None:
-                spec = det._input_spec(cfg)
-            if family:
-                check_bank(cfg, method)
+                spec = default_spec if default_spec is not None else det.resolve().input
+            method.check_loaded()
             if method.bank_rows not in (None, n_train):
                 raise ConfigError(
                     f"the bank holds {method.bank_rows} training images, n_train says {n_train}"
                 )
-            if not family or (cfg.score.index == "exact" and not cfg.score.augment):
+            if method.probe_safe:
                 size, channels = spec["image_size"], spec["channels"]
                 probe = method.score_samples(torch.zeros(1, channels, size, size))
                 got = probe.get(method.default_score)

@@ -14,9 +14,11 @@ all build methods here, so ``Detector(method="rot")``, ``contrasyn fit --method 
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -24,7 +26,8 @@ from torch import Tensor
 from contrasyn.config import to_dict
 from contrasyn.errors import ConfigError
 
-# name -> the module that registers it; imported on first use, so naming a method costs nothing
+# The one list of methods: name -> the module that registers it (imported on first use, so
+# naming a method costs nothing). A module's class answers to every name that maps to it.
 _MODULES = {
     "knn": "contrasyn.baselines.knn",
     "ocsvm": "contrasyn.baselines.ocsvm",
@@ -36,22 +39,25 @@ _MODULES = {
     "full": "contrasyn.csi_family",
 }
 METHOD_NAMES = tuple(_MODULES)
-BASELINES = ("knn", "ocsvm", "deepsvdd", "rot", "goad")
+BASELINES = tuple(n for n, module in _MODULES.items() if module.startswith("contrasyn.baselines."))
 _REGISTRY: dict[str, type[Method]] = {}
 
 
-def register(*names: str):
-    """Class decorator: the method class answers to ``names``."""
+def names_in(module: str) -> tuple[str, ...]:
+    """The method names ``module`` registers (``_MODULES``)."""
+    return tuple(n for n, m in _MODULES.items() if m == module)
 
-    def add(cls: type[Method]) -> type[Method]:
-        cls.names = names
-        for name in names:
-            if name not in _MODULES:
-                raise ValueError(f"{name!r} is not in registry._MODULES")
-            _REGISTRY[name] = cls
-        return cls
 
-    return add
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: the method class answers to the names its module has in
+    ``_MODULES``."""
+    names = names_in(cls.__module__)
+    if not names:
+        raise ValueError(f"{cls.__module__} has no method names in registry._MODULES")
+    cls.names = names
+    for name in names:
+        _REGISTRY[name] = cls
+    return cls
 
 
 def method_class(name: str) -> type[Method]:
@@ -61,6 +67,84 @@ def method_class(name: str) -> type[Method]:
     if name not in _REGISTRY:
         importlib.import_module(_MODULES[name])
     return _REGISTRY[name]
+
+
+# The model input every method takes, (N, channels, image_size, image_size): a method's own
+# section may set it, and so may INPUT_SECTION (the CSI family's train section, where the
+# presets keep it) for every method.
+INPUT_FIELDS = ("image_size", "channels")
+INPUT_SECTION = "train"
+# What a detector sets itself (``Detector(seed=...)``, ``--seed``), never a settings section.
+OWN_SETTINGS = ("method", "device", "seed")
+
+
+class Resolved(NamedTuple):
+    """What ``fit`` uses: the method's settings and its model input size."""
+
+    config: Any
+    input: dict[str, int]
+
+
+def sections_of_methods() -> dict[str, str]:
+    """Every settings section any method reads, and the methods it belongs to."""
+    out: dict[str, str] = {}
+    for name in METHOD_NAMES:
+        cls = method_class(name)
+        for section in cls.sections(name):
+            out.setdefault(section, ", ".join(cls.names))
+    return out
+
+
+def split_settings(
+    name: str, settings: Mapping[str, Any], input: Mapping[str, int | None]
+) -> tuple[dict[str, dict[str, Any]], dict[str, int | None]]:
+    """Method ``name``'s own sections, and the input size from ``input`` and the settings.
+
+    A section ``name`` does not read is refused in one line, saying whose it is; so is a
+    detector's own setting (``seed``, ``device``, ``method``) in a section, and an input
+    size given twice with two values. Input fields in ``INPUT_SECTION`` apply to every
+    method."""
+    cls = method_class(name)
+    own = cls.sections(name)
+    where = cls.sections_help(name)
+    sections: dict[str, dict[str, Any]] = {s: {} for s in own}
+    given: dict[str, tuple[int | None, str]] = {
+        k: (v, k.replace("_", "-")) for k, v in input.items() if v is not None
+    }
+    for section, fields in settings.items():
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"settings section {section!r} must be a mapping of fields")
+        for field, value in fields.items():
+            where_set = f"{section}.{field}"
+            if field in OWN_SETTINGS:
+                raise ConfigError(
+                    f"set {where_set} with the detector's {field} (--{field}), not --set/--config"
+                )
+            if field in INPUT_FIELDS and (section in own or section == INPUT_SECTION):
+                if field in given and given[field][0] != value:
+                    raise ConfigError(
+                        f"{given[field][1]} {given[field][0]} contradicts {where_set}={value}"
+                    )
+                given[field] = (value, where_set)
+                if section in own:
+                    sections[section][field] = value
+                continue
+            if section in own:
+                sections[section][field] = value
+                continue
+            owners = sections_of_methods()
+            if section not in owners:
+                raise ConfigError(f"unknown config section {section!r}: {where}")
+            raise ConfigError(
+                f"setting {where_set} does not apply to method {name!r}: config section "
+                f"{section!r} is for method {owners[section]}; {where}"
+            )
+    return sections, {k: given[k][0] if k in given else None for k in INPUT_FIELDS}
+
+
+def network_methods() -> tuple[str, ...]:
+    """The methods that train F (``Method.trains_network``)."""
+    return tuple(n for n in METHOD_NAMES if method_class(n).trains_network)
 
 
 def method_config(name: str, preset: str, overrides: dict[str, Any] | None = None) -> Any:
@@ -88,6 +172,10 @@ class Method(ABC):
 
     config_class: ClassVar[type]
     names: ClassVar[tuple[str, ...]] = ()
+    # Whether the method trains the CSI family's network F: its training is checkpointed in
+    # a run folder and resumable, runs on every rank under torchrun, and F gives gradient
+    # maps, test-time draws and the ONNX export.
+    trains_network: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -104,6 +192,48 @@ class Method(ABC):
     @abstractmethod
     def preset_config(cls, name: str, preset: str, overrides: dict[str, Any]) -> Any:
         """The settings of method ``name`` at ``preset`` with ``overrides`` applied."""
+
+    @classmethod
+    def sections(cls, name: str) -> tuple[str, ...]:
+        """The settings sections (``--set SECTION.FIELD=VALUE``) method ``name`` reads: a
+        baseline its own name."""
+        return (name,)
+
+    @classmethod
+    def sections_help(cls, name: str) -> str:
+        """What method ``name`` reads, for messages."""
+        return f"method {name}'s settings are {name}.FIELD (e.g. --set {name}.max_train=500)"
+
+    @classmethod
+    @abstractmethod
+    def resolve(
+        cls,
+        name: str,
+        preset: str,
+        settings: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int,
+        device: str,
+        score: str | None,
+        deterministic: bool,
+        input: Mapping[str, int | None],
+    ) -> Resolved:
+        """What ``fit`` uses: ``preset``'s settings with ``settings`` (sections as ``--set``
+        writes them), the detector's ``seed``, ``device`` and ``score``, one deterministic
+        pass or test-time draws, and ``input`` (``image_size``/``channels``; None: the
+        preset's). Raises ``ConfigError`` naming what is wrong."""
+
+    @classmethod
+    def preflight(cls, config: Any) -> None:
+        """Fail now, before any work, on what ``config`` needs and this machine lacks
+        (nothing, unless overridden)."""
+        return None
+
+    @classmethod
+    def result_settings(cls, name: str, config: Any, input: Mapping[str, int]) -> dict:
+        """What a benchmark cell's result depends on besides its key (its configuration
+        hash): by default the settings and the input size."""
+        return {"settings": to_dict(config), "inputs": dict(input)}
 
     @classmethod
     def generative(cls, name: str) -> bool:
@@ -131,9 +261,47 @@ class Method(ABC):
         return "fp32"
 
     @property
+    def deterministic(self) -> bool:
+        """Whether a score depends only on the image (no random test-time draws)."""
+        return True
+
+    @property
+    def config_input(self) -> dict[str, int] | None:
+        """The model input the settings fix (None: the settings do not hold it)."""
+        return None
+
+    @property
+    def config_seed(self) -> int:
+        """The seed the settings record (a saved model without its own ``seed``)."""
+        return 0
+
+    @property
+    def probe_safe(self) -> bool:
+        """Whether scoring one blank image is cheap and deterministic, so that a load can
+        check the state runs (True unless overridden)."""
+        return True
+
+    def check_loaded(self) -> None:
+        """After ``load_state``: refuse a state that does not fit the settings (a
+        ``ConfigError`` naming what); nothing to check unless overridden."""
+        return None
+
+    @property
     def max_train(self) -> int | None:
         """The training subsample a detector draws from the images it is given (None: all)."""
         return getattr(self.config, "max_train", None)
+
+    @property
+    def length(self) -> str | None:
+        """How long training runs, in the method's own terms ("12 epochs"; None: no
+        training loop)."""
+        epochs = getattr(self.config, "epochs", None)
+        return None if epochs is None else f"{epochs} epochs"
+
+    def steps_for(self, n_train: int) -> int | None:
+        """The optimiser steps training on ``n_train`` images takes, for progress lines
+        (None: not counted in steps)."""
+        return None
 
     @property
     def bank_rows(self) -> int | None:
@@ -144,6 +312,13 @@ class Method(ABC):
     def settings(self) -> dict[str, Any]:
         """The configuration as a plain dict (saved with models and benchmark runs)."""
         return to_dict(self.config)
+
+    def save_settings(self, run_dir: Path) -> None:
+        """A benchmark run folder's record of the settings: ``settings.json``."""
+        from contrasyn.checkpoint import atomic_write
+
+        text = json.dumps(self.settings(), indent=2) + "\n"
+        atomic_write(run_dir / "settings.json", lambda tmp: Path(tmp).write_text(text))
 
     @abstractmethod
     def fit(

@@ -11,6 +11,7 @@ benchmark records them with each result.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -18,7 +19,8 @@ from torch import Tensor
 
 from contrasyn.config import from_dict, merge
 from contrasyn.errors import ConfigError
-from contrasyn.registry import BASELINES, Method
+from contrasyn.presets import get_preset
+from contrasyn.registry import BASELINES, INPUT_FIELDS, Method, Resolved, split_settings
 
 __all__ = ["BASELINES", "BASELINE_PRESETS", "Baseline", "input_shape"]
 
@@ -79,6 +81,29 @@ class Baseline(Method):
             return merge(config, overrides)
         except ConfigError as e:
             raise ConfigError(f"method {name!r}: {e}") from e
+
+    @classmethod
+    def resolve(
+        cls,
+        name: str,
+        preset: str,
+        settings: Mapping[str, Mapping[str, Any]],
+        *,
+        seed: int,
+        device: str,
+        score: str | None,
+        deterministic: bool,
+        input: Mapping[str, int | None],
+    ) -> Resolved:
+        """A baseline's settings at ``preset`` with its own section; one score, its name;
+        the input size given, or the preset's (the CSI family's train section holds it)."""
+        if score not in (None, name):
+            raise ConfigError(f"method {name!r} has one score, {name!r}; got {score!r}")
+        sections, size = split_settings(name, settings, input)
+        own = {k: v for k, v in sections[name].items() if k not in INPUT_FIELDS}
+        train = get_preset(preset).train
+        spec = {k: size[k] if size[k] is not None else getattr(train, k) for k in INPUT_FIELDS}
+        return Resolved(cls.preset_config(name, preset, own), spec)
 
     @abstractmethod
     def anomaly_score(self, images: Tensor) -> Tensor:

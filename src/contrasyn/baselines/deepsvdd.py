@@ -118,7 +118,7 @@ class DeepSVDDConfig:
             check_fields(self, "deepsvdd", names, ok, words)
 
 
-@register("deepsvdd")
+@register
 class DeepSVDD(Baseline):
     """One-class Deep SVDD; ``pretrain_epochs`` > 0 adds autoencoder pre-training."""
 

@@ -82,7 +82,7 @@ class GOADConfig:
             check_fields(self, "goad", names, ok, words)
 
 
-@register("goad")
+@register
 class GOAD(Baseline):
     """GOAD on ``geom`` (72, default) or ``rot+trans`` (36) transformations."""
 

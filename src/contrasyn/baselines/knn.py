@@ -28,7 +28,7 @@ class KNNConfig:
         check_fields(self, "knn", ("k", "chunk", "max_train"), at_least(1), ">= 1")
 
 
-@register("knn")
+@register
 class PixelKNN(Baseline):
     """1-NN (or mean of k-NN) L2 distance on flattened pixels in [0, 1]."""
 

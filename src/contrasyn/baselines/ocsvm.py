@@ -36,7 +36,7 @@ class OCSVMConfig:
         check_fields(self, "ocsvm", ("max_train",), at_least(1), ">= 1")
 
 
-@register("ocsvm")
+@register
 class PixelOCSVM(Baseline):
     """RBF one-class SVM on flattened pixels; anomaly score = minus the decision function."""
 

@@ -86,7 +86,7 @@ class RotConfig:
             check_fields(self, "rot", names, ok, words)
 
 
-@register("rot")
+@register
 class RotationDetector(Baseline):
     """Rot+Trans (default) or Geom; ``fit`` on normal images, ``anomaly_score`` = minus the
     summed log-probability of the true transformations."""

@@ -28,20 +28,18 @@ from contrasyn.cli.options import (
     say,
     warn,
 )
-from contrasyn.config import TRAIN_METHODS
 from contrasyn.errors import ConfigError, DataError
-from contrasyn.registry import BASELINES, METHOD_NAMES
+from contrasyn.registry import (
+    BASELINES,
+    METHOD_NAMES,
+    build_method,
+    method_class,
+    network_methods,
+)
 from contrasyn.results import csv_text
 
 if TYPE_CHECKING:
     from contrasyn.detector import Detector
-
-# Settings that have their own flag: a --set for them would be silently overwritten.
-_OWN_FLAG = {"method": "--method", "device": "--device", "seed": "--seed"}
-# What every method takes as its input size (Detector keywords for a baseline).
-_INPUT_FIELDS = ("image_size", "channels")
-_FAMILY = ", ".join(TRAIN_METHODS)
-
 
 # -------------------------------------------------------------------------------- fit
 
@@ -56,77 +54,19 @@ def _method(args: argparse.Namespace) -> str:
     return name
 
 
-def _family_overrides(section: str, fields: dict) -> dict[str, Any]:
-    """``train.epochs=5`` -> ``train__epochs=5`` (the CSI family's Detector keywords)."""
-    kwargs = {}
-    for name, value in fields.items():
-        if section == "train" and name in _OWN_FLAG:
-            raise ConfigError(f"set {section}.{name} with {_OWN_FLAG[name]}, not --set/--config")
-        kwargs[f"{section}__{name}"] = value
-    return kwargs
-
-
-def _baseline_overrides(method: str, section: str, fields: dict) -> dict[str, Any]:
-    """A baseline's own section (``rot.epochs=5`` -> ``epochs=5``), or from ``train`` only
-    the input size, which every method shares."""
-    from contrasyn.detector import Detector
-
-    if section == method:
-        for name in fields:
-            if name in Detector._PARAMS:
-                flag = _OWN_FLAG.get(name, "its own flag")
-                raise ConfigError(f"set {name} with {flag}, not --set/--config")
-        return dict(fields)
-    other = sorted(name for name in fields if section != "train" or name not in _INPUT_FIELDS)
-    if other:
-        raise ConfigError(
-            f"setting {section}.{other[0]} does not apply to method {method!r}: the train and "
-            f"score sections are the CSI family's ({_FAMILY}); {method}'s settings are "
-            f"{method}.FIELD (e.g. --set {method}.max_train=500)"
-        )
-    return dict(fields)
-
-
-def _detector_overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """``--config``/``--set`` (and --image-size, --draws) as Detector keywords for
-    ``method``: the CSI family's ``train.x``/``score.x`` as ``train__x``/``score__x``; a
-    baseline's ``rot.x`` as ``x``. A section that does not apply to ``method`` is refused."""
-    baseline = method in BASELINES
-    kwargs: dict[str, Any] = {}
-    where = (
-        f"method {method}'s settings are {method}.FIELD (e.g. --set {method}.max_train=500)"
-        if baseline
-        else f"method {method}'s settings are train.FIELD or score.FIELD (the fields of "
-        "TrainConfig and ScoreConfig in contrasyn/config.py; e.g. --set train.epochs=5)"
-    )
-    for section, fields in read_settings(args).items():
-        if section in BASELINES and section != method:
-            raise ConfigError(f"config section {section!r} is for method {section}: {where}")
-        if section not in ("train", "score", method):
-            raise ConfigError(f"unknown config section {section!r}: {where}")
-        if baseline:
-            kwargs.update(_baseline_overrides(method, section, fields))
-        else:
-            kwargs.update(_family_overrides(section, fields))
-    size_key = "image_size" if baseline else "train__image_size"
-    if args.image_size is not None:
-        if kwargs.get(size_key, args.image_size) != args.image_size:
-            raise ConfigError(
-                f"--image-size {args.image_size} contradicts "
-                f"{'train.image_size' if not baseline else 'image_size'}={kwargs[size_key]}"
-            )
-        kwargs[size_key] = args.image_size
-    if not baseline and args.score is not None:
-        given = kwargs.get("score__score", args.score)
-        if given != args.score:
-            raise ConfigError(f"--score {args.score} contradicts score.score={given}")
+def _settings(args: argparse.Namespace, method: str) -> dict[str, dict[str, Any]]:
+    """``--config``/``--set`` as they are written, by section (the method checks them), and
+    ``--draws R`` as the CSI family's test-time draws."""
+    settings = {section: dict(fields) for section, fields in read_settings(args).items()}
     if args.draws > 0:
-        if baseline:
+        if not method_class(method).trains_network:
             raise ConfigError(
-                f"--draws is for the CSI family's scores ({_FAMILY}), not method {method!r}"
+                f"--draws is for the CSI family's scores ({', '.join(network_methods())}), "
+                f"not method {method!r}"
             )
-        kwargs.update(score__augment=True, score__ensemble=args.draws)
-    return kwargs  # --score goes to Detector(score=...)
+        score = settings.setdefault("score", {})
+        score.update(augment=True, ensemble=args.draws)
+    return settings
 
 
 def _rate_text(det: Detector) -> str:
@@ -146,30 +86,6 @@ def _checkpoint_epoch(stem: Path) -> int | None:
         return None
 
 
-def _length(cfg: Any) -> str | None:
-    """How long training runs, in the method's own terms (None: no training loop)."""
-    if hasattr(cfg, "train"):
-        t = cfg.train
-        return f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
-    epochs = getattr(cfg, "epochs", None)
-    return None if epochs is None else f"{epochs} epochs"
-
-
-def _training_steps(det: Detector, cfg: Any, n_images: int) -> int | None:
-    """The trainer's step count for ``n_images`` (progress lines); None for a baseline."""
-    from contrasyn.detector import training_indices
-
-    if not hasattr(cfg, "train"):
-        return None
-    t = cfg.train
-    _, rest = training_indices(n_images, det.holdout, t.max_train, det.seed)
-    n = len(rest)
-    if n < 1:
-        return None
-    batch = min(t.batch_size, n)
-    return t.steps if t.steps is not None else t.epochs * max(n // batch, 1)
-
-
 def _print_calibration(talk, det: Detector) -> None:
     """The threshold's promise, and how to narrow it (``fit`` and ``threshold``)."""
     calibration = det.calibration_
@@ -184,7 +100,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from contrasyn.checkpoint import remove_stale_temporaries
     from contrasyn.cli.progress import Heartbeat, wanted
     from contrasyn.data import find_images, load_images
-    from contrasyn.detector import Detector
+    from contrasyn.detector import Detector, training_indices
     from contrasyn.lock import folder_lock
 
     out = Path(args.out).expanduser()
@@ -198,11 +114,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "outside the data"
         )
     method = _method(args)
-    family = method in TRAIN_METHODS
+    family = method_class(method).trains_network
     det = Detector(
         method=method,
         preset=args.preset,
+        settings=_settings(args, method),
         score=args.score,
+        image_size=args.image_size,
         false_alarm_rate=0.05 if args.false_alarm_rate is None else args.false_alarm_rate,
         contamination=args.contamination,
         holdout=args.holdout,
@@ -213,10 +131,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         checkpoint_dir=out / "checkpoints" if family else None,
         progress=not args.quiet,
         verbose=args.verbose,
-        **_detector_overrides(args, method),
     )
-    cfg = det.resolved_config()  # unknown settings and bad values fail here, before any work
-    spec = det._input_spec(cfg)
+    cfg, spec = det.resolve()  # unknown settings and bad values fail here, before any work
     talk = say(args)
 
     found = find_images(args.data)
@@ -234,7 +150,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         _replace_other_method(out, method, args.overwrite)
         epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
         size = spec["image_size"]
-        facts = [_length(cfg), f"{size}x{size}", f"device {args.device}"]
+        unfitted = build_method(method, cfg)
+        facts = [unfitted.length, f"{size}x{size}", f"device {args.device}"]
         talk(
             f"contrasyn fit: {len(kept)} images from {args.data}; {method}, preset "
             f"{args.preset} ({', '.join(f for f in facts if f)})"
@@ -244,7 +161,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         beat = contextlib.nullcontext()
         if wanted(args.quiet):  # not a terminal: no progress bar, so a line now and then
             metrics = out / "checkpoints" / "metrics.jsonl" if family else None
-            steps = _training_steps(det, cfg, len(images))
+            _, rest = training_indices(len(images), det.holdout, unfitted.max_train, det.seed)
+            steps = unfitted.steps_for(len(rest))
             beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=steps)
         with beat:
             det.fit(images)
@@ -306,7 +224,7 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, ta
         notes.append(f"{len(found) - len(kept)} unreadable skipped")
     unused = len(kept) - det.n_train_ - n_hold
     if unused:
-        section = "train" if family else method
+        section = method_class(method).sections(method)[0]
         notes.append(f"{unused} not used: {section}.max_train={det.method_.max_train}")
     talk(
         f"trained on {det.n_train_} images; {n_hold} held out to set the threshold"
@@ -620,10 +538,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{out}: exists and is not a folder (--out names the folder that gets {ONNX_FILE})"
         )
     det = _load_detector(args.model, "cpu")
-    if det.method_.name not in TRAIN_METHODS:
+    if not det.method_.trains_network:
         raise ConfigError(
             f"{args.model}: method {det.method_.name!r} is a baseline; ONNX export is for the "
-            f"CSI family's network ({_FAMILY})"
+            f"CSI family's network ({', '.join(network_methods())})"
         )
     with folder_lock(out, getattr(args, "command_line", None)):
         path = export_onnx(det, out)
@@ -720,7 +638,8 @@ def _add_fit(sub) -> None:
             "may not lie inside --data. Training of the CSI family is checkpointed in "
             "MODEL_DIR/checkpoints: if it is interrupted, run the same command again to "
             "continue where it stopped.",
-            f"Methods: {', '.join(METHOD_NAMES)}. The CSI family ({_FAMILY}; full is the "
+            f"Methods: {', '.join(METHOD_NAMES)}. The CSI family "
+            f"({', '.join(network_methods())}; full is the "
             "paper's method and the presets' default) takes --set train.FIELD and "
             "score.FIELD (the fields of TrainConfig and ScoreConfig in contrasyn/config.py); "
             f"a baseline ({', '.join(BASELINES)}) takes its own settings under its name, "
