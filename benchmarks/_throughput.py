@@ -1,10 +1,11 @@
 """Training throughput measured through the real trainer (shared by ``speed.py`` and
 ``gpu_check.py``).
 
-``time_training`` runs ``contrasyn.trainer.train_networks`` itself, not a re-implementation of
-its step: ``cfg.steps = warm-up + timed``, ``log_every = 1``, one checkpoint at the end. The
-trainer writes a cumulative ``seconds`` field into ``metrics.jsonl`` after every step, so the
-duration of a stretch of steps is the difference of two consecutive logged values.
+``time_training`` runs ``contrasyn.methods.csi.trainer.train_networks`` itself, not a
+re-implementation of its step: ``cfg.steps = warm-up + timed``, ``log_every = 1``, one
+checkpoint at the end. The trainer writes a cumulative ``seconds`` field into
+``metrics.jsonl`` after every step, so the duration of a stretch of steps is the difference
+of two consecutive logged values.
 
 Timing windows. For ``csi`` a window is one step (or more, to average away the file's 1 ms
 rounding of ``seconds`` where a step is a few ms, as on a GPU). For ``csi+g`` and ``full`` an
@@ -41,13 +42,13 @@ from pathlib import Path
 
 import torch
 
-from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import atomic_write
 from contrasyn.config import ScoreConfig, TrainConfig
 from contrasyn.device import autocast, bf16_is_fast, resolve_device
-from contrasyn.score import Scorer
-from contrasyn.trained import build_model
-from contrasyn.trainer import resolve_gen_channels, train_networks
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.score import Scorer
+from contrasyn.methods.csi.trained import build_model
+from contrasyn.methods.csi.trainer import resolve_gen_channels, train_networks
 
 __all__ = [
     "machine",

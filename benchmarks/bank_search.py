@@ -1,7 +1,7 @@
 """The training-bank search, exact vs FAISS: time, memory and recall at banks of 1e3 to 1e6.
 
 For each bank size M (1e3, 1e4, 1e5, 1e6 vectors of d = 128, float32; ``--quick``: 1e3 and
-1e4) and 1,000 queries, through ``contrasyn.score.build_index`` as the Scorer uses it:
+1e4) and 1,000 queries, through ``contrasyn.methods.csi.score.build_index`` as the Scorer uses it:
 
 - ``exact`` (the default index): the chunked matrix product, median seconds of repeats, its
   peak extra memory computed (one chunk x chunk block of products) and measured (growth of
@@ -100,7 +100,7 @@ def one_size(
 ) -> dict:
     import faiss
 
-    from contrasyn.score import build_index
+    from contrasyn.methods.csi.score import build_index
 
     g = torch.Generator().manual_seed(seed + m)
     bank = mixture(m, centres, g)

@@ -1,15 +1,16 @@
 """Methods from several benchmark folders side by side, with intervals and paired differences.
 
 Each ``--add FOLDER:SPEC`` takes the rows of some methods from a folder's ``results.jsonl``
-(SPEC: comma-separated ``METHOD`` or ``METHOD=LABEL``, to tell apart, say, ``csi`` at 12 and at
-42 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
+(SPEC: comma-separated ``METHOD`` or ``METHOD=LABEL``, to tell apart, say, ``csi`` at 12 and
+at 42 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
 AUROC per class (mean +- std over seeds), mean AUROC with its 95% interval and precision,
 the matrix of paired differences, and for every ``--pairs A:B`` the per-class paired table
-(``contrasyn.results``, from ``contrasyn.statistics``: classes fixed, seeds as replicates, the
-same statistics as ``table.md``, the benchmark's printout and the report). A label whose rows
-were computed in two precisions (bf16 and fp32) is refused: they are different cells. ``--common``
-keeps only the cells every label has, so that the means of a folder that is still filling
-(some classes or seeds missing) compare with the others over the same cells.
+(``contrasyn.evaluation.results``, from ``contrasyn.evaluation.statistics``: classes fixed,
+seeds as replicates, the same statistics as ``table.md``, the benchmark's printout and the
+report). A label whose rows were computed in two precisions (bf16 and fp32) is refused: they
+are different cells. ``--common`` keeps only the cells every label has, so that the means of
+a folder that is still filling (some classes or seeds missing) compare with the others over
+the same cells.
 
     python benchmarks/compare.py \
         --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contrasyn.results import (
+from contrasyn.evaluation.results import (
     interval_table,
     markdown_table,
     paired_class_table,

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 import contrasyn.device as device
-from contrasyn.baselines.rot import TransformClassifier
-from contrasyn.bench import _cpu_model
 from contrasyn.device import autocast, bf16_is_fast
-from contrasyn.nets import CSINet
+from contrasyn.evaluation.bench import _cpu_model
+from contrasyn.methods.baselines.rot import TransformClassifier
+from contrasyn.methods.csi.nets import CSINet
 
 CHUNKS = (64, 128, 256, 512)
 
@@ -60,7 +60,7 @@ def time_forwards(net: torch.nn.Module, batch: torch.Tensor, precision: str, rep
 def detector_scoring(repeats: int) -> dict:
     """A fitted ``csi`` Detector (``cpu`` preset, 1 epoch on random images) scoring 1,024 test
     images, with 64-row forwards and with one forward per score batch."""
-    from contrasyn.detector import Detector
+    from contrasyn.api.detector import Detector
 
     torch.manual_seed(0)
     fast = {"epochs": 1, "batch_size": 32, "lr_reference_batch": 32, "warmup_epochs": 0.5}

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import torch
 
-from contrasyn.adversarial import GenerativeSide
-from contrasyn.bench import _inputs, benchmark_task
+from contrasyn.api.detector import training_indices
 from contrasyn.config import merge
 from contrasyn.data import load_dataset
-from contrasyn.detector import training_indices
 from contrasyn.device import autocast
+from contrasyn.evaluation.bench import _inputs, benchmark_task
+from contrasyn.evaluation.quality import RandomFeatures, sample, sample_distance, save_grid
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.trainer import resolve_gen_channels
 from contrasyn.presets import get_preset
-from contrasyn.quality import RandomFeatures, sample, sample_distance, save_grid
-from contrasyn.trainer import resolve_gen_channels
 
 RECIPES: dict[str, dict] = {
     "paper": {"gen_channels": 3, "adam_betas": (0.9, 0.999), "gan_loss": "bce"},

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from _throughput import write_json  # benchmarks/, the script's folder
 
-from contrasyn.bench import _inputs, benchmark_task
+from contrasyn.api.detector import training_indices
 from contrasyn.config import RunConfig, load_config
 from contrasyn.data import load_dataset
-from contrasyn.detector import training_indices
-from contrasyn.metrics import auroc
-from contrasyn.results import read_rows, run_path
-from contrasyn.score import Scorer
-from contrasyn.trained import load_generator, load_model
+from contrasyn.evaluation.bench import _inputs, benchmark_task
+from contrasyn.evaluation.metrics import auroc
+from contrasyn.evaluation.results import read_rows, run_path
+from contrasyn.methods.csi.score import Scorer
+from contrasyn.methods.csi.trained import load_generator, load_model
 
 WEIGHTS = (0.25, 0.5, 1.0)
 REFERENCE = 500  # unseen normal train images that standardise each score

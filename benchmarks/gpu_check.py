@@ -3,7 +3,8 @@ eager, and peak GPU memory, written as JSON. Run through ``benchmarks/gpu_check.
 
 Training (the paper preset's network: CIFAR ResNet-18 width 64, batch 128, 32x32x3 random
 images; the weights and pixels do not change the cost) goes through the real trainer,
-``contrasyn.trainer.train_networks``, timed from its ``metrics.jsonl`` (``_throughput.py``):
+``contrasyn.methods.csi.trainer.train_networks``, timed from its ``metrics.jsonl``
+(``_throughput.py``):
 median over timed windows of ``gen_every`` (5) steps after warm-up windows. For ``full`` a
 window is one whole cycle (5 real batches and one adversarial round: G/D/E/D' steps, F's
 L_CSI-S pass and its L_JOINT step on twice the images), so images/s includes the GAN's cost;

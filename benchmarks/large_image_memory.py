@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contrasyn.bench import _cpu_model
+from contrasyn.evaluation.bench import _cpu_model
 
 SIDE = 12000
 # name, Pillow mode, channels of the array it is made from

@@ -35,12 +35,12 @@ import torch
 from _throughput import machine, write_json  # benchmarks/, the script's folder
 
 from contrasyn import __version__
-from contrasyn.bench import benchmark_task
-from contrasyn.bench import detector as bench_detector
+from contrasyn.api.detector import Detector
+from contrasyn.api.maps import map_panel, save_png
 from contrasyn.data import load_dataset, to_model_input
-from contrasyn.detector import Detector
-from contrasyn.maps import map_panel, save_png
-from contrasyn.metrics import auroc
+from contrasyn.evaluation.bench import benchmark_task
+from contrasyn.evaluation.bench import detector as bench_detector
+from contrasyn.evaluation.metrics import auroc
 from contrasyn.presets import get_preset
 
 # name -> Detector.anomaly_map keywords
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_train": det.n_train_,
             "fit_seconds": fit_seconds,
             "as": "the csi cell of `contrasyn benchmark --dataset fashion-mnist --methods csi "
-            "--preset cpu` for this class and seed (contrasyn.bench.detector)",
+            "--preset cpu` for this class and seed (contrasyn.evaluation.bench.detector)",
             "reused_checkpoint": args.reuse,
         },
         "selection": {

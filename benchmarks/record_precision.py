@@ -1,7 +1,7 @@
 """Give the rows of committed benchmark folders what they were computed with, from the evidence.
 
 Rows made before ``precision``, ``device``, ``machine`` and ``torch`` were recorded (in
-``contrasyn.bench.computed_on``) get them here, without recomputing anything:
+``contrasyn.evaluation.bench.computed_on``) get them here, without recomputing anything:
 
 - the invocation that computed a row is the earliest entry of the folder's
   ``environment.json`` whose command covers the row's method, class and seed (a later one
@@ -35,7 +35,7 @@ import json
 import shlex
 from pathlib import Path
 
-from contrasyn.results import read_rows, run_path, write_rows
+from contrasyn.evaluation.results import read_rows, run_path, write_rows
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # oneDNN runs bf16 natively with either
 

@@ -26,17 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from contrasyn.bench import _inputs, benchmark_task
+from contrasyn.api.detector import training_indices
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import SCORES, RunConfig, load_config
 from contrasyn.data import load_dataset
-from contrasyn.detector import training_indices
 from contrasyn.errors import ConfigError
-from contrasyn.metrics import auroc
-from contrasyn.results import read_jsonl, read_rows, run_path
-from contrasyn.score import Scorer
-from contrasyn.trained import load_model
-from contrasyn.trainer import data_fingerprint
+from contrasyn.evaluation.bench import _inputs, benchmark_task
+from contrasyn.evaluation.metrics import auroc
+from contrasyn.evaluation.results import read_jsonl, read_rows, run_path
+from contrasyn.methods.csi.score import Scorer
+from contrasyn.methods.csi.trained import load_model
+from contrasyn.methods.csi.trainer import data_fingerprint
 
 # protocol name -> (augment, ensemble)
 PROTOCOLS = {"deterministic": (False, 1), "R1": (True, 1), "R4": (True, 4), "R10": (True, 10)}

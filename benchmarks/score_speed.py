@@ -36,7 +36,7 @@ VARIANTS = {
 
 def one_variant(name: str) -> dict:
     """Fit a Detector and time its scoring; run in a child process (see ``main``)."""
-    from contrasyn.detector import Detector
+    from contrasyn.api.detector import Detector
 
     spec = VARIANTS[name]
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def one_variant(name: str) -> dict:
 
 
 def bank_scaling(sizes: list[int], n_queries: int = 1000, k: int = 4) -> list[dict]:
-    from contrasyn.score import max_inner_product
+    from contrasyn.methods.csi.score import max_inner_product
 
     torch.manual_seed(0)
     rows = []

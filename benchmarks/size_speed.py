@@ -3,12 +3,12 @@
 Each configuration is the ``cpu`` preset's network and training step (width 16, batch 32 x 4
 rotations x 2 views, LARS, channels-last) at another ``image_size`` and ``stem``: ``cifar``
 (3 x 3 stride 1, no max-pool: the first stage runs at the full input size) or ``imagenet``
-(7 x 7 stride 2 + max-pool: the first stage runs at a quarter of the side, so 128 pixels cost
-about what 32 cost with the CIFAR stem). Training is timed through the real trainer
-(``contrasyn.trainer.train_networks``; ``_throughput.py``). Scoring is ``Scorer.fit`` on a
-bank and ``Scorer.score_samples`` on test images (one deterministic pass of the 4
-rotations, the ``feat`` score: the Detector's default) with an untrained F of the same shape.
-Random images: the pixel values do not change the cost.
+(7 x 7 stride 2 + max-pool: the first stage runs at a quarter of the side, so 128 pixels
+cost about what 32 cost with the CIFAR stem). Training is timed through the real trainer
+(``contrasyn.methods.csi.trainer.train_networks``; ``_throughput.py``). Scoring is
+``Scorer.fit`` on a bank and ``Scorer.score_samples`` on test images (one deterministic pass
+of the 4 rotations, the ``feat`` score: the Detector's default) with an untrained F of the
+same shape. Random images: the pixel values do not change the cost.
 
 Wall-clock figures depend on what else runs on the machine; CPU time (process CPU seconds,
 all threads) much less, so the cost ratios between sizes are computed from it. A training
@@ -47,9 +47,9 @@ from _throughput import (  # benchmarks/, the script's folder
 )
 
 from contrasyn import __version__
+from contrasyn.methods.csi.score import Scorer
+from contrasyn.methods.csi.trained import build_model
 from contrasyn.presets import get_preset
-from contrasyn.score import Scorer
-from contrasyn.trained import build_model
 
 CONFIGS = [(32, "cifar"), (64, "cifar"), (64, "imagenet"), (128, "cifar"), (128, "imagenet")]
 CPU_PRESET_STEPS = 372  # 12 epochs x (1,000 // 32) steps

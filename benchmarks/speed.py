@@ -1,7 +1,7 @@
 """Training throughput of the speed options (channels-last, bf16 autocast, torch.compile)
 against fp32 eager, in one run on this machine, and scoring throughput.
 
-Training goes through the real trainer (``contrasyn.trainer.train_networks``, timed from
+Training goes through the real trainer (``contrasyn.methods.csi.trainer.train_networks``, timed from
 its ``metrics.jsonl``; see ``_throughput.py``) at the ``cpu`` preset's network (ResNet-18
 width 16, batch 32, 32x32x3 images, 2 views x 4 rotations = 8 network inputs per image), method
 ``csi`` unless ``--methods`` says otherwise (for ``csi+g``/``full`` a timing window is a whole
@@ -49,8 +49,8 @@ from _throughput import (  # benchmarks/, the script's folder
 from contrasyn.checkpoint import versions
 from contrasyn.config import TrainConfig
 from contrasyn.device import bf16_is_fast
+from contrasyn.methods.registry import network_methods
 from contrasyn.presets import get_preset
-from contrasyn.registry import network_methods
 
 REFERENCE = "fp32-eager"
 # name: (precision, channels_last, compile)

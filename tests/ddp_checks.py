@@ -17,8 +17,8 @@ from torch import nn
 
 from contrasyn import distributed
 from contrasyn.config import TrainConfig
-from contrasyn.losses import csi_loss, nt_xent
-from contrasyn.trainer import train_networks
+from contrasyn.methods.csi.losses import csi_loss, nt_xent
+from contrasyn.methods.csi.trainer import train_networks
 
 
 class Heads(nn.Module):

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import contrasyn.adversarial as adversarial
-import contrasyn.trainer as trainer
-from contrasyn.adversarial import GenerativeSide
-from contrasyn.augment import HorizontalFlip, shifted_views
+import contrasyn.methods.csi.adversarial as adversarial
+import contrasyn.methods.csi.trainer as trainer
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig
 from contrasyn.errors import ConfigError, TrainingError
-from contrasyn.losses import (
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.augment import HorizontalFlip, shifted_views
+from contrasyn.methods.csi.losses import (
     csi_loss,
     discriminator_loss,
     generator_loss,
@@ -28,9 +28,9 @@ from contrasyn.losses import (
     latent_reconstruction_loss,
     reconstruction_loss,
 )
-from contrasyn.steps import frozen
-from contrasyn.trained import build_model, load_generator
-from contrasyn.trainer import (
+from contrasyn.methods.csi.steps import frozen
+from contrasyn.methods.csi.trained import build_model, load_generator
+from contrasyn.methods.csi.trainer import (
     Batch,
     algorithm_1,
     build_augment,

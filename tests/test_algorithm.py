@@ -19,10 +19,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import contrasyn.trainer as trainer
+import contrasyn.methods.csi.trainer as trainer
 from contrasyn import distributed
-from contrasyn.adversarial import GenerativeSide
-from contrasyn.augment import (
+from contrasyn.config import TrainConfig
+from contrasyn.errors import ConfigError, TrainingError
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.augment import (
     ColorJitter,
     HorizontalFlip,
     RandomGaussianBlur,
@@ -31,9 +33,7 @@ from contrasyn.augment import (
     grayscale,
     shifted_views,
 )
-from contrasyn.config import TrainConfig
-from contrasyn.errors import ConfigError, TrainingError
-from contrasyn.losses import (
+from contrasyn.methods.csi.losses import (
     csi_loss,
     discriminator_loss,
     generator_loss,
@@ -42,9 +42,9 @@ from contrasyn.losses import (
     latent_reconstruction_loss,
     reconstruction_loss,
 )
-from contrasyn.optim import LARS, warmup_cosine_lr
-from contrasyn.trained import build_model
-from contrasyn.trainer import (
+from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
+from contrasyn.methods.csi.trained import build_model
+from contrasyn.methods.csi.trainer import (
     Batch,
     FStep,
     Trained,
@@ -125,8 +125,8 @@ def test_generator_channels_follow_gen_channels_else_F() -> None:
 
 
 def test_generator_discriminator_and_encoder_take_gen_width() -> None:
-    from contrasyn.nets.aae import Encoder
-    from contrasyn.nets.sngan import Discriminator, Generator
+    from contrasyn.methods.csi.nets.aae import Encoder
+    from contrasyn.methods.csi.nets.sngan import Discriminator, Generator
 
     def size(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from contrasyn.augment import (
+from contrasyn.methods.csi.augment import (
     ColorJitter,
     HorizontalFlip,
     RandomGaussianBlur,

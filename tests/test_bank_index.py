@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from contrasyn.errors import ConfigError
-from contrasyn.score import (
+from contrasyn.methods.csi.score import (
     ExactIndex,
     FaissIndex,
     build_index,
@@ -148,8 +148,8 @@ def test_bank_search_benchmark_smoke() -> None:
 
 def test_detector_without_faiss_fails_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing faiss is reported at once, not after the whole training run."""
-    from contrasyn import csi_family
-    from contrasyn.detector import Detector
+    from contrasyn.api.detector import Detector
+    from contrasyn.methods import csi as csi_family
 
     monkeypatch.setitem(sys.modules, "faiss", None)
     trained = []

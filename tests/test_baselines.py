@@ -6,11 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrasyn.baselines.deepsvdd import DeepSVDD, DeepSVDDConfig
-from contrasyn.baselines.goad import GOAD, GOADConfig, centre_triplet_loss
-from contrasyn.baselines.ocsvm import PixelOCSVM
-from contrasyn.baselines.rot import RotationDetector, RotConfig
-from contrasyn.baselines.transforms import (
+from contrasyn.data import load_dataset, to_model_input
+from contrasyn.data.protocol import one_class_task
+from contrasyn.device import CPU_FORWARD_ROWS
+from contrasyn.errors import ConfigError
+from contrasyn.evaluation.metrics import auroc
+from contrasyn.methods.baselines.deepsvdd import DeepSVDD, DeepSVDDConfig
+from contrasyn.methods.baselines.goad import GOAD, GOADConfig, centre_triplet_loss
+from contrasyn.methods.baselines.ocsvm import PixelOCSVM
+from contrasyn.methods.baselines.rot import RotationDetector, RotConfig
+from contrasyn.methods.baselines.transforms import (
     Transform,
     apply,
     forward_transformed,
@@ -20,11 +25,6 @@ from contrasyn.baselines.transforms import (
     transform_rows,
     translate,
 )
-from contrasyn.data import load_dataset, to_model_input
-from contrasyn.device import CPU_FORWARD_ROWS
-from contrasyn.errors import ConfigError
-from contrasyn.metrics import auroc
-from contrasyn.protocol import one_class_task
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from contrasyn import bench
 from contrasyn.errors import ConfigError
-from contrasyn.presets import get_preset
-from contrasyn.results import (
+from contrasyn.evaluation import bench
+from contrasyn.evaluation.results import (
     markdown_table,
     mean_interval,
     paired,
@@ -21,6 +20,7 @@ from contrasyn.results import (
     read_rows,
     summary_table,
 )
+from contrasyn.presets import get_preset
 
 
 def _row(method: str, c: int, seed: int, auroc: float, **extra) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import contrasyn.bench as bench
+import contrasyn.evaluation.bench as bench
 from contrasyn.cli import main
 
 SPEC_COLUMNS = [
@@ -118,7 +118,7 @@ def test_benchmark_refuses_a_folder_computed_in_another_precision(
     cells: resuming is refused in one line, before anything is written; knn alone resumes."""
     import shutil
 
-    from contrasyn.csi_family import CSIFamily
+    from contrasyn.methods.csi import CSIFamily
 
     out = tmp_path / "copy"
     shutil.copytree(bench_out, out)
@@ -418,7 +418,7 @@ def _writes_lock_held(out: Path) -> bool:
     even in this process, cannot take it)."""
     from filelock import FileLock, Timeout
 
-    from contrasyn.lock import WRITES_LOCK_NAME
+    from contrasyn.api.lock import WRITES_LOCK_NAME
 
     probe = FileLock(str(out / WRITES_LOCK_NAME), timeout=0)
     try:
@@ -484,8 +484,8 @@ def test_benchmark_keeps_the_row_of_a_process_that_finished_the_cell_first(
 def test_shared_writes_waits_then_names_the_lock(tmp_path: Path) -> None:
     from filelock import FileLock
 
+    from contrasyn.api.lock import WRITES_LOCK_NAME, shared_writes
     from contrasyn.errors import LockError
-    from contrasyn.lock import WRITES_LOCK_NAME, shared_writes
 
     holder = FileLock(str(tmp_path / WRITES_LOCK_NAME), timeout=0)
     holder.acquire()

@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
+from contrasyn.api.detector import Detector
 from contrasyn.cli import main
 from contrasyn.data import find_images
-from contrasyn.detector import Detector
 
 FAST = [
     "--preset",
@@ -374,8 +374,8 @@ def test_export_then_onnx_scores_equal_the_cli_scores(model_copy, folders, tmp_p
     """`contrasyn export` writes model.onnx; onnxruntime's anomaly scores of the same files
     equal what `contrasyn score` wrote (the Detector's default deterministic pass)."""
     pytest.importorskip("onnxruntime")
+    from contrasyn.api.export import OnnxDetector
     from contrasyn.data import load_images
-    from contrasyn.export import OnnxDetector
 
     assert main(["export", str(model_copy)]) == 0
     assert (model_copy / "model.onnx").is_file()
@@ -528,8 +528,8 @@ def test_export_out_writes_a_complete_model_folder(fitted, folders, tmp_path: Pa
     """`export --out DIR`: DIR gets model.onnx and the detector's files; the model folder
     is left as it was."""
     pytest.importorskip("onnxruntime")
+    from contrasyn.api.export import OnnxDetector
     from contrasyn.data import load_images
-    from contrasyn.export import OnnxDetector
 
     model = fitted[0]
     had_onnx = (model / "model.onnx").exists()
@@ -608,7 +608,7 @@ def _report_images(page: Path) -> list[str]:
 def test_evaluate_writes_metrics_scores_and_a_report(
     fitted, folders, tmp_path, capsys, monkeypatch
 ) -> None:
-    from contrasyn.metrics import auroc
+    from contrasyn.evaluation.metrics import auroc
 
     model = fitted[0]
     data = _labelled(folders, tmp_path)

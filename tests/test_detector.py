@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from contrasyn.api.detector import Detector
 from contrasyn.checkpoint import CheckpointError
 from contrasyn.data import load_dataset, to_model_input
-from contrasyn.detector import Detector
+from contrasyn.data.protocol import one_class_task
 from contrasyn.errors import ConfigError, DataError
-from contrasyn.metrics import auroc
-from contrasyn.protocol import one_class_task
+from contrasyn.evaluation.metrics import auroc
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +273,7 @@ def test_probability_needs_held_out_images_and_clone_works(task) -> None:
 
 
 def test_gradient_maps_differentiate_the_reported_score(fitted: Detector, task) -> None:
-    from contrasyn.maps import feat_anomaly
+    from contrasyn.api.maps import feat_anomaly
 
     x = task.test_images[:4]
     images, _ = fitted._images(x, fitted.input_)

@@ -18,7 +18,7 @@ from contrasyn.cli import main
 from contrasyn.config import TrainConfig
 from contrasyn.data import load_dataset
 from contrasyn.errors import ConfigError
-from contrasyn.metrics import auroc
+from contrasyn.evaluation.metrics import auroc
 
 HERE = Path(__file__).parent
 

@@ -18,18 +18,18 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
-from contrasyn.checkpoint import CheckpointError  # noqa: E402
-from contrasyn.data import load_dataset, to_model_input  # noqa: E402
-from contrasyn.detector import Detector  # noqa: E402
-from contrasyn.errors import DataError  # noqa: E402
-from contrasyn.export import (  # noqa: E402
+from contrasyn.api.detector import Detector  # noqa: E402
+from contrasyn.api.export import (  # noqa: E402
     ONNX_FILE,
     OnnxDetector,
     export_onnx,
     max_inner_product,
     torch_deterministic_scores,
 )
-from contrasyn.protocol import one_class_task  # noqa: E402
+from contrasyn.checkpoint import CheckpointError  # noqa: E402
+from contrasyn.data import load_dataset, to_model_input  # noqa: E402
+from contrasyn.data.protocol import one_class_task  # noqa: E402
+from contrasyn.errors import DataError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_onnx_detector_does_not_import_torch(fitted, images, tmp_path) -> None:
     np.save(tmp_path / "x.npy", images[:5])
     code = (
         "import sys, numpy as np\n"
-        "from contrasyn.export import OnnxDetector\n"
+        "from contrasyn.api.export import OnnxDetector\n"
         f"det = OnnxDetector({str(fitted[1])!r}, threads=1)\n"
         f"det.predict(np.load({str(tmp_path / 'x.npy')!r}))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrasyn.losses import CSILoss, csi_loss, nt_xent
+from contrasyn.methods.csi.losses import CSILoss, csi_loss, nt_xent
 
 
 def _nt_xent_loop(z: torch.Tensor, temperature: float) -> float:
@@ -133,7 +133,7 @@ def test_nt_xent_normalises_tiny_embeddings_too() -> None:
 
 
 def test_csi_loss_default_temperature_is_half_and_it_contrasts_every_rank(monkeypatch) -> None:
-    import contrasyn.losses as losses
+    import contrasyn.methods.csi.losses as losses
 
     g = torch.Generator().manual_seed(10)
     z, logits = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
@@ -156,7 +156,7 @@ def _bce_by_hand(logits: list[float], target: float) -> float:
 
 
 def test_gan_losses_sum_one_term_per_kind_of_sample() -> None:
-    from contrasyn.losses import (
+    from contrasyn.methods.csi.losses import (
         discriminator_loss,
         generator_loss,
         hinge_discriminator_loss,
@@ -184,7 +184,7 @@ def test_gan_losses_sum_one_term_per_kind_of_sample() -> None:
 
 
 def test_reconstruction_loss_default_weight_and_tiny_embeddings() -> None:
-    from contrasyn.losses import latent_reconstruction_loss, reconstruction_loss
+    from contrasyn.methods.csi.losses import latent_reconstruction_loss, reconstruction_loss
 
     g = torch.Generator().manual_seed(11)
     x, x_hat = torch.rand(3, 1, 4, 4, generator=g), torch.rand(3, 1, 4, 4, generator=g)

@@ -8,10 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from contrasyn.data import load_dataset
-from contrasyn.detector import Detector
-from contrasyn.errors import ConfigError
-from contrasyn.maps import (
+from contrasyn.api.detector import Detector
+from contrasyn.api.maps import (
     default_window,
     map_panel,
     normalise_map,
@@ -21,7 +19,9 @@ from contrasyn.maps import (
     window_starts,
     write_overlays,
 )
-from contrasyn.protocol import one_class_task
+from contrasyn.data import load_dataset
+from contrasyn.data.protocol import one_class_task
+from contrasyn.errors import ConfigError
 
 
 def test_windows_cover_every_pixel() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrasyn.nets import CSINet, CSIOutput, ResNet18
+from contrasyn.methods.csi.nets import CSINet, CSIOutput, ResNet18
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from contrasyn.nets import Discriminator, Encoder, Generator, LatentDiscriminator
-from contrasyn.nets.sngan import stage_channels
+from contrasyn.methods.csi.nets import Discriminator, Encoder, Generator, LatentDiscriminator
+from contrasyn.methods.csi.nets.sngan import stage_channels
 
 
 def _convs(net: nn.Module, kind: type) -> list[nn.Module]:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from contrasyn.optim import LARS, warmup_cosine_lr
+from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
 
 LR, MOM, WD, TRUST, EPS = 0.1, 0.9, 1e-6, 0.001, 1e-8
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from contrasyn.data.base import ImageDataset
+from contrasyn.data.protocol import one_class_task, resolve_classes, subsample_test
 from contrasyn.errors import DataError
-from contrasyn.protocol import one_class_task, resolve_classes, subsample_test
 
 TRAIN_LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1, 0, 2, 0])  # six of class 0
 TEST_LABELS = np.array([2, 0, 1, 1, 0, 2, 0])

@@ -15,7 +15,7 @@ from PIL import Image
 
 from contrasyn.cli import main
 from contrasyn.errors import ConfigError
-from contrasyn.quality import (
+from contrasyn.evaluation.quality import (
     InceptionFeatures,
     RandomFeatures,
     feature_space,
@@ -154,7 +154,7 @@ def test_quality_keeps_runs_measured_before_unless_asked(variants_bench: Path, m
     def must_not_load(*args, **kwargs):
         raise AssertionError("a run measured before was measured again")
 
-    monkeypatch.setattr("contrasyn.trained.load_generator", must_not_load)
+    monkeypatch.setattr("contrasyn.methods.csi.trained.load_generator", must_not_load)
     assert main(["quality", "--results", str(out)]) == 0
     assert (out / "quality.jsonl").read_text() == before
     with pytest.raises(AssertionError, match="measured again"):
@@ -173,10 +173,10 @@ def test_quality_without_generative_runs(tmp_path: Path, capsys) -> None:
 
 
 def test_grid_images_are_normal_then_anomalous() -> None:
-    from contrasyn.bench import _grid_images
     from contrasyn.config import RunConfig, TrainConfig
     from contrasyn.data import load_dataset
-    from contrasyn.protocol import one_class_task
+    from contrasyn.data.protocol import one_class_task
+    from contrasyn.evaluation.bench import _grid_images
 
     task = one_class_task(load_dataset("synthetic"), 2)
     cfg = RunConfig(TrainConfig(image_size=32, channels=1))

@@ -12,16 +12,16 @@ import torch.nn.functional as F
 from sklearn.base import clone
 from sklearn.svm import OneClassSVM
 
-from contrasyn import bench
-from contrasyn.baselines.ocsvm import PixelOCSVM
-from contrasyn.baselines.rot import RotationDetector, RotConfig, _labels
-from contrasyn.baselines.transforms import apply
+from contrasyn.api.detector import Detector
 from contrasyn.data import load_dataset, to_model_input
-from contrasyn.detector import Detector
+from contrasyn.data.protocol import one_class_task
 from contrasyn.errors import ConfigError
-from contrasyn.metrics import auroc
-from contrasyn.protocol import one_class_task
-from contrasyn.registry import (
+from contrasyn.evaluation import bench
+from contrasyn.evaluation.metrics import auroc
+from contrasyn.methods.baselines.ocsvm import PixelOCSVM
+from contrasyn.methods.baselines.rot import RotationDetector, RotConfig, _labels
+from contrasyn.methods.baselines.transforms import apply
+from contrasyn.methods.registry import (
     BASELINES,
     METHOD_NAMES,
     build_method,

@@ -21,8 +21,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from contrasyn.api.detector import Detector
 from contrasyn.data import load_dataset
-from contrasyn.detector import Detector
 
 EPOCHS = 8
 # 64 images, 16 held out: 48 to train in 3 steps of 16 an epoch (about 0.25 s an epoch on one

@@ -35,13 +35,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy.stats import norm
 
-from contrasyn.calibration import calibrate, conformal_rank, conformal_threshold, min_holdout
+from contrasyn.api.calibration import calibrate, conformal_rank, conformal_threshold, min_holdout
+from contrasyn.api.detector import Detector
+from contrasyn.api.lock import HOLDER_NAME, LOCK_NAME, folder_lock
 from contrasyn.checkpoint import atomic_write, read_checkpoint
 from contrasyn.cli import main
 from contrasyn.data import find_images, load_dataset, load_images
-from contrasyn.detector import Detector
 from contrasyn.errors import CheckpointError, ConfigError, DataError, OutputError
-from contrasyn.lock import HOLDER_NAME, LOCK_NAME, folder_lock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import large_image_memory  # noqa: E402
@@ -211,7 +211,7 @@ def test_10_csv_cells_cannot_be_spreadsheet_formulas(model, tmp_path, monkeypatc
 
 HOLD = """
 import os, signal, sys, time
-from contrasyn.lock import folder_lock
+from contrasyn.api.lock import folder_lock
 with folder_lock(sys.argv[1], "contrasyn fit (the test's holder)"):
     print("locked", flush=True)
     if sys.argv[2] == "die":
@@ -436,7 +436,7 @@ def test_4_nan_scores_are_anomalies_in_the_cli_and_the_api(
 ) -> None:
     """One policy: an image whose score is not finite is anomalous (predict -1, CLI label
     'anomaly', --fail-on-anomaly exit 3), with one warning line."""
-    from contrasyn.csi_family import CSIFamily
+    from contrasyn.methods.csi import CSIFamily
 
     det = Detector.load(model, device="cpu")
     calm = min(find_images(folders["test"]), key=lambda p: det.anomaly_score(p)[0])

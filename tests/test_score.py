@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import contrasyn.device as device
-from contrasyn.baselines.knn import KNNConfig, PixelKNN
 from contrasyn.config import ScoreConfig, TrainConfig
 from contrasyn.errors import ConfigError
-from contrasyn.nets import CSINet
-from contrasyn.score import SCORES, Scorer, embed, max_inner_product
+from contrasyn.methods.baselines.knn import KNNConfig, PixelKNN
+from contrasyn.methods.csi.nets import CSINet
+from contrasyn.methods.csi.score import SCORES, Scorer, embed, max_inner_product
 
 K = 4
 
@@ -314,7 +314,7 @@ def _faiss_cfg(score_cfg: ScoreConfig, **change) -> ScoreConfig:
 
 def _small_ivf(monkeypatch: pytest.MonkeyPatch, nlist: int = 3) -> None:
     """Let the 7-image test bank train a real IVF index of ``nlist`` cells."""
-    import contrasyn.score as score
+    import contrasyn.methods.csi.score as score
 
     monkeypatch.setattr(score, "default_nlist", lambda n: nlist)
     monkeypatch.setattr(score, "_MIN_POINTS_PER_CELL", 1)
@@ -420,14 +420,14 @@ def test_max_inner_product_keeps_the_queries_dtype_and_device() -> None:
 
 
 def test_default_nlist_is_four_sqrt_n_and_at_least_one() -> None:
-    from contrasyn.score import default_nlist
+    from contrasyn.methods.csi.score import default_nlist
 
     assert [default_nlist(n) for n in (0, 1, 100, 24_000)] == [1, 4, 40, 620]
 
 
 def test_exact_index_searches_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import contrasyn.score as score
-    from contrasyn.score import ExactIndex, build_index
+    import contrasyn.methods.csi.score as score
+    from contrasyn.methods.csi.score import ExactIndex, build_index
 
     bank = torch.randn(6, 3)
     assert build_index(bank).chunk == 4096 and ExactIndex(bank).chunk == 4096
@@ -443,7 +443,7 @@ def test_exact_index_searches_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_build_index_messages() -> None:
-    from contrasyn.score import build_index
+    from contrasyn.methods.csi.score import build_index
 
     bank = torch.randn(6, 3)
     with pytest.raises(ConfigError) as info:
@@ -457,7 +457,7 @@ def test_build_index_messages() -> None:
 def test_faiss_missing_message_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from contrasyn.score import import_faiss
+    from contrasyn.methods.csi.score import import_faiss
 
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ConfigError) as info:
@@ -471,8 +471,8 @@ def test_faiss_missing_message_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_faiss_index_settings_and_the_flat_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     faiss = pytest.importorskip("faiss")
-    import contrasyn.score as score
-    from contrasyn.score import FaissIndex, build_index
+    import contrasyn.methods.csi.score as score
+    from contrasyn.methods.csi.score import FaissIndex, build_index
 
     g = torch.Generator().manual_seed(5)
     bank = torch.randn(78, 4, generator=g)  # 39 points a cell for 2 cells
@@ -501,7 +501,7 @@ def test_faiss_index_settings_and_the_flat_threshold(monkeypatch: pytest.MonkeyP
 
 def test_faiss_index_answers_empty_probes_exactly_and_keeps_dtype() -> None:
     pytest.importorskip("faiss")
-    from contrasyn.score import FaissIndex
+    from contrasyn.methods.csi.score import FaissIndex
 
     g = torch.Generator().manual_seed(6)
     bank = torch.randn(10, 3, generator=g)
@@ -542,7 +542,7 @@ def test_scorer_messages_for_settings_it_cannot_run() -> None:
 
 
 def test_scorer_augment_is_T_at_the_fixed_crop_area_without_blur() -> None:
-    from contrasyn.augment import ColorJitter, RandomGrayscale, RandomResizedCrop
+    from contrasyn.methods.csi.augment import ColorJitter, RandomGrayscale, RandomResizedCrop
 
     train_cfg = TrainConfig(jitter=(0.1, 0.2, 0.3, 0.04), jitter_p=0.7, gray_p=0.1, blur=True)
     scorer = Scorer(train_cfg, ScoreConfig(crop_scale=0.6))
@@ -558,7 +558,7 @@ def test_scorer_indices_take_chunk_nprobe_and_seed(monkeypatch: pytest.MonkeyPat
     scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
     assert {i.chunk for group in scorer._indices.values() for i in group} == {3}
     faiss = pytest.importorskip("faiss")
-    from contrasyn.score import FaissIndex
+    from contrasyn.methods.csi.score import FaissIndex
 
     _small_ivf(monkeypatch, nlist=3)
     cfg = _faiss_cfg(score_cfg, nprobe=2, seed=5)
@@ -573,7 +573,7 @@ def test_scorer_builds_its_indices_once_per_bank(monkeypatch: pytest.MonkeyPatch
     """An IVF index is trained by k-means: rebuilding it at every call would make each
     ``score_samples`` pay the bank's cost again. One build at ``fit``, one after a
     ``load_state`` (at its first score), none for later calls."""
-    import contrasyn.score as score
+    import contrasyn.methods.csi.score as score
 
     model, train_cfg, score_cfg, train_x, test_x = _setup(ensemble=1)
     builds = []
@@ -599,7 +599,7 @@ def test_scorer_builds_its_indices_once_per_bank(monkeypatch: pytest.MonkeyPatch
 
 
 def test_scorer_embeds_in_the_training_memory_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    import contrasyn.score as score
+    import contrasyn.methods.csi.score as score
 
     model, _, score_cfg, train_x, _ = _setup(ensemble=1)
     train_cfg = TrainConfig(

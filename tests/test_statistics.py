@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from contrasyn.statistics import compare, summarise
+from contrasyn.evaluation.statistics import compare, summarise
 
 T975 = {2: 4.302652729911275, 3: 3.182446305284263, 4: 2.7764451051977987}  # t(0.975, df)
 

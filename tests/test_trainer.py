@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import contrasyn.trainer as trainer
+import contrasyn.methods.csi.trainer as trainer
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig, to_dict
 from contrasyn.device import autocast, bf16_is_fast, effective_precision, resolve_device
 from contrasyn.errors import ConfigError
-from contrasyn.losses import CSILoss
-from contrasyn.optim import LARS, warmup_cosine_lr
-from contrasyn.trained import build_model, load_model
-from contrasyn.trainer import TrainingError, build_optimizer, train
+from contrasyn.methods.csi.losses import CSILoss
+from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
+from contrasyn.methods.csi.trained import build_model, load_model
+from contrasyn.methods.csi.trainer import TrainingError, build_optimizer, train
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -259,7 +259,7 @@ def test_autocast() -> None:
 def test_effective_precision_is_what_autocast_computes_in(monkeypatch, native: bool) -> None:
     """Rows record ``effective_precision``: bf16 for ``bf16``, ``auto`` follows the hardware."""
     import contrasyn.device as device
-    from contrasyn.registry import build_method, method_config
+    from contrasyn.methods.registry import build_method, method_config
 
     monkeypatch.setattr(device, "bf16_is_fast", lambda d: native)
     cpu = torch.device("cpu")

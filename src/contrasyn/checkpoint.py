@@ -171,7 +171,7 @@ def _sync_folder(folder: Path) -> None:
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files a process killed inside ``atomic_write`` left in ``folder``
     (not below it); the removed paths. Only for a folder this process holds the lock of
-    (``contrasyn.lock``): another writer's temporary file must not be taken away."""
+    (``contrasyn.api.lock``): another writer's temporary file must not be taken away."""
     removed = []
     try:
         entries = list(Path(folder).iterdir())

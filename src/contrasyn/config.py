@@ -29,9 +29,9 @@ from contrasyn.errors import ConfigError
 
 T = TypeVar("T")
 
-# The outlier scores (contrasyn.score); here so that torch-free code can name them.
+# The outlier scores (contrasyn.methods.csi.score); here so that torch-free code can name them.
 SCORES = ("paper", "csi", "feat", "cos", "norm")
-# The bank searches (contrasyn.score.build_index).
+# The bank searches (contrasyn.methods.csi.score.build_index).
 INDEXES = ("exact", "faiss")
 # The training variants (docs/METHOD.md, "Variants and baselines"): CSI alone, CSI + GAN,
 # the paper's full method.
@@ -40,7 +40,7 @@ INDEXES = ("exact", "faiss")
 GAN_LOSSES = ("bce", "hinge")
 OPTIMIZERS = ("lars", "sgd")
 # The module of the methods these settings train (their names are the registry's).
-_FAMILY_MODULE = "contrasyn.csi_family"
+_FAMILY_MODULE = "contrasyn.methods.csi"
 PRECISIONS = ("fp32", "bf16", "auto")
 STEMS = ("cifar", "imagenet")
 MAX_IMAGE_SIZE = 8192  # a larger input size is refused (a typo, or a damaged or hostile file)
@@ -210,7 +210,7 @@ class TrainConfig:
     d_win_rounds: int = 100
 
     def __post_init__(self) -> None:
-        from contrasyn.registry import names_in  # the registry builds on this module
+        from contrasyn.methods.registry import names_in  # the registry builds on this module
 
         for name, choices in (
             ("method", names_in(_FAMILY_MODULE)),

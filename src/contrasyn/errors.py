@@ -47,4 +47,4 @@ class OutputError(ContrasynError, OSError):
 
 
 class LockError(ContrasynError):
-    """A model folder is being written by another process (``contrasyn.lock``)."""
+    """A model folder is being written by another process (``contrasyn.api.lock``)."""

@@ -23,7 +23,7 @@ from contrasyn.cli.options import (
 )
 from contrasyn.config import check_seed
 from contrasyn.errors import ConfigError
-from contrasyn.registry import BASELINES, METHOD_NAMES
+from contrasyn.methods.registry import BASELINES, METHOD_NAMES
 
 if TYPE_CHECKING:
     from contrasyn.data.base import ImageDataset
@@ -73,7 +73,7 @@ def _run_benchmark(
     out: str,
     overrides: dict,
 ) -> list[dict]:
-    from contrasyn.bench import METHODS, run_benchmark
+    from contrasyn.evaluation.bench import METHODS, run_benchmark
 
     method_list = parse_list(methods)
     unknown = [m for m in method_list if m not in METHODS]
@@ -100,7 +100,7 @@ def _run_benchmark(
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from contrasyn.results import interval_table, markdown_table, paired_matrix
+    from contrasyn.evaluation.results import interval_table, markdown_table, paired_matrix
 
     ds = _load(args.dataset, args.root)
     rows = _run_benchmark(
@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from contrasyn.errors import DataError
-    from contrasyn.results import markdown_table
+    from contrasyn.evaluation.results import markdown_table
 
     try:
         ds = _load("fashion-mnist", args.root)
@@ -164,8 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from contrasyn.errors import DataError
-    from contrasyn.report import write_report
-    from contrasyn.results import read_rows
+    from contrasyn.evaluation.report import write_report
+    from contrasyn.evaluation.results import read_rows
 
     rows = read_rows(Path(args.results))
     if not rows:
@@ -198,8 +198,8 @@ def _quality_folder(args: argparse.Namespace) -> str:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from contrasyn.quality import FEATURE_SPACES
-    from contrasyn.sample_quality import run_quality
+    from contrasyn.evaluation.quality import FEATURE_SPACES
+    from contrasyn.evaluation.sample_quality import run_quality
 
     folder = _quality_folder(args)
     spaces = parse_list(args.space)

@@ -29,17 +29,17 @@ from contrasyn.cli.options import (
     warn,
 )
 from contrasyn.errors import ConfigError, DataError
-from contrasyn.registry import (
+from contrasyn.evaluation.results import csv_text
+from contrasyn.methods.registry import (
     BASELINES,
     METHOD_NAMES,
     build_method,
     method_class,
     network_methods,
 )
-from contrasyn.results import csv_text
 
 if TYPE_CHECKING:
-    from contrasyn.detector import Detector
+    from contrasyn.api.detector import Detector
 
 # -------------------------------------------------------------------------------- fit
 
@@ -97,11 +97,11 @@ def _print_calibration(talk, det: Detector) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from contrasyn import distributed
+    from contrasyn.api.detector import Detector, training_indices
+    from contrasyn.api.lock import folder_lock
     from contrasyn.checkpoint import remove_stale_temporaries
     from contrasyn.cli.progress import Heartbeat, wanted
     from contrasyn.data import find_images, load_images
-    from contrasyn.detector import Detector, training_indices
-    from contrasyn.lock import folder_lock
 
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
@@ -243,7 +243,7 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, ta
         + (f"; training checkpoints in {out}/checkpoints" if family else "")
     )
     if det.generator_ is not None:
-        from contrasyn.quality import sample, save_grid
+        from contrasyn.evaluation.quality import sample, save_grid
 
         grid = list(sample(det.generator_.sampler, 64, args.seed).split(16))
         atomic_write(out / "samples.png", lambda tmp: save_grid(grid, tmp), suffix=".png")
@@ -255,7 +255,7 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, ta
 
 
 def _load_detector(model: str, device: str) -> Detector:
-    from contrasyn.detector import Detector
+    from contrasyn.api.detector import Detector
     from contrasyn.errors import CheckpointError
 
     path = Path(model).expanduser()
@@ -295,9 +295,9 @@ def _collect_inputs(inputs: list[str]) -> list[Path]:
 def _check_outside_models(flag: str, path: Path, model: Path, probe: Path) -> None:
     """``flag``'s ``path`` (resolved: ``probe``, whose parents are searched) lies neither in
     ``model`` nor in another model folder: one holding a saved model (model.json and
-    model.safetensors) or the lock of a ``fit`` (``.contrasyn.lock``, which the message
+    model.safetensors) or the lock of a ``fit`` (``.contrasyn.api.lock``, which the message
     names: a fit runs there, or stopped before saving anything but a checkpoint)."""
-    from contrasyn.lock import LOCK_NAME
+    from contrasyn.api.lock import LOCK_NAME
 
     if inside(probe, model):
         raise ConfigError(f"{flag} {path} is inside the model folder {model}; write elsewhere")
@@ -352,7 +352,7 @@ def _write_output(text: str, out: Path | None, overwrite: bool) -> None:
     """Results to standard output, or atomically to ``out``: a full disk or a kill leaves
     the previous file whole, never a fragment. Without ``overwrite`` the file is claimed
     atomically: of two runs writing the same new ``out``, one gets an error."""
-    from contrasyn.results import write_text
+    from contrasyn.evaluation.results import write_text
 
     if out is None:
         sys.stdout.write(text)
@@ -455,7 +455,7 @@ def _check_maps_dir(
     """Where ``score --maps`` may write its PNGs: a folder (created), never inside a model
     folder or an input folder (the PNGs would be scored next time), and never over existing
     overlays unless ``overwrite``. ``ConfigError`` says why not; nothing is written yet."""
-    from contrasyn.maps import overlay_names
+    from contrasyn.api.maps import overlay_names
 
     folder = Path(text).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -480,9 +480,9 @@ def _check_maps_dir(
 
 
 def _write_maps(det: Detector, images, kept: list[Path], folder: Path) -> list[Path]:
-    """Each image's anomaly map beside the image, one PNG each (``contrasyn.maps``)."""
-    from contrasyn.detector import MAP_DEFAULTS
-    from contrasyn.maps import overlay_names, to_uint8, write_overlays
+    """Each image's anomaly map beside the image, one PNG each (``contrasyn.api.maps``)."""
+    from contrasyn.api.detector import MAP_DEFAULTS
+    from contrasyn.api.maps import overlay_names, to_uint8, write_overlays
 
     model_input, _ = det._images(images, det.input_)
     heat = det.anomaly_map(model_input, **MAP_DEFAULTS)
@@ -502,9 +502,9 @@ def _ordinal(k: int) -> str:
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
+    from contrasyn.api.lock import folder_lock
     from contrasyn.checkpoint import remove_stale_temporaries
     from contrasyn.errors import CheckpointError
-    from contrasyn.lock import folder_lock
 
     model = Path(args.model).expanduser()
     if not model.is_dir():
@@ -528,8 +528,8 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from contrasyn.export import ONNX_FILE, export_onnx
-    from contrasyn.lock import folder_lock
+    from contrasyn.api.export import ONNX_FILE, export_onnx
+    from contrasyn.api.lock import folder_lock
 
     model = Path(args.model).expanduser()
     out = model if args.out is None else Path(args.out).expanduser()
@@ -545,7 +545,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     with folder_lock(out, getattr(args, "command_line", None)):
         path = export_onnx(det, out)
-    print(f"wrote {path / ONNX_FILE}; score with contrasyn.export.OnnxDetector({str(path)!r})")
+    print(f"wrote {path / ONNX_FILE}; score with contrasyn.api.export.OnnxDetector({str(path)!r})")
     return 0
 
 
@@ -557,7 +557,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from contrasyn.checkpoint import atomic_write
-    from contrasyn.quality import save_grid
+    from contrasyn.evaluation.quality import save_grid
 
     target = Path(args.out).expanduser()
     if target.suffix.lower() not in Image.registered_extensions():
@@ -643,8 +643,8 @@ def _add_fit(sub) -> None:
             "paper's method and the presets' default) takes --set train.FIELD and "
             "score.FIELD (the fields of TrainConfig and ScoreConfig in contrasyn/config.py); "
             f"a baseline ({', '.join(BASELINES)}) takes its own settings under its name, "
-            "e.g. --set rot.epochs=20 (contrasyn/baselines/). A section that does not apply to "
-            "the method is refused.",
+            "e.g. --set rot.epochs=20 (contrasyn/methods/baselines/). A section that does not "
+            "apply to the method is refused.",
         ],
         examples=[
             "contrasyn fit --data photos/good --out my-model",
@@ -836,7 +836,7 @@ def _add_export(sub) -> None:
             "Export a saved detector's network (the CSI family: csi, csi+g, full) to ONNX. "
             "The ONNX file is written as model.onnx into a model folder: MODEL_DIR itself by "
             "default, or the folder --out names, which then gets a copy of the detector "
-            "(model.safetensors, model.json) beside it. contrasyn.export.OnnxDetector(FOLDER) "
+            "(model.safetensors, model.json) beside it. contrasyn.api.export.OnnxDetector(FOLDER) "
             "then scores images with numpy and onnxruntime only, by one deterministic pass "
             "(the Detector's default), and its scores equal PyTorch's. The export runs on "
             "the CPU. Needs: pip install 'contrasyn[onnx]'.",

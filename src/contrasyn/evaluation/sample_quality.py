@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from contrasyn.bench import benchmark_task, model_inputs, save_generator_grids
+from contrasyn.api.detector import training_indices
 from contrasyn.config import RunConfig, load_config
 from contrasyn.data.base import ImageDataset
-from contrasyn.detector import training_indices
 from contrasyn.errors import ConfigError
-from contrasyn.metrics import auroc
-from contrasyn.registry import method_class
-from contrasyn.results import (
+from contrasyn.evaluation.bench import benchmark_task, model_inputs, save_generator_grids
+from contrasyn.evaluation.metrics import auroc
+from contrasyn.evaluation.results import (
     KEY,
     cell_key,
     markdown_table,
@@ -32,6 +31,7 @@ from contrasyn.results import (
     write_csv,
     write_text,
 )
+from contrasyn.methods.registry import method_class
 
 
 def run_quality(
@@ -55,10 +55,10 @@ def run_quality(
     """
     from contrasyn.checkpoint import load_checkpoint
     from contrasyn.data import load_dataset
-    from contrasyn.quality import feature_space, sample, sample_distance
-    from contrasyn.score import Scorer
-    from contrasyn.trained import load_generator, load_model
-    from contrasyn.trainer import data_fingerprint
+    from contrasyn.evaluation.quality import feature_space, sample, sample_distance
+    from contrasyn.methods.csi.score import Scorer
+    from contrasyn.methods.csi.trained import load_generator, load_model
+    from contrasyn.methods.csi.trainer import data_fingerprint
 
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}
@@ -124,7 +124,7 @@ def run_quality(
         )
     _write_quality(out, rows, [n.replace("-", "_") for n in spaces])
     if rows:
-        from contrasyn.report import write_report
+        from contrasyn.evaluation.report import write_report
 
         write_report(out, next(iter(datasets.values())) if len(datasets) == 1 else None, log)
     return rows

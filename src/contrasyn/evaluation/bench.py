@@ -3,8 +3,8 @@
 Every cell is a ``Detector`` (``detector``): the estimator a user's ``fit`` builds, at the
 benchmark's preset and overrides, so the published numbers come from the users' code path.
 Each finished cell appends one row to ``results.jsonl`` (the source of truth) and the CSV
-``results.csv`` and Markdown ``table.md`` are rewritten from it (``contrasyn.results``), so a
-killed benchmark rerun with the same arguments skips what is done. Methods with several
+``results.csv`` and Markdown ``table.md`` are rewritten from it (``evaluation.results``), so
+a killed benchmark rerun with the same arguments skips what is done. Methods with several
 scores add ``auroc_<score>`` and ``val_auroc_<score>`` columns.
 """
 
@@ -21,28 +21,19 @@ import numpy as np
 import torch
 
 from contrasyn import distributed
+from contrasyn.api.detector import Detector
+from contrasyn.api.lock import shared_writes
 from contrasyn.config import (
     RunConfig,
     save_config,
 )
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
-from contrasyn.detector import Detector
+from contrasyn.data.protocol import OneClassTask, one_class_task, subsample_test
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
-from contrasyn.lock import shared_writes
-from contrasyn.metrics import auroc, evaluate
-from contrasyn.presets import get_preset
-from contrasyn.protocol import OneClassTask, one_class_task, subsample_test
-from contrasyn.registry import (
-    METHOD_NAMES,
-    OWN_SETTINGS,
-    Method,
-    build_method,
-    method_class,
-    sections_of_methods,
-)
-from contrasyn.results import (
+from contrasyn.evaluation.metrics import auroc, evaluate
+from contrasyn.evaluation.results import (
     KEY,
     cell_key,
     read_rows,
@@ -51,6 +42,15 @@ from contrasyn.results import (
     write_tables,
     write_text,
 )
+from contrasyn.methods.registry import (
+    METHOD_NAMES,
+    OWN_SETTINGS,
+    Method,
+    build_method,
+    method_class,
+    sections_of_methods,
+)
+from contrasyn.presets import get_preset
 
 METHODS = METHOD_NAMES
 # the row field saying how ``config_sha`` was computed (``config_sha``'s scheme since the first
@@ -396,7 +396,7 @@ def run_benchmark(
         write_tables(out, rows)
     ran = len(rows) > len(done)
     if report and rows and (ran or not (out / "report.html").exists()):
-        from contrasyn.report import write_report
+        from contrasyn.evaluation.report import write_report
 
         write_report(out, ds, log=log)
     return rows
@@ -475,7 +475,7 @@ def save_generator_grids(
     """``samples.png`` (8 x 16 samples G(h)) and, where there is an encoder,
     ``reconstructions.png`` (normal test images, their G(E(x)), anomalous ones, theirs: the
     paper's Figure 2) in ``run_dir``."""
-    from contrasyn.quality import reconstructions, sample, save_grid
+    from contrasyn.evaluation.quality import reconstructions, sample, save_grid
 
     save_grid(list(sample(side.sampler, 128, seed).split(16)), run_dir / "samples.png")
     if side.E is not None:

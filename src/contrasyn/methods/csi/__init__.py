@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from contrasyn.adversarial import GenerativeSide
+from contrasyn.api.validate import check_bank
 from contrasyn.config import (
     GENERATIVE_FIELDS,
     LATER_FIELDS,
@@ -22,12 +22,12 @@ from contrasyn.config import (
 )
 from contrasyn.device import effective_precision
 from contrasyn.errors import ConfigError
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.score import Scorer, import_faiss
+from contrasyn.methods.csi.trained import build_model
+from contrasyn.methods.csi.trainer import train_networks
+from contrasyn.methods.registry import Method, Resolved, register, split_settings
 from contrasyn.presets import get_preset
-from contrasyn.registry import Method, Resolved, register, split_settings
-from contrasyn.score import Scorer, import_faiss
-from contrasyn.trained import build_model
-from contrasyn.trainer import train_networks
-from contrasyn.validate import check_bank
 
 
 @register

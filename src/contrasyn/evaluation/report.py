@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from contrasyn.data.base import ImageDataset
-from contrasyn.htmlpage import (
+from contrasyn.evaluation.htmlpage import (
     FIGURES,
     Section,
     figure,
@@ -28,8 +28,7 @@ from contrasyn.htmlpage import (
     save_figure,
     write_page,
 )
-from contrasyn.registry import method_class
-from contrasyn.results import (
+from contrasyn.evaluation.results import (
     interval_table,
     markdown_table,
     paired_class_table,
@@ -39,6 +38,7 @@ from contrasyn.results import (
     run_path,
     summary_table,
 )
+from contrasyn.methods.registry import method_class
 
 # numeric metrics.jsonl fields that are bookkeeping, not losses
 _NOT_LOSSES = {"step", "epoch", "lr", "seconds", "gen_step", "warmup_round"}
@@ -250,7 +250,7 @@ def _wall_time_table(rows: list[dict], methods: list[str]) -> str:
 def _statistics(rows: list[dict], methods: list[str]) -> str:
     """Mean AUROC with its 95% interval, the paired-difference matrix, and per class the
     paired differences of each generative method (the paper's contribution) against every
-    other method (all from ``contrasyn.statistics``: classes fixed, seeds as replicates)."""
+    other method (all from ``evaluation.statistics``: classes fixed, seeds as replicates)."""
     parts = [
         "<p class=note>The classes are the fixed set of tasks and the seeds are the "
         "replicates: each mean is over classes of the per-class means over seeds, and its "

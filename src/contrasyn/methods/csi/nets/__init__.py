@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from contrasyn.nets.aae import Encoder, LatentDiscriminator
-from contrasyn.nets.resnet import CSINet, CSIOutput, ResNet18
-from contrasyn.nets.sngan import Discriminator, Generator
+from contrasyn.methods.csi.nets.aae import Encoder, LatentDiscriminator
+from contrasyn.methods.csi.nets.resnet import CSINet, CSIOutput, ResNet18
+from contrasyn.methods.csi.nets.sngan import Discriminator, Generator
 
 __all__ = [
     "CSINet",

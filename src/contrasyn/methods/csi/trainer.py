@@ -30,18 +30,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrasyn import distributed
-from contrasyn.adversarial import GenerativeSide
-from contrasyn.augment import HorizontalFlip, SimCLRAugment, shifted_views
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from contrasyn.config import TrainConfig, to_dict
 from contrasyn.device import autocast, resolve_device
 from contrasyn.errors import ConfigError, TrainingError
-from contrasyn.losses import csi_loss
-from contrasyn.nets import CSINet
-from contrasyn.optim import LARS, warmup_cosine_lr
-from contrasyn.runlog import MetricsLog, log_line
-from contrasyn.steps import check_finite
-from contrasyn.trained import build_model, saved_config
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.augment import HorizontalFlip, SimCLRAugment, shifted_views
+from contrasyn.methods.csi.losses import csi_loss
+from contrasyn.methods.csi.nets import CSINet
+from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
+from contrasyn.methods.csi.runlog import MetricsLog, log_line
+from contrasyn.methods.csi.steps import check_finite
+from contrasyn.methods.csi.trained import build_model, saved_config
 
 __all__ = ["Batch", "Trained", "TrainingError", "algorithm_1", "train", "train_networks"]
 

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from contrasyn.baselines import Baseline, input_shape
 from contrasyn.config import at_least, check_fields, positive
-from contrasyn.registry import register
+from contrasyn.methods.baselines import Baseline, input_shape
+from contrasyn.methods.registry import register
 
 
 class LeNetEncoder(nn.Module):

@@ -20,18 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from contrasyn.baselines import Baseline, input_shape
-from contrasyn.baselines.transforms import (
+from contrasyn.config import at_least, check_fields, positive
+from contrasyn.errors import ConfigError
+from contrasyn.methods.baselines import Baseline, input_shape
+from contrasyn.methods.baselines.transforms import (
     Transform,
     forward_transformed,
     geom_transforms,
     rot_trans_transforms,
     transform_batch,
 )
-from contrasyn.config import at_least, check_fields, positive
-from contrasyn.errors import ConfigError
-from contrasyn.nets import ResNet18
-from contrasyn.registry import register
+from contrasyn.methods.csi.nets import ResNet18
+from contrasyn.methods.registry import register
 
 
 def centre_triplet_loss(z: Tensor, margin: float = 1.0) -> Tensor:

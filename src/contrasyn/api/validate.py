@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from contrasyn.errors import ConfigError
-from contrasyn.registry import Method, build_method
+from contrasyn.methods.registry import Method, build_method
 
 RESIZE_NAMES = ("resize", "fit", "none", "pad")
 

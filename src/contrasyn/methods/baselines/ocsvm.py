@@ -16,9 +16,9 @@ import torch
 from sklearn.svm import OneClassSVM
 from torch import Tensor
 
-from contrasyn.baselines import Baseline
 from contrasyn.config import at_least, check_fields, positive
-from contrasyn.registry import register
+from contrasyn.methods.baselines import Baseline
+from contrasyn.methods.registry import register
 
 
 @dataclass

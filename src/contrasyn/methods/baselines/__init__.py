@@ -1,6 +1,6 @@
 """Classic one-class baselines, each written here and registered as a method beside the CSI
-family (``contrasyn.registry``), so ``Detector(method="rot")``, ``contrasyn fit --method rot``
-and the benchmark run the same code.
+family (``contrasyn.methods.registry``), so ``Detector(method="rot")``, ``contrasyn fit
+--method rot`` and the benchmark run the same code.
 
 Every baseline is a ``Baseline``: a typed settings dataclass (``config``), ``fit(images)`` and
 ``anomaly_score(images)`` (higher = more anomalous) on (N, C, H, W) float images in [0, 1],
@@ -19,8 +19,8 @@ from torch import Tensor
 
 from contrasyn.config import from_dict, merge
 from contrasyn.errors import ConfigError
+from contrasyn.methods.registry import BASELINES, INPUT_FIELDS, Method, Resolved, split_settings
 from contrasyn.presets import get_preset
-from contrasyn.registry import BASELINES, INPUT_FIELDS, Method, Resolved, split_settings
 
 __all__ = ["BASELINES", "BASELINE_PRESETS", "Baseline", "input_shape"]
 

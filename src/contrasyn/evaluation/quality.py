@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from contrasyn.checkpoint import atomic_write
 from contrasyn.errors import CheckpointError, ConfigError
-from contrasyn.nets import ResNet18
+from contrasyn.methods.csi.nets import ResNet18
 
 INCEPTION_PATH = Path(
     os.environ.get(

@@ -23,18 +23,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from contrasyn.baselines import Baseline, input_shape
-from contrasyn.baselines.transforms import (
+from contrasyn.config import at_least, below_one, check_fields, positive
+from contrasyn.errors import ConfigError
+from contrasyn.methods.baselines import Baseline, input_shape
+from contrasyn.methods.baselines.transforms import (
     Transform,
     forward_transformed,
     geom_transforms,
     rot_trans_transforms,
     transform_rows,
 )
-from contrasyn.config import at_least, below_one, check_fields, positive
-from contrasyn.errors import ConfigError
-from contrasyn.nets import ResNet18
-from contrasyn.registry import register
+from contrasyn.methods.csi.nets import ResNet18
+from contrasyn.methods.registry import register
 
 MODES = ("rot+trans", "geom")
 

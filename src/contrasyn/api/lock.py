@@ -6,10 +6,10 @@ checkpoints, ``metrics.jsonl``, the final save, ``samples.png``); ``contrasyn th
 stops at once with one line naming the folder and the holder (process id, host, command and
 start time, read from a small sidecar the holder writes).
 
-The lock is ``FOLDER/.contrasyn.lock``, locked with ``flock`` (``LockFileEx`` on Windows)
+The lock is ``FOLDER/.contrasyn.api.lock``, locked with ``flock`` (``LockFileEx`` on Windows)
 through ``filelock.FileLock``. The operating system releases it when the holding process
 ends, however it ends (``kill -9`` included), so a stale lock never blocks. The sidecar
-``FOLDER/.contrasyn.lock.holder`` is removed on release; one left by a killed process is
+``FOLDER/.contrasyn.api.lock.holder`` is removed on release; one left by a killed process is
 overwritten by the next holder. A writer that leaves nothing else in the folder (a ``fit``
 that failed before its first checkpoint) removes the lock file too, while it still holds it
 (``filelock`` retries a lock whose file was removed under it, so two processes never hold
@@ -41,8 +41,8 @@ from pathlib import Path
 
 from contrasyn.errors import LockError
 
-LOCK_NAME = ".contrasyn.lock"
-HOLDER_NAME = ".contrasyn.lock.holder"
+LOCK_NAME = ".contrasyn.api.lock"
+HOLDER_NAME = ".contrasyn.api.lock.holder"
 WRITES_LOCK_NAME = ".contrasyn.writes.lock"
 
 _held: dict[str, list] = {}  # resolved folder -> [FileLock, depth]

@@ -126,7 +126,7 @@ def feat_anomaly(model, scorer, images: Tensor, num_shifts: int) -> Tensor:
     """The ``feat`` anomaly score, differentiably: minus the mean over shifts of the cosine
     1-NN similarity of the penultimate features to the bank (``Scorer.score_samples``'s
     ``feat`` with the exact search, one deterministic pass)."""
-    from contrasyn.augment import rotate_shifts
+    from contrasyn.methods.csi.augment import rotate_shifts
 
     b = len(images)
     views = rotate_shifts(images, num_shifts)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from contrasyn.adversarial import GenerativeSide
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import TrainConfig, from_dict
 from contrasyn.errors import ConfigError
-from contrasyn.nets import CSINet
+from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.methods.csi.nets import CSINet
 
 
 def build_model(cfg: TrainConfig) -> CSINet:

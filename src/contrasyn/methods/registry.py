@@ -29,17 +29,19 @@ from contrasyn.errors import ConfigError
 # The one list of methods: name -> the module that registers it (imported on first use, so
 # naming a method costs nothing). A module's class answers to every name that maps to it.
 _MODULES = {
-    "knn": "contrasyn.baselines.knn",
-    "ocsvm": "contrasyn.baselines.ocsvm",
-    "deepsvdd": "contrasyn.baselines.deepsvdd",
-    "rot": "contrasyn.baselines.rot",
-    "goad": "contrasyn.baselines.goad",
-    "csi": "contrasyn.csi_family",
-    "csi+g": "contrasyn.csi_family",
-    "full": "contrasyn.csi_family",
+    "knn": "contrasyn.methods.baselines.knn",
+    "ocsvm": "contrasyn.methods.baselines.ocsvm",
+    "deepsvdd": "contrasyn.methods.baselines.deepsvdd",
+    "rot": "contrasyn.methods.baselines.rot",
+    "goad": "contrasyn.methods.baselines.goad",
+    "csi": "contrasyn.methods.csi",
+    "csi+g": "contrasyn.methods.csi",
+    "full": "contrasyn.methods.csi",
 }
 METHOD_NAMES = tuple(_MODULES)
-BASELINES = tuple(n for n, module in _MODULES.items() if module.startswith("contrasyn.baselines."))
+BASELINES = tuple(
+    n for n, module in _MODULES.items() if module.startswith("contrasyn.methods.baselines.")
+)
 _REGISTRY: dict[str, type[Method]] = {}
 
 

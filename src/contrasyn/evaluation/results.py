@@ -6,8 +6,8 @@ preset) cell); ``results.csv`` and ``table.md`` are rewritten from it. The harne
 neither imports the other's internals.
 
 Statistics (``table.md``, the report, the benchmark's printout, ``benchmarks/compare.py``)
-all come from ``contrasyn.statistics`` (classes fixed, seeds as replicates): per method, the
-mean over classes with its 95% interval (``mean_interval``); per pair of methods, the paired
+all come from ``evaluation.statistics`` (classes fixed, seeds as replicates): per method,
+the mean over classes with its 95% interval (``mean_interval``); per pair of methods, the paired
 differences A - B over the cells both have (same class and seed: the same training subsample
 and validation split), their mean over classes with its interval, and the classes won
 (``paired``). Every table also names each method's effective precision (bf16 or fp32).
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from contrasyn.checkpoint import atomic_write
-from contrasyn.statistics import Comparison, Estimate, compare, summarise
+from contrasyn.evaluation.statistics import Comparison, Estimate, compare, summarise
 
 KEY = ("dataset", "method", "normal_class", "seed", "preset")
 COLUMNS = (
@@ -213,7 +213,7 @@ def markdown_table(
     return "\n".join(lines)
 
 
-# -- statistics: every interval comes from ``contrasyn.statistics`` ---------------------------
+# -- statistics: every interval comes from ``evaluation.statistics`` -------------------------
 
 
 def _by_cell(rows: list[dict], method: str, metric: str) -> dict[tuple[int, int], float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from contrasyn.nets.sngan import stage_channels
+from contrasyn.methods.csi.nets.sngan import stage_channels
 
 
 class Encoder(nn.Module):

@@ -40,7 +40,7 @@ from contrasyn.config import RunConfig, from_dict
 from contrasyn.errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:
-    from contrasyn.detector import Detector
+    from contrasyn.api.detector import Detector
 
 ONNX_FILE = "model.onnx"
 # ONNX opset 18 is the one torch's ONNX op library (torchlib) is written for, so the dynamo
@@ -65,7 +65,7 @@ def _weights_digest(tensors: Mapping[str, np.ndarray]) -> str:
 
 def max_inner_product(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """``max_j <queries[i], bank[j]>`` for every i, holding at most chunk x chunk products
-    (numpy twin of ``contrasyn.score.max_inner_product``)."""
+    (numpy twin of ``contrasyn.methods.csi.score.max_inner_product``)."""
     if queries.shape[1] != bank.shape[1]:
         raise ValueError(f"dimension mismatch: queries {queries.shape[1]}, bank {bank.shape[1]}")
     out = np.empty(len(queries), dtype=queries.dtype)
@@ -194,7 +194,7 @@ def torch_deterministic_scores(detector: Detector, images: Any) -> dict[str, np.
     """
     import torch
 
-    from contrasyn.score import Scorer
+    from contrasyn.methods.csi.score import Scorer
 
     bank = detector.scorer_.state_tensors()  # not fitted, or a baseline: one clear ConfigError
     if isinstance(images, np.ndarray) and images.dtype.kind == "f":
@@ -268,7 +268,7 @@ class OnnxDetector:
         onnx_path = path / ONNX_FILE
         if not onnx_path.is_file():
             raise CheckpointError(
-                f"{onnx_path}: missing; write it with contrasyn.export.export_onnx(detector, "
+                f"{onnx_path}: missing; write it with contrasyn.api.export.export_onnx(detector, "
                 f"{str(path)!r})"
             )
         options = ort.SessionOptions()
@@ -326,7 +326,7 @@ class OnnxDetector:
         zs, hs, logits = [], [], []
         for i in range(0, len(x), batch):
             b = len(x[i : i + batch])
-            # shift-major rows (r * b + i), as contrasyn.augment.rotate_shifts
+            # shift-major rows (r * b + i), as contrasyn.methods.csi.augment.rotate_shifts
             views = np.concatenate([np.rot90(x[i : i + batch], r, axes=(2, 3)) for r in range(k)])
             h, z, shift = self.session_.run(
                 list(OUTPUTS), {self._input: np.ascontiguousarray(views)}

@@ -33,16 +33,16 @@ chosen false-alarm rate (the fraction of normal images that will be flagged). It
 changed after training (``set_threshold``) without retraining, and is saved with the model.
 
 The threshold is the split-conformal order statistic of the held-out scores, with the
-interval its realised false-alarm rate lies in (``contrasyn.calibration``).
+interval its realised false-alarm rate lies in (``contrasyn.api.calibration``).
 
 Non-finite scores (NaN, +-inf: a broken input or model) are flagged anomalous everywhere:
 ``predict`` gives -1, the CLI writes ``anomaly``, and a warning counts them.
 
 Numpy inputs follow documented shape rules and ambiguous shapes are refused
-(``contrasyn.inputs``); everything loaded from a model folder is validated
-(``contrasyn.validate``).
+(``contrasyn.api.inputs``); everything loaded from a model folder is validated
+(``contrasyn.api.validate``).
 
-Every method of ``contrasyn.registry`` (the CSI family and the baselines) runs behind this
+Every method of ``contrasyn.methods.registry`` (the CSI family and the baselines) runs behind this
 one estimator; the benchmark harness builds its cells with it too.
 """
 
@@ -58,8 +58,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrasyn import __version__, distributed, quality
-from contrasyn.calibration import Calibration, calibrate, conformal_threshold, fraction_below
+from contrasyn import __version__, distributed
+from contrasyn.api.calibration import Calibration, calibrate, conformal_threshold, fraction_below
+from contrasyn.api.inputs import channels_last
+from contrasyn.api.validate import RESIZE_NAMES, one_line, probe_shapes
 from contrasyn.checkpoint import DETECTOR_FORMAT, inside, load_checkpoint, save_checkpoint
 from contrasyn.config import (
     MAX_IMAGE_SIZE,
@@ -74,12 +76,11 @@ from contrasyn.config import (
 )
 from contrasyn.data import find_images, load_images, to_model_input
 from contrasyn.data.base import ImageDataset
+from contrasyn.data.protocol import OneClassTask
 from contrasyn.device import resolve_device
 from contrasyn.errors import CheckpointError, ConfigError, DataError
-from contrasyn.inputs import channels_last
-from contrasyn.presets import get_preset
-from contrasyn.protocol import OneClassTask
-from contrasyn.registry import (
+from contrasyn.evaluation import quality
+from contrasyn.methods.registry import (
     METHOD_NAMES,
     Method,
     Resolved,
@@ -87,7 +88,7 @@ from contrasyn.registry import (
     method_class,
     network_methods,
 )
-from contrasyn.validate import RESIZE_NAMES, one_line, probe_shapes
+from contrasyn.presets import get_preset
 
 AVAILABLE_METHODS = METHOD_NAMES
 Images = np.ndarray | Tensor | str | Path | list | tuple | ImageDataset | OneClassTask
@@ -587,7 +588,7 @@ class Detector:
         out: str | Path | None = None,
         maps: bool = True,
     ) -> Any:
-        """Check the detector on labelled images: ``contrasyn.evaluate.Evaluation`` (AUROC,
+        """Check the detector on labelled images: an ``evaluation.evaluate.Evaluation`` (AUROC,
         AUPR, FPR@95%TPR, the confusion counts, precision, recall and F1 at the saved
         threshold, the best-F1 threshold for reference, the AUROC of each anomalous folder).
 
@@ -599,9 +600,9 @@ class Detector:
         that gets ``metrics.json``, ``scores.csv`` and ``report.html`` (with ``report/``);
         ``maps`` draws the anomaly map of every image the report shows. A bad layout is one
         ``DataError``."""
-        from contrasyn import evaluate as ev_module
+        from contrasyn.api.maps import to_uint8
         from contrasyn.data.labelled import read_labelled_folder
-        from contrasyn.maps import to_uint8
+        from contrasyn.evaluation import evaluate as ev_module
 
         self._check_fitted()
         normal_group, data = "normal", None
@@ -656,14 +657,14 @@ class Detector:
         fill: str = "blur",
     ) -> np.ndarray:
         """Where each image's anomaly score comes from: float32 (N, S, S) at the model input
-        size S (``contrasyn.maps``). ``occlusion`` (default, every method): per pixel, the mean
+        size S (``contrasyn.api.maps``). ``occlusion`` (default, every method): per pixel, the mean
         over the ``patch``-pixel windows covering it (moved by ``stride``; default a quarter
         and an eighth of S) of how much the anomaly score falls when the window is replaced by
         ``fill`` (``blur``, ``mean``, ``black``, ``grey``): positive where the region makes
         the image anomalous; it costs one score per window (49 at the defaults).
         ``gradient`` (the CSI family's ``feat`` score): |d anomaly score / d pixel|.
-        ``contrasyn.maps.map_panel`` draws a map over its image."""
-        from contrasyn import maps
+        ``contrasyn.api.maps.map_panel`` draws a map over its image."""
+        from contrasyn.api import maps
 
         self._check_fitted()
         if method not in maps.MAP_METHODS:
@@ -676,7 +677,7 @@ class Detector:
     def _anomaly_map(
         self, images: Tensor, method: str, patch: int | None, stride: int | None, fill: str
     ) -> np.ndarray:
-        from contrasyn import maps
+        from contrasyn.api import maps
 
         if method == "gradient":
             family = self._family()

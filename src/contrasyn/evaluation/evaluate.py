@@ -2,7 +2,7 @@
 
 ``Detector.evaluate`` and ``contrasyn evaluate MODEL DATA`` score labelled images (a folder
 in anomalib's ``Folder`` layout, ``contrasyn.data.labelled``, or images with labels) and
-give, anomalies being the positive class (``contrasyn.metrics``):
+give, anomalies being the positive class (``contrasyn.evaluation.metrics``):
 
 - ``auroc``, ``aupr`` (average precision) and ``fpr95`` (the fraction of anomalies accepted
   when the threshold keeps 95% of the normal images);
@@ -33,14 +33,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contrasyn import metrics
 from contrasyn.errors import DataError
-from contrasyn.htmlpage import FIGURES, Section, figure, save_figure, table, write_page
-from contrasyn.results import csv_text, write_text
+from contrasyn.evaluation import metrics
+from contrasyn.evaluation.htmlpage import FIGURES, Section, figure, save_figure, table, write_page
+from contrasyn.evaluation.results import csv_text, write_text
 
 
 class Calibrated(Protocol):
-    """What the evaluation needs of a fitted detector (``contrasyn.detector.Detector`` is
+    """What the evaluation needs of a fitted detector (``contrasyn.api.detector.Detector`` is
     one): its threshold and held-out normal scores, read but never changed."""
 
     threshold_: float | None
@@ -438,7 +438,7 @@ def _tiles(
 ) -> str:
     from PIL import Image
 
-    from contrasyn.maps import as_rgb, map_panel, save_png
+    from contrasyn.api.maps import as_rgb, map_panel, save_png
 
     if not indices:
         return "<p class='note'>None.</p>"

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrasyn import distributed
-from contrasyn.augment import HorizontalFlip, grayscale, shifted_views
 from contrasyn.config import TrainConfig
 from contrasyn.errors import TrainingError
-from contrasyn.losses import (
+from contrasyn.methods.csi.augment import HorizontalFlip, grayscale, shifted_views
+from contrasyn.methods.csi.losses import (
     csi_loss,
     discriminator_loss,
     generator_loss,
@@ -32,8 +32,14 @@ from contrasyn.losses import (
     latent_reconstruction_loss,
     reconstruction_loss,
 )
-from contrasyn.nets import CSINet, Discriminator, Encoder, Generator, LatentDiscriminator
-from contrasyn.steps import check_finite, frozen, step
+from contrasyn.methods.csi.nets import (
+    CSINet,
+    Discriminator,
+    Encoder,
+    Generator,
+    LatentDiscriminator,
+)
+from contrasyn.methods.csi.steps import check_finite, frozen, step
 
 _SHOWN = {"D": "D", "Dz": "D'"}
 Context = Callable[[], AbstractContextManager]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from contrasyn.baselines import Baseline
 from contrasyn.config import at_least, check_fields
-from contrasyn.registry import register
-from contrasyn.score import max_inner_product
+from contrasyn.methods.baselines import Baseline
+from contrasyn.methods.csi.score import max_inner_product
+from contrasyn.methods.registry import register
 
 
 @dataclass

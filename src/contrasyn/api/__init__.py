@@ -1,0 +1,1 @@
+"""The product API: the detector, its threshold, saved models, locks, maps, export."""

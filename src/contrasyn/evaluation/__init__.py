@@ -1,0 +1,1 @@
+"""Evaluation: metrics, labelled evaluation, the benchmark harness, results, statistics, reports."""

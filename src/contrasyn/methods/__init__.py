@@ -1,0 +1,1 @@
+"""The methods: the registry, the paper's (csi), the baselines."""
