@@ -21,13 +21,8 @@ from contrasyn.evaluation.metrics import auroc
 from contrasyn.methods.baselines.ocsvm import PixelOCSVM
 from contrasyn.methods.baselines.rot import RotationDetector, RotConfig, _labels
 from contrasyn.methods.baselines.transforms import apply
-from contrasyn.methods.registry import (
-    BASELINES,
-    METHOD_NAMES,
-    build_method,
-    method_class,
-    method_config,
-)
+from contrasyn.methods.names import BASELINES, METHOD_NAMES
+from contrasyn.methods.registry import build_method, method_class, method_config
 
 
 @pytest.fixture(scope="module")

@@ -80,14 +80,8 @@ from contrasyn.data.protocol import OneClassTask
 from contrasyn.device import resolve_device
 from contrasyn.errors import CheckpointError, ConfigError, DataError
 from contrasyn.evaluation import quality
-from contrasyn.methods.registry import (
-    METHOD_NAMES,
-    Method,
-    Resolved,
-    build_method,
-    method_class,
-    network_methods,
-)
+from contrasyn.methods.names import METHOD_NAMES
+from contrasyn.methods.registry import Method, Resolved, build_method, method_class, network_methods
 from contrasyn.presets import get_preset
 
 AVAILABLE_METHODS = METHOD_NAMES

@@ -30,13 +30,8 @@ from contrasyn.cli.options import (
 )
 from contrasyn.errors import ConfigError, DataError
 from contrasyn.evaluation.results import csv_text
-from contrasyn.methods.registry import (
-    BASELINES,
-    METHOD_NAMES,
-    build_method,
-    method_class,
-    network_methods,
-)
+from contrasyn.methods.names import BASELINES, METHOD_NAMES
+from contrasyn.methods.registry import build_method, method_class, network_methods
 
 if TYPE_CHECKING:
     from contrasyn.api.detector import Detector

@@ -42,8 +42,8 @@ from contrasyn.evaluation.results import (
     write_tables,
     write_text,
 )
+from contrasyn.methods.names import METHOD_NAMES
 from contrasyn.methods.registry import (
-    METHOD_NAMES,
     OWN_SETTINGS,
     Method,
     build_method,

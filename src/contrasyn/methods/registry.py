@@ -25,29 +25,9 @@ from torch import Tensor
 
 from contrasyn.config import to_dict
 from contrasyn.errors import ConfigError
+from contrasyn.methods.names import _MODULES, METHOD_NAMES, names_in
 
-# The one list of methods: name -> the module that registers it (imported on first use, so
-# naming a method costs nothing). A module's class answers to every name that maps to it.
-_MODULES = {
-    "knn": "contrasyn.methods.baselines.knn",
-    "ocsvm": "contrasyn.methods.baselines.ocsvm",
-    "deepsvdd": "contrasyn.methods.baselines.deepsvdd",
-    "rot": "contrasyn.methods.baselines.rot",
-    "goad": "contrasyn.methods.baselines.goad",
-    "csi": "contrasyn.methods.csi",
-    "csi+g": "contrasyn.methods.csi",
-    "full": "contrasyn.methods.csi",
-}
-METHOD_NAMES = tuple(_MODULES)
-BASELINES = tuple(
-    n for n, module in _MODULES.items() if module.startswith("contrasyn.methods.baselines.")
-)
 _REGISTRY: dict[str, type[Method]] = {}
-
-
-def names_in(module: str) -> tuple[str, ...]:
-    """The method names ``module`` registers (``_MODULES``)."""
-    return tuple(n for n, m in _MODULES.items() if m == module)
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -118,7 +98,7 @@ def split_settings(
             raise ConfigError(f"settings section {section!r} must be a mapping of fields")
         for field, value in fields.items():
             where_set = f"{section}.{field}"
-            if field in OWN_SETTINGS:
+            if field in cls.reserved(section):
                 raise ConfigError(
                     f"set {where_set} with the detector's {field} (--{field}), not --set/--config"
                 )
@@ -200,6 +180,11 @@ class Method(ABC):
         """The settings sections (``--set SECTION.FIELD=VALUE``) method ``name`` reads: a
         baseline its own name."""
         return (name,)
+
+    @classmethod
+    def reserved(cls, section: str) -> tuple[str, ...]:
+        """The fields of ``section`` that the detector sets itself (``OWN_SETTINGS``)."""
+        return OWN_SETTINGS
 
     @classmethod
     def sections_help(cls, name: str) -> str:

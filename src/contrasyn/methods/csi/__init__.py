@@ -26,7 +26,7 @@ from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.score import Scorer, import_faiss
 from contrasyn.methods.csi.trained import build_model
 from contrasyn.methods.csi.trainer import train_networks
-from contrasyn.methods.registry import Method, Resolved, register, split_settings
+from contrasyn.methods.registry import OWN_SETTINGS, Method, Resolved, register, split_settings
 from contrasyn.presets import get_preset
 
 
@@ -46,6 +46,10 @@ class CSIFamily(Method):
     @classmethod
     def sections(cls, name: str) -> tuple[str, ...]:
         return ("train", "score")
+
+    @classmethod
+    def reserved(cls, section: str) -> tuple[str, ...]:
+        return OWN_SETTINGS if section == "train" else ()  # score.seed is the scorer's own
 
     @classmethod
     def sections_help(cls, name: str) -> str:
