@@ -1,13 +1,6 @@
 """The practitioner's API: ``Detector``, a scikit-learn-style one-class image detector.
 
-Train on normal images only, then score new ones. Signs follow scikit-learn:
-
-| method              | returns                         | meaning                               |
-|---------------------|---------------------------------|---------------------------------------|
-| ``score_samples``   | M(x)                            | higher = more normal                  |
-| ``anomaly_score``   | -M(x)                           | higher = more anomalous               |
-| ``decision_function``| threshold_ - anomaly_score     | < 0 anomalous, >= 0 normal            |
-| ``predict``         | +1 / -1                         | +1 normal, -1 anomalous               |
+Train on normal images only, then score new ones.
 
 Readable scores: ``anomaly_probability(X)`` is the fraction of the held-out normal images
 (never trained on) whose anomaly score is lower than the image's, in [0, 1], comparable across
@@ -59,33 +52,24 @@ import torch
 from torch import Tensor
 
 from contrasyn import __version__, distributed
-from contrasyn.api.calibration import Calibration, calibrate, conformal_threshold, fraction_below
-from contrasyn.api.inputs import channels_last
-from contrasyn.api.validate import RESIZE_NAMES, one_line, probe_shapes
-from contrasyn.checkpoint import DETECTOR_FORMAT, inside, load_checkpoint, save_checkpoint
+from contrasyn.api import saved
+from contrasyn.api.calibration import Calibration, calibrate, conformal_threshold
+from contrasyn.api.inputs import Images, image_folders, read_images
+from contrasyn.api.maps import to_uint8
+from contrasyn.api.readable import ReadableScores
 from contrasyn.config import (
-    MAX_IMAGE_SIZE,
-    SEED_LIMIT,
     check_holdout,
     check_rate,
     check_seed,
-    from_dict,
-    is_int,
-    is_real,
-    to_dict,
 )
-from contrasyn.data import find_images, load_images, to_model_input
-from contrasyn.data.base import ImageDataset
-from contrasyn.data.protocol import OneClassTask
 from contrasyn.device import resolve_device
-from contrasyn.errors import CheckpointError, ConfigError, DataError
+from contrasyn.errors import ConfigError, DataError
 from contrasyn.evaluation import quality
 from contrasyn.methods.names import METHOD_NAMES
 from contrasyn.methods.registry import Method, Resolved, build_method, method_class, network_methods
 from contrasyn.presets import get_preset
 
 AVAILABLE_METHODS = METHOD_NAMES
-Images = np.ndarray | Tensor | str | Path | list | tuple | ImageDataset | OneClassTask
 # The anomaly map of the evaluate report and ``contrasyn score --maps`` (chosen by the
 # pointing game, benchmarks/pointing_game.py).
 MAP_DEFAULTS = {"method": "occlusion", "patch": None, "stride": None, "fill": "blur"}
@@ -112,21 +96,7 @@ def training_indices(
     return hold, rest
 
 
-def _image_folders(X: Any) -> tuple[Path, ...]:
-    """The folders of image files ``fit`` read (a folder given, or the files' folders), where
-    ``save`` must not write; none for arrays, tensors and datasets."""
-    if isinstance(X, str | Path):
-        return (Path(X),) if Path(X).is_dir() else (Path(X).parent,)
-    if isinstance(X, list | tuple) and all(isinstance(x, str | Path) for x in X):
-        return tuple(dict.fromkeys(Path(x).parent for x in X))
-    return ()
-
-
-def _to_uint8(images: Tensor) -> np.ndarray:
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-class Detector:
+class Detector(ReadableScores):
     """One-class image anomaly detector.
 
     ``method``: any registered method: ``full`` (the paper's method: CSI plus an adversarial
@@ -272,54 +242,8 @@ class Detector:
     # -- input ---------------------------------------------------------------------------
 
     def _images(self, X: Images, spec: dict[str, int]) -> tuple[Tensor, list[Path] | None]:
-        """Model input (N, C, S, S) in [0, 1] from any accepted kind of input, plus the
-        file paths when the input was files (so results can name them). Arrays follow the
-        shape rules of the module docstring; an empty input is an error."""
-        size, channels = spec["image_size"], spec["channels"]
-        paths = None
-        if isinstance(X, OneClassTask | ImageDataset):
-            X = X.train_images
-        if isinstance(X, str | Path):
-            X = find_images(X) if Path(X).is_dir() else [Path(X)]
-        if isinstance(X, list | tuple):
-            if not X:
-                raise DataError("no images: the list of image paths is empty")
-            if not all(isinstance(x, str | Path) for x in X):
-                kinds = sorted({type(x).__name__ for x in X if not isinstance(x, str | Path)})
-                raise DataError(
-                    f"a list must hold image file paths, got {', '.join(kinds)}; stack arrays "
-                    "into one array (N, H, W, C) or (N, C, H, W)"
-                )
-            arrays, paths = load_images(X, size, channels, self.resize, skip_bad=self.skip_bad)
-            X = arrays
-        if isinstance(X, np.ndarray):
-            policy = "pad" if self.resize == "pad" else "resize"
-            return to_model_input(channels_last(X), size, channels, policy, floats=True), paths
-        if isinstance(X, Tensor):
-            expected = (channels, size, size)
-            if X.ndim != 4 or tuple(X.shape[1:]) != expected:
-                raise DataError(
-                    f"tensor images must be the model input (N, {', '.join(map(str, expected))}), "
-                    f"got {tuple(X.shape)}; pass other shapes as a numpy array (uint8, or "
-                    "floats in [0, 1]: (N, H, W, C), (N, C, H, W), (H, W, C), (N, H, W), (H, W))"
-                )
-            if len(X) == 0:
-                raise DataError(f"no images: the tensor is empty {tuple(X.shape)}")
-            if X.device.type == "meta":
-                raise DataError(
-                    "tensor images are on the meta device (a shape without data); pass "
-                    "tensors that hold the images, on the CPU or a GPU"
-                )
-            if not torch.is_floating_point(X):
-                raise DataError(f"tensor images must be floats in [0, 1], got {X.dtype}")
-            if not bool(torch.isfinite(X).all()) or X.min() < 0 or X.max() > 1:
-                raise DataError("tensor images must be finite floats in [0, 1]")
-            return X.float().cpu(), paths
-        raise DataError(
-            f"cannot read images from a {type(X).__name__}: pass a folder, image paths, a uint8 "
-            "or [0, 1] float array (N, H, W, C) or (N, C, H, W), a float tensor (N, C, H, W) "
-            "in [0, 1], or an ImageDataset"
-        )
+        """Model input of ``spec`` from any accepted input (``inputs.read_images``)."""
+        return read_images(X, spec, self.resize, self.skip_bad)
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -341,12 +265,7 @@ class Detector:
                 "least 2 (more images, a smaller holdout, or holdout=0 for no threshold)"
             )
         method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
-        order = np.random.default_rng(self.seed).permutation(n)
-        hold, rest = order[:n_hold], np.sort(order[n_hold:])
-        if method.max_train is not None and len(rest) > method.max_train:
-            rest = np.sort(
-                np.random.default_rng(self.seed).choice(rest, method.max_train, replace=False)
-            )
+        hold, rest = training_indices(n, self.holdout, method.max_train, self.seed)
         train_x = images[torch.as_tensor(rest)]
         run_dir = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         method.fit(train_x, run_dir, self.progress, self.verbose)
@@ -355,7 +274,7 @@ class Detector:
         self.method_ = method
         self.config_ = method.config
         self.input_ = spec
-        self.data_folders_ = _image_folders(X)
+        self.data_folders_ = image_folders(X)
         self.n_train_ = len(train_x)
         self.holdout_scores_ = (
             method.score_samples(images[torch.as_tensor(hold)])[self.score_name_].numpy()
@@ -492,82 +411,6 @@ class Detector:
         self._check_threshold()
         return np.where(self.is_anomalous(self.anomaly_score(X)), -1, 1)
 
-    # -- readable scores, and PyOD's names --------------------------------------------------
-
-    def _holdout_anomaly_sorted(self) -> np.ndarray:
-        """The held-out images' anomaly scores, sorted, non-finite ones as +inf (they are
-        anomalous, as ``conformal_threshold`` has it)."""
-        self._check_fitted()
-        if not len(self.holdout_scores_):
-            raise ConfigError(
-                "fitted with holdout=0: no held-out normal images to compare scores with "
-                "(fit with holdout > 0)"
-            )
-        held = -np.asarray(self.holdout_scores_, dtype=np.float64)
-        return np.sort(np.where(np.isfinite(held), held, np.inf))
-
-    def probability_of(self, anomaly_scores: np.ndarray) -> np.ndarray:
-        """``anomaly_probability`` of given anomaly scores (no images needed): the fraction of
-        the n held-out normal images whose anomaly score is strictly lower, c / n. NaN counts
-        as above everything (1.0), as it is flagged."""
-        return fraction_below(self._holdout_anomaly_sorted(), anomaly_scores)
-
-    def anomaly_probability(self, X: Images) -> np.ndarray:
-        """A score in [0, 1] that reads the same for every model: the fraction of the n
-        held-out normal images (never trained on) whose anomaly score is strictly lower than
-        the image's, c / n. 0.5: as anomalous as a typical normal image; 0.99: more anomalous
-        than 99% of them; 1.0: more than all of them (or a non-finite score).
-
-        It is the complement of the split-conformal p-value p = (n + 1 - c) / (n + 1) (the
-        chance that a new normal image scores at least this high) up to the (n + 1) / n
-        factor: anomaly_probability = (n + 1)(1 - p) / n. Its steps are 1 / n. It agrees
-        exactly with the threshold: an image is flagged (``predict`` -1) if and only if its
-        anomaly_probability >= ``threshold_probability_``. It is the probability that a
-        *normal* image scores lower, not the probability that this image is an anomaly
-        (that would need the share of anomalies among new images)."""
-        self._check_fitted()
-        self._holdout_anomaly_sorted()  # no held-out images: say so before scoring
-        return self.probability_of(self.anomaly_score(X))
-
-    @property
-    def threshold_probability_(self) -> float:
-        """The ``anomaly_probability`` at and above which an image is flagged: r / n, r the
-        number of held-out anomaly scores <= ``threshold_`` (``calibration_.rank``)."""
-        self._check_threshold()
-        return self.calibration_.rank / len(self.holdout_scores_)
-
-    def predict_proba(self, X: Images) -> np.ndarray:
-        """PyOD's layout: (N, 2), column 0 normal, column 1 anomalous, rows summing to 1;
-        column 1 is ``anomaly_probability`` (PyOD scales its training scores linearly or by
-        an error function instead; this is the conformal rank among held-out normal
-        images)."""
-        p = self.anomaly_probability(X)
-        return np.stack([1 - p, p], axis=1)
-
-    @property
-    def decision_scores_(self) -> np.ndarray:
-        """PyOD's ``decision_scores_`` (higher = more anomalous, the scale of ``threshold_``):
-        here the anomaly scores of the held-out normal images, not of the images trained on:
-        a training image is in the feature bank (its own nearest neighbour), so its score
-        says nothing about new images; the held-out ones are what the threshold and
-        ``anomaly_probability`` are computed from. Empty with holdout=0."""
-        self._check_fitted()
-        return -np.asarray(self.holdout_scores_, dtype=np.float64)
-
-    @property
-    def labels_(self) -> np.ndarray:
-        """PyOD's ``labels_``: 0 normal, 1 anomalous, of ``decision_scores_`` at
-        ``threshold_`` (about ``false_alarm_rate`` of them are 1)."""
-        self._check_threshold()
-        return self.is_anomalous(self.decision_scores_).astype(int)
-
-    @property
-    def offset_(self) -> float:
-        """scikit-learn's ``offset_``: ``decision_function = score_samples - offset_``, i.e.
-        ``-threshold_``."""
-        self._check_threshold()
-        return -self.threshold_
-
     # -- labelled evaluation ------------------------------------------------------------------
 
     def evaluate(
@@ -594,37 +437,18 @@ class Detector:
         that gets ``metrics.json``, ``scores.csv`` and ``report.html`` (with ``report/``);
         ``maps`` draws the anomaly map of every image the report shows. A bad layout is one
         ``DataError``."""
-        from contrasyn.api.maps import to_uint8
-        from contrasyn.data.labelled import read_labelled_folder
         from contrasyn.evaluation import evaluate as ev_module
 
         self._check_fitted()
-        normal_group, data = "normal", None
-        if y is None:
-            if not isinstance(X, str | Path):
-                raise DataError(
-                    "evaluate needs labels: pass y (1 anomalous, 0 normal) with the images, or "
-                    "a folder holding a normal folder (good/) and anomalous folders"
-                )
-            layout = read_labelled_folder(X, normal_dir, abnormal_dirs, mask_dir)
-            images, kept = self._images(list(layout.paths), self.input_)
-            where = {p: i for i, p in enumerate(layout.paths)}
-            index = [where[p] for p in kept]
-            labels = layout.is_anomaly[index]
-            groups = [layout.groups[i] for i in index]
-            paths = [str(p) for p in kept]
-            normal_group, data = layout.normal_group, str(X)
-        else:
-            images, found = self._images(X, self.input_)
-            labels = np.asarray(y)
-            if found is not None and len(found) != len(labels):
-                raise DataError(
-                    f"{len(labels)} labels for {len(found)} readable images (skip_bad left "
-                    "some out): pass images and labels that match"
-                )
-            paths = None if found is None else [str(p) for p in found]
-            if isinstance(X, str | Path):
-                data = str(X)
+        images, labels, groups, paths, normal_group, data = ev_module.labelled_images(
+            lambda x: self._images(x, self.input_),
+            X,
+            y,
+            groups,
+            normal_dir,
+            abnormal_dirs,
+            mask_dir,
+        )
         scores = -self.score_samples(images)
         result = ev_module.evaluate_scores(self, scores, labels, groups, normal_group, paths)
         result.images = to_uint8(images)
@@ -705,7 +529,7 @@ class Detector:
     def sample(self, n: int = 64, seed: int = 0) -> np.ndarray:
         """``n`` synthetic images G(h), h ~ N(0, I), as uint8 (n, H, W, C): C is the data's
         own channels (grey data gives grey samples)."""
-        return _to_uint8(quality.sample(self._generator().sampler, n, seed))
+        return to_uint8(quality.sample(self._generator().sampler, n, seed))
 
     def reconstruct(self, X: Images) -> np.ndarray:
         """G(E(x)) of each image (``full`` only), as uint8 (n, H, W, C): normal images come
@@ -714,212 +538,21 @@ class Detector:
         if side.E is None:
             raise ConfigError("reconstruction needs the encoder E: method 'full'")
         images, _ = self._images(X, self.input_)
-        return _to_uint8(quality.reconstructions(side, images))
+        return to_uint8(quality.reconstructions(side, images))
 
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write ``path/model.safetensors`` (weights, bank, held-out scores) and
         ``path/model.json`` (config, threshold and its calibration, versions), each
-        atomically. The command line's guards hold here too: a folder that already holds a
-        model is replaced only with ``overwrite=True``, and a folder inside the one the
-        detector was fitted from (``fit`` on a folder or on image paths) is refused, as its
-        files would be found among the training images next time. What would not load back
-        (a non-finite threshold, a rate outside (0, 1)) raises ``ConfigError`` too, and
-        nothing is written."""
-        self._check_fitted()
-        path = Path(path)
-        for folder in getattr(self, "data_folders_", ()):
-            if inside(path, folder):
-                raise ConfigError(
-                    f"{path} is inside {folder}, which holds the images this detector was "
-                    "fitted on: its files would be read as training images next time; save "
-                    "the model outside it"
-                )
-        existing = [n for n in ("model.json", "model.safetensors") if (path / n).exists()]
-        if existing and not overwrite:
-            raise ConfigError(
-                f"{path} already holds a model ({existing[0]}); pass overwrite=True to replace "
-                "it, or save elsewhere"
-            )
-        check_rate(self.false_alarm_rate, "false_alarm_rate")
-        if self.contamination is not None:
-            check_rate(self.contamination, "contamination")
-        if self.threshold_ is not None and not is_real(self.threshold_):
-            raise ConfigError(f"threshold_ must be a finite number, got {self.threshold_!r}")
-        tensors = dict(self.method_.state_tensors())
-        tensors["holdout_scores"] = torch.as_tensor(self.holdout_scores_)
-        calibration = self.calibration_
-        meta = {
-            "format": DETECTOR_FORMAT,
-            "method": self.method_.name,
-            "preset": self.preset,
-            "config": to_dict(self.config_),
-            "input": self.input_,
-            "score": self.score_name_,
-            "threshold": self.threshold_,
-            "false_alarm_rate": self.false_alarm_rate,
-            "contamination": self.contamination,
-            "calibration": None if calibration is None else calibration.as_dict(),
-            "resize": self.resize,
-            "seed": self.method_.seed,
-            "n_train": self.n_train_,
-            "n_holdout": len(self.holdout_scores_),
-            "deterministic": self.method_.deterministic,
-        }
-        save_checkpoint(path / "model", tensors, meta)
-        return path
+        atomically, with the command line's guards (``contrasyn.api.saved.save``)."""
+        return saved.save(self, Path(path), overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Detector:
-        """A fitted Detector from a folder written by ``save``; loads on any device.
-
-        Everything read is validated first (types, ranges, finiteness, tensor shapes
-        against what the method builds): a bad field is one ``CheckpointError`` naming it.
-        Nothing is unpickled. ``calibration_`` is recomputed from the held-out scores, so
-        models saved before it existed load with their threshold unchanged."""
-        path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: no such model folder")
-        dev = resolve_device(device)
-        tensors, meta = load_checkpoint(path / "model", dev)
-        if meta.get("format") != DETECTOR_FORMAT:
-            raise CheckpointError(
-                f"{path}: not a contrasyn detector (format {meta.get('format')!r})"
-            )
-        try:
-            return cls._from_saved(meta, tensors, device, dev)
-        except ConfigError as e:
-            raise CheckpointError(
-                f"{path}: invalid model ({e}); the folder is damaged or was edited: "
-                "retrain, or restore it"
-            ) from e
-
-    @classmethod
-    def _from_saved(
-        cls, meta: dict[str, Any], tensors: dict[str, Tensor], device: str, dev: Any
-    ) -> Detector:
-        """The one validation of a saved detector (``load``): ``ConfigError`` on any bad
-        field or tensor, else the fitted Detector."""
-
-        def field(key: str, ok, words: str, default: Any = ...) -> Any:
-            if key not in meta:
-                if default is ...:
-                    raise ConfigError(f"model.json has no {key!r}")
-                return default
-            value = meta[key]
-            if not ok(value):
-                raise ConfigError(f"{key} must be {words}, got {value!r:.60}")
-            return value
-
-        name = field("method", lambda v: v in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}")
-        config_class = method_class(name).config_class
-        try:
-            cfg = from_dict(config_class, meta.get("config"), "config")
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"config: {one_line(e)}") from e
-        unfitted = build_method(name, cfg, 0, "cpu")  # what the settings say, nothing built
-        preset = field("preset", lambda v: isinstance(v, str), "a preset name")
-        default_spec = unfitted.config_input  # None: older baseline saves use the preset's
-        spec = field(
-            "input",
-            lambda v: (
-                v is None
-                or (
-                    isinstance(v, dict)
-                    and set(v) == {"image_size", "channels"}
-                    and is_int(v["image_size"])
-                    and 1 <= v["image_size"] <= MAX_IMAGE_SIZE
-                    and v["channels"] in (1, 3)
-                    and is_int(v["channels"])
-                )
-            ),
-            f"{{image_size: 1..{MAX_IMAGE_SIZE}, channels: 1 or 3}}",
-            None,
-        )
-        if default_spec is not None and spec is not None and spec != default_spec:
-            raise ConfigError(f"input {spec} differs from the config's {default_spec}")
-        default_score = unfitted.default_score
-        field("score", lambda v: v == default_score, f"{default_score!r} (the config's)", None)
-        threshold = field("threshold", lambda v: v is None or is_real(v), "a finite number or null")
-        far = field("false_alarm_rate", lambda v: is_real(v) and 0 < v < 1, "a number in (0, 1)")
-        contamination = field(
-            "contamination", lambda v: v is None or (is_real(v) and 0 < v < 1),
-            "null or a number in (0, 1)", None,
-        )  # fmt: skip
-        resize = field("resize", lambda v: v in RESIZE_NAMES, f"one of {', '.join(RESIZE_NAMES)}")
-        seed = field(
-            "seed", lambda v: is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)",
-            unfitted.config_seed,
-        )  # fmt: skip
-        n_train = field("n_train", lambda v: is_int(v) and v >= 0, "a count >= 0")
-        # how the bank and the held-out scores were computed: one deterministic pass, or
-        # test-time draws (config.score.augment); models saved before it: the config's
-        deterministic = unfitted.deterministic
-        field(
-            "deterministic", lambda v: v is deterministic,
-            f"{str(deterministic).lower()}, as config.score.augment has it for method {name}",
-            deterministic,
-        )  # fmt: skip
-        field("calibration", lambda v: v is None or isinstance(v, dict), "a mapping or null", None)
-
-        holdout = tensors.get("holdout_scores")
-        if holdout is None or holdout.ndim != 1 or not torch.is_floating_point(holdout):
-            raise ConfigError("tensor holdout_scores must be a 1-D float tensor")
-        n_hold = field(
-            "n_holdout", lambda v: v == len(holdout) and is_int(v),
-            f"{len(holdout)} (the held-out scores saved)", len(holdout),
-        )  # fmt: skip
-        if (threshold is None) != (n_hold == 0):
-            raise ConfigError(
-                f"threshold {threshold!r} with {n_hold} held-out scores: a threshold needs "
-                "held-out scores, and held-out scores come with a threshold"
-            )
-        for key, tensor in tensors.items():
-            if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
-                raise ConfigError(f"tensor {key} holds NaN or infinite values")
-        state = {k: v for k, v in tensors.items() if k != "holdout_scores"}
-        try:
-            probe_shapes(name, cfg, state)
-        except Exception as e:  # the networks' own shape checks, on the meta device
-            raise ConfigError(f"the tensors do not fit the config: {one_line(e)}") from e
-        det = cls(
-            method=name,
-            preset=preset,
-            score=default_score if unfitted.trains_network else None,
-            false_alarm_rate=float(far),
-            contamination=None if contamination is None else float(contamination),
-            deterministic=deterministic,
-            resize=resize,
-            device=device,
-            seed=int(seed),
-        )
-        try:
-            method = build_method(name, cfg, int(seed), dev).load_state(state)
-            if spec is None:
-                spec = default_spec if default_spec is not None else det.resolve().input
-            method.check_loaded()
-            if method.bank_rows not in (None, n_train):
-                raise ConfigError(
-                    f"the bank holds {method.bank_rows} training images, n_train says {n_train}"
-                )
-            if method.probe_safe:
-                size, channels = spec["image_size"], spec["channels"]
-                probe = method.score_samples(torch.zeros(1, channels, size, size))
-                got = probe.get(method.default_score)
-                if got is None or tuple(got.shape) != (1,):
-                    raise ConfigError(f"scoring one image gave {probe!r:.80}")
-        except ConfigError:
-            raise
-        except Exception as e:  # the state loads but does not run: a bank of another shape
-            raise ConfigError(f"the saved state does not run: {one_line(e)}") from e
-        det.method_ = method
-        det.config_ = cfg
-        det.input_ = spec
-        det.n_train_ = int(n_train)
-        det.holdout_scores_ = holdout.cpu().numpy()
-        det.threshold_ = None if threshold is None else float(threshold)
-        return det
+        """A fitted Detector from a folder written by ``save``; loads on any device, never
+        unpickles, and validates everything first (``contrasyn.api.saved.load``)."""
+        return saved.load(cls, Path(path), device)
 
     def __repr__(self) -> str:
         fitted = ""

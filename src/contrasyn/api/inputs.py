@@ -1,6 +1,6 @@
 """Numpy image arrays to one layout, by documented rules that never guess.
 
-Input shapes (numpy arrays; ``_images``): uint8, or floats in [0, 1].
+Input shapes (numpy arrays; ``read_images``): uint8, or floats in [0, 1].
 
 | shape | read as |
 |---|---|
@@ -19,9 +19,20 @@ S) in [0, 1], exactly the model's channels and size.
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
+from torch import Tensor
+
+from contrasyn.data import find_images, load_images, to_model_input
+from contrasyn.data.base import ImageDataset
+from contrasyn.data.protocol import OneClassTask
 from contrasyn.errors import DataError
+
+# Everything ``Detector`` reads images from.
+Images = np.ndarray | Tensor | str | Path | list | tuple | ImageDataset | OneClassTask
 
 
 def channels_last(X: np.ndarray) -> np.ndarray:
@@ -74,4 +85,67 @@ def channels_last(X: np.ndarray) -> np.ndarray:
     raise DataError(
         f"image arrays are (N, H, W, C), (N, C, H, W), (H, W, C), (N, H, W) or (H, W); "
         f"got {X.ndim} dimensions {shape}"
+    )
+
+
+def image_folders(X: Any) -> tuple[Path, ...]:
+    """The folders of image files ``fit`` read (a folder given, or the files' folders), where
+    ``save`` must not write; none for arrays, tensors and datasets."""
+    if isinstance(X, str | Path):
+        return (Path(X),) if Path(X).is_dir() else (Path(X).parent,)
+    if isinstance(X, list | tuple) and all(isinstance(x, str | Path) for x in X):
+        return tuple(dict.fromkeys(Path(x).parent for x in X))
+    return ()
+
+
+def read_images(
+    X: Any, spec: dict[str, int], resize: str = "resize", skip_bad: bool = False
+) -> tuple[Tensor, list[Path] | None]:
+    """Model input (N, C, S, S) in [0, 1] from any accepted kind of input, plus the
+    file paths when the input was files (so results can name them). Arrays follow the
+    shape rules above; an empty input is an error."""
+    size, channels = spec["image_size"], spec["channels"]
+    paths = None
+    if isinstance(X, OneClassTask | ImageDataset):
+        X = X.train_images
+    if isinstance(X, str | Path):
+        X = find_images(X) if Path(X).is_dir() else [Path(X)]
+    if isinstance(X, list | tuple):
+        if not X:
+            raise DataError("no images: the list of image paths is empty")
+        if not all(isinstance(x, str | Path) for x in X):
+            kinds = sorted({type(x).__name__ for x in X if not isinstance(x, str | Path)})
+            raise DataError(
+                f"a list must hold image file paths, got {', '.join(kinds)}; stack arrays "
+                "into one array (N, H, W, C) or (N, C, H, W)"
+            )
+        arrays, paths = load_images(X, size, channels, resize, skip_bad=skip_bad)
+        X = arrays
+    if isinstance(X, np.ndarray):
+        policy = "pad" if resize == "pad" else "resize"
+        return to_model_input(channels_last(X), size, channels, policy, floats=True), paths
+    if isinstance(X, Tensor):
+        expected = (channels, size, size)
+        if X.ndim != 4 or tuple(X.shape[1:]) != expected:
+            raise DataError(
+                f"tensor images must be the model input (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(X.shape)}; pass other shapes as a numpy array (uint8, or "
+                "floats in [0, 1]: (N, H, W, C), (N, C, H, W), (H, W, C), (N, H, W), (H, W))"
+            )
+        if len(X) == 0:
+            raise DataError(f"no images: the tensor is empty {tuple(X.shape)}")
+        if X.device.type == "meta":
+            raise DataError(
+                "tensor images are on the meta device (a shape without data); pass "
+                "tensors that hold the images, on the CPU or a GPU"
+            )
+        if not torch.is_floating_point(X):
+            raise DataError(f"tensor images must be floats in [0, 1], got {X.dtype}")
+        if not bool(torch.isfinite(X).all()) or X.min() < 0 or X.max() > 1:
+            raise DataError("tensor images must be finite floats in [0, 1]")
+        return X.float().cpu(), paths
+    raise DataError(
+        f"cannot read images from a {type(X).__name__}: pass a folder, image paths, a uint8 "
+        "or [0, 1] float array (N, H, W, C) or (N, C, H, W), a float tensor (N, C, H, W) "
+        "in [0, 1], or an ImageDataset"
     )

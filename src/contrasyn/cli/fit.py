@@ -1,0 +1,339 @@
+"""``contrasyn fit``: train any registered method through ``Detector`` into a model folder
+(locked, resumable, checkpointed where the method keeps checkpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contrasyn.checkpoint import inside
+from contrasyn.cli.options import (
+    add_device,
+    add_out,
+    add_preset,
+    add_seed,
+    add_settings,
+    add_talk,
+    add_verb,
+    read_settings,
+    say,
+    warn,
+)
+from contrasyn.cli.outputs import (
+    add_skip_bad,
+    print_calibration,
+    rate_text,
+)
+from contrasyn.errors import ConfigError
+from contrasyn.methods.names import BASELINES, METHOD_NAMES
+from contrasyn.methods.registry import build_method, method_class, network_methods
+
+if TYPE_CHECKING:
+    from contrasyn.api.detector import Detector
+
+
+def _method(args: argparse.Namespace) -> str:
+    """--method, or the preset's; an unknown name is one error listing the known ones."""
+    from contrasyn.presets import get_preset
+
+    name = args.method or get_preset(args.preset).train.method
+    if name not in METHOD_NAMES:
+        raise ConfigError(f"method {name!r} is not available; available: {', '.join(METHOD_NAMES)}")
+    return name
+
+
+def _settings(args: argparse.Namespace, method: str) -> dict[str, dict[str, Any]]:
+    """``--config``/``--set`` as they are written, by section (the method checks them), and
+    ``--draws R`` as the CSI family's test-time draws."""
+    settings = {section: dict(fields) for section, fields in read_settings(args).items()}
+    if args.draws > 0:
+        if not method_class(method).trains_network:
+            raise ConfigError(
+                f"--draws is for the CSI family's scores ({', '.join(network_methods())}), "
+                f"not method {method!r}"
+            )
+        score = settings.setdefault("score", {})
+        score.update(augment=True, ensemble=args.draws)
+    return settings
+
+
+def _checkpoint_epoch(stem: Path) -> int | None:
+    """The epoch of an earlier, interrupted run's checkpoint, for the "resuming" message,
+    after tidying what a kill during a save leaves (the trainer checks the rest)."""
+    from contrasyn.checkpoint import recover_interrupted_save
+
+    if recover_interrupted_save(stem):
+        warn(f"{stem.with_suffix('.json')} was left by an interrupted save; rebuilt it")
+    try:
+        return json.loads(stem.with_suffix(".json").read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from contrasyn import distributed
+    from contrasyn.api.detector import Detector, training_indices
+    from contrasyn.api.lock import folder_lock
+    from contrasyn.checkpoint import remove_stale_temporaries
+    from contrasyn.cli.progress import Heartbeat, wanted
+    from contrasyn.data import find_images, load_images
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder (--out names the model folder)")
+    data = Path(args.data).expanduser()
+    if data.is_dir() and inside(out, data):
+        raise ConfigError(
+            f"--out {out} is inside --data {data}: the model's files (samples.png, "
+            "checkpoints) would be read as training images next time; choose a folder "
+            "outside the data"
+        )
+    method = _method(args)
+    family = method_class(method).trains_network
+    det = Detector(
+        method=method,
+        preset=args.preset,
+        settings=_settings(args, method),
+        score=args.score,
+        image_size=args.image_size,
+        false_alarm_rate=0.05 if args.false_alarm_rate is None else args.false_alarm_rate,
+        contamination=args.contamination,
+        holdout=args.holdout,
+        deterministic=args.draws == 0,
+        skip_bad=args.skip_bad,
+        device=args.device,
+        seed=args.seed,
+        checkpoint_dir=out / "checkpoints" if family else None,
+        progress=not args.quiet,
+        verbose=args.verbose,
+    )
+    cfg, spec = det.resolve()  # unknown settings and bad values fail here, before any work
+    talk = say(args)
+
+    found = find_images(args.data)
+    images, kept = load_images(
+        found, spec["image_size"], spec["channels"], det.resize, skip_bad=args.skip_bad
+    )
+    if not distributed.is_main():  # under torchrun, rank 0 locks, reports and saves
+        det.fit(images)
+        return 0
+    with folder_lock(out, getattr(args, "command_line", None)):
+        # what a process killed while saving left: its temporary files (this process holds
+        # the folder, so no other writer is using them) and a half-renamed checkpoint
+        for stale in remove_stale_temporaries(out):
+            warn(f"removed {stale}, left by an interrupted save")
+        _replace_other_method(out, method, args.overwrite)
+        epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
+        size = spec["image_size"]
+        unfitted = build_method(method, cfg)
+        facts = [unfitted.length, f"{size}x{size}", f"device {args.device}"]
+        talk(
+            f"contrasyn fit: {len(kept)} images from {args.data}; {method}, preset "
+            f"{args.preset} ({', '.join(f for f in facts if f)})"
+        )
+        if epoch:
+            talk(f"resuming from the checkpoint of epoch {epoch} in {out / 'checkpoints'}")
+        beat = contextlib.nullcontext()
+        if wanted(args.quiet):  # not a terminal: no progress bar, so a line now and then
+            metrics = out / "checkpoints" / "metrics.jsonl" if family else None
+            _, rest = training_indices(len(images), det.holdout, unfitted.max_train, det.seed)
+            steps = unfitted.steps_for(len(rest))
+            beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=steps)
+        with beat:
+            det.fit(images)
+            det.save(out, overwrite=True)  # a model of the same method, resumed or refitted
+        _fit_summary(args, det, out, found, kept, family, method, talk)
+    return 0
+
+
+def _methods_in(out: Path) -> set[str]:
+    """The methods whose files model folder ``out`` holds: its saved model's and its training
+    checkpoint's (an unreadable file names none: the load or the resume says what is wrong)."""
+    found = set()
+    for path, keys in (
+        (out / "model.json", ("method",)),
+        (out / "checkpoints" / "last.json", ("config", "method")),
+    ):
+        try:
+            value = json.loads(path.read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, str):
+            found.add(value)
+    return found
+
+
+def _replace_other_method(out: Path, method: str, overwrite: bool) -> None:
+    """A fit of ``method`` into a folder holding another method's model or checkpoints:
+    refused unless ``overwrite``; then that method's files (model, checkpoints, samples.png,
+    model.onnx) are deleted first, so none of them is left beside the new model and a rerun
+    of the same command resumes the new method's training."""
+    import shutil
+
+    others = sorted(_methods_in(out) - {method})
+    if not others:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"--out {out} holds a model of method {others[0]}; fitting {method} there would "
+            "replace it: pass --overwrite to replace it (its model, checkpoints and samples "
+            "are deleted), or choose another --out"
+        )
+    warn(f"--overwrite: deleting the {others[0]} model in {out} before fitting {method}")
+    for name in ("model.json", "model.safetensors", "checkpoints", "samples.png", "model.onnx"):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, talk) -> None:
+    from contrasyn.checkpoint import atomic_write
+
+    n_hold = len(det.holdout_scores_)
+    notes = []
+    if len(found) > len(kept):
+        notes.append(f"{len(found) - len(kept)} unreadable skipped")
+    unused = len(kept) - det.n_train_ - n_hold
+    if unused:
+        section = method_class(method).sections(method)[0]
+        notes.append(f"{unused} not used: {section}.max_train={det.method_.max_train}")
+    talk(
+        f"trained on {det.n_train_} images; {n_hold} held out to set the threshold"
+        + (f" ({'; '.join(notes)})" if notes else "")
+    )
+    if det.threshold_ is None:
+        talk("no threshold: --holdout 0 keeps no images to place one (scores only)")
+    else:
+        talk(
+            f"threshold {det.threshold_:.6g} on the anomaly score ({det.score_name_}): "
+            f"{rate_text(det)}, the fraction of normal images it will flag"
+        )
+        print_calibration(talk, det)
+    talk(
+        f"saved to {out} (model.safetensors, model.json)"
+        + (f"; training checkpoints in {out}/checkpoints" if family else "")
+    )
+    if det.generator_ is not None:
+        from contrasyn.evaluation.quality import sample, save_grid
+
+        grid = list(sample(det.generator_.sampler, 64, args.seed).split(16))
+        atomic_write(out / "samples.png", lambda tmp: save_grid(grid, tmp), suffix=".png")
+        talk(f"the generator's samples: {out / 'samples.png'}")
+    talk(f"next: contrasyn score {out} IMAGES_OR_FOLDERS... --out scores.csv")
+
+
+def add_fit(sub) -> None:
+    fit = add_verb(
+        sub,
+        "fit",
+        help="train a detector on a folder of normal images and save it",
+        description=[
+            "Train an anomaly detector on your normal images (no anomalies needed) "
+            "and save it to a model folder.",
+            "Every image below --data (png, jpg, bmp, tif, webp; subfolders included) is taken "
+            "as normal. A fraction (--holdout) is kept out of training and used to set the "
+            "threshold: the conformal order statistic of their scores, so that on new normal "
+            "images from the same source at most --false-alarm-rate are expected to be flagged; "
+            "fit prints the 90% interval of the rate it will see, which more images or a larger "
+            "--holdout narrow. --out is locked while fit runs (a second writer is refused), and "
+            "may not lie inside --data. Training of the CSI family is checkpointed in "
+            "MODEL_DIR/checkpoints: if it is interrupted, run the same command again to "
+            "continue where it stopped.",
+            f"Methods: {', '.join(METHOD_NAMES)}. The CSI family "
+            f"({', '.join(network_methods())}; full is the "
+            "paper's method and the presets' default) takes --set train.FIELD and "
+            "score.FIELD (the fields of TrainConfig and ScoreConfig in contrasyn/config.py); "
+            f"a baseline ({', '.join(BASELINES)}) takes its own settings under its name, "
+            "e.g. --set rot.epochs=20 (contrasyn/methods/baselines/). A section that does not "
+            "apply to the method is refused.",
+        ],
+        examples=[
+            "contrasyn fit --data photos/good --out my-model",
+            "contrasyn fit --data photos/good --out my-model --false-alarm-rate 0.01 "
+            "--set train.epochs=50",
+            "contrasyn fit --data photos/good --out rot-model --method rot --set rot.epochs=20",
+            "contrasyn fit --data photos/good --out big --preset paper --device cuda:1",
+            "contrasyn fit --data photos/good --out quick --preset tiny   # a smoke test",
+        ],
+    )
+    fit.add_argument("--data", required=True, metavar="DIR", help="folder of normal images")
+    add_out(fit, "the model folder (written, and resumed from)", "MODEL_DIR", required=True)
+    fit.add_argument(
+        "--method",
+        default=None,
+        metavar="METHOD",
+        help=f"{', '.join(METHOD_NAMES)}; default: the preset's (cpu: csi, paper: full)",
+    )
+    add_preset(fit)
+    fit.add_argument(
+        "--score",
+        choices=["feat", "paper", "csi", "cos", "norm"],
+        help="the CSI family's anomaly score (default: the preset's; feat for cpu and tiny); "
+        "a baseline has one score",
+    )
+    rate = fit.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        metavar="R",
+        help="fraction of normal images the threshold may flag (default 0.05); change it "
+        "later with `contrasyn threshold`",
+    )
+    rate.add_argument(
+        "--contamination",
+        type=float,
+        metavar="C",
+        help="the same setting under scikit-learn/PyOD's name",
+    )
+    fit.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="fraction of the images kept out of training to set the threshold (default 0.1)",
+    )
+    fit.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="images are resized to N x N pixels (default: the preset's, 32); at 64 or 128 add "
+        "--set train.stem=imagenet, which makes a CPU fit several times cheaper (README: Image "
+        "size)",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model of another method in MODEL_DIR (its model, checkpoints and "
+        "samples are deleted first; default: refuse). A rerun of the same method resumes "
+        "instead, and other seeds, settings or images are always refused",
+    )
+    add_skip_bad(fit)
+    add_device(fit)
+    add_seed(fit)
+    add_settings(
+        fit,
+        f"sections train, score (the CSI family) or the baseline's name ({', '.join(BASELINES)})",
+        "train.epochs=50, --set train.batch_size=64, --set rot.epochs=20",
+    )
+    fit.add_argument(
+        "--draws",
+        type=int,
+        default=0,
+        metavar="R",
+        help="the CSI family only: average each score over R random test-time augmentations "
+        "(CSI's ensemble; scores then vary slightly with the batch an image comes in). "
+        "Default 0: one deterministic pass over the 4 rotations, the same score every time",
+    )
+    add_talk(
+        fit,
+        quiet="no progress bar and no summary",
+        verbose="also print the losses every log_every steps",
+    )
+    fit.set_defaults(func=cmd_fit)
