@@ -30,8 +30,8 @@ from contrasyn.evaluation.results import (
     paired_class_table,
     paired_matrix,
     read_rows,
-    write_text,
 )
+from contrasyn.textfiles import write_text
 
 
 def collect(adds: list[str]) -> list[dict]:

@@ -29,8 +29,8 @@ from contrasyn.config import merge
 from contrasyn.data import load_dataset
 from contrasyn.device import autocast
 from contrasyn.evaluation.bench import _inputs, benchmark_task
-from contrasyn.evaluation.quality import RandomFeatures, sample, sample_distance, save_grid
-from contrasyn.methods.csi.adversarial import GenerativeSide
+from contrasyn.evaluation.quality import RandomFeatures, sample_distance, save_grid
+from contrasyn.methods.csi.adversarial import GenerativeSide, sample
 from contrasyn.methods.csi.trainer import resolve_gen_channels
 from contrasyn.presets import get_preset
 

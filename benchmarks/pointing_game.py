@@ -34,14 +34,14 @@ import numpy as np
 import torch
 from _throughput import machine, write_json  # benchmarks/, the script's folder
 
-from contrasyn import __version__
 from contrasyn.api.detector import Detector
 from contrasyn.api.maps import map_panel, save_png
+from contrasyn.api.metrics import auroc
 from contrasyn.data import load_dataset, to_model_input
 from contrasyn.evaluation.bench import benchmark_task
 from contrasyn.evaluation.bench import detector as bench_detector
-from contrasyn.evaluation.metrics import auroc
 from contrasyn.presets import get_preset
+from contrasyn.version import __version__
 
 # name -> Detector.anomaly_map keywords
 CANDIDATES = {

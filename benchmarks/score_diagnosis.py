@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from contrasyn.api.detector import training_indices
+from contrasyn.api.metrics import auroc
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import SCORES, RunConfig, load_config
 from contrasyn.data import load_dataset
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation.bench import _inputs, benchmark_task
-from contrasyn.evaluation.metrics import auroc
 from contrasyn.evaluation.results import read_jsonl, read_rows, run_path
 from contrasyn.methods.csi.score import Scorer
 from contrasyn.methods.csi.trained import load_model

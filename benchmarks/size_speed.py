@@ -46,10 +46,10 @@ from _throughput import (  # benchmarks/, the script's folder
     write_json,
 )
 
-from contrasyn import __version__
 from contrasyn.methods.csi.score import Scorer
 from contrasyn.methods.csi.trained import build_model
 from contrasyn.presets import get_preset
+from contrasyn.version import __version__
 
 CONFIGS = [(32, "cifar"), (64, "cifar"), (64, "imagenet"), (128, "cifar"), (128, "imagenet")]
 CPU_PRESET_STEPS = 372  # 12 epochs x (1,000 // 32) steps

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from contrasyn.api.metrics import auroc
 from contrasyn.data import load_dataset, to_model_input
 from contrasyn.data.protocol import one_class_task
 from contrasyn.device import CPU_FORWARD_ROWS
 from contrasyn.errors import ConfigError
-from contrasyn.evaluation.metrics import auroc
 from contrasyn.methods.baselines.deepsvdd import DeepSVDD, DeepSVDDConfig
 from contrasyn.methods.baselines.goad import GOAD, GOADConfig, centre_triplet_loss
 from contrasyn.methods.baselines.ocsvm import PixelOCSVM

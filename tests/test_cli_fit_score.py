@@ -608,7 +608,7 @@ def _report_images(page: Path) -> list[str]:
 def test_evaluate_writes_metrics_scores_and_a_report(
     fitted, folders, tmp_path, capsys, monkeypatch
 ) -> None:
-    from contrasyn.evaluation.metrics import auroc
+    from contrasyn.api.metrics import auroc
 
     model = fitted[0]
     data = _labelled(folders, tmp_path)

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from contrasyn.api.detector import Detector
+from contrasyn.api.metrics import auroc
 from contrasyn.checkpoint import CheckpointError
 from contrasyn.data import load_dataset, to_model_input
 from contrasyn.data.protocol import one_class_task
 from contrasyn.errors import ConfigError, DataError
-from contrasyn.evaluation.metrics import auroc
 
 
 @pytest.fixture(scope="module")

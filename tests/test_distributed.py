@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from contrasyn import distributed
+from contrasyn.api.metrics import auroc
 from contrasyn.cli import main
 from contrasyn.config import TrainConfig
 from contrasyn.data import load_dataset
 from contrasyn.errors import ConfigError
-from contrasyn.evaluation.metrics import auroc
 
 HERE = Path(__file__).parent
 

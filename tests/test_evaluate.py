@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from contrasyn.api.detector import Detector
+from contrasyn.api.evaluate import best_f1, confusion, evaluate_scores
+from contrasyn.api.metrics import auroc
 from contrasyn.data import load_dataset
 from contrasyn.data.labelled import read_labelled_folder
 from contrasyn.data.protocol import one_class_task
 from contrasyn.errors import DataError
-from contrasyn.evaluation.evaluate import best_f1, confusion, evaluate_scores
-from contrasyn.evaluation.metrics import auroc
 
 SIZE = 16
 

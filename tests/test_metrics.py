@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from contrasyn.evaluation.metrics import aupr, auroc, auroc_per_class_mean, evaluate, fpr_at_tpr
+from contrasyn.api.metrics import aupr, auroc, auroc_per_class_mean, evaluate, fpr_at_tpr
 
 
 def test_auroc_hand_examples() -> None:

@@ -13,16 +13,16 @@ from sklearn.base import clone
 from sklearn.svm import OneClassSVM
 
 from contrasyn.api.detector import Detector
+from contrasyn.api.metrics import auroc
 from contrasyn.data import load_dataset, to_model_input
 from contrasyn.data.protocol import one_class_task
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation import bench
-from contrasyn.evaluation.metrics import auroc
 from contrasyn.methods.baselines.ocsvm import PixelOCSVM
 from contrasyn.methods.baselines.rot import RotationDetector, RotConfig, _labels
 from contrasyn.methods.baselines.transforms import apply
-from contrasyn.methods.names import BASELINES, METHOD_NAMES
 from contrasyn.methods.registry import build_method, method_class, method_config
+from contrasyn.names import BASELINES, METHOD_NAMES
 
 
 @pytest.fixture(scope="module")

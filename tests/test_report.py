@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from contrasyn.cli import main
-from contrasyn.evaluation.htmlpage import markdown_to_html
+from contrasyn.htmlpage import markdown_to_html
 from test_cli import _bench_args  # tests/ is on sys.path (rootdir-relative imports)
 
 METHODS = "knn,deepsvdd,full"

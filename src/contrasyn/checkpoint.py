@@ -22,8 +22,8 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from contrasyn import __version__
 from contrasyn.errors import CheckpointError, ContrasynError, OutputError
+from contrasyn.version import __version__
 
 DETECTOR_FORMAT = "contrasyn-detector"
 

@@ -210,7 +210,7 @@ class TrainConfig:
     d_win_rounds: int = 100
 
     def __post_init__(self) -> None:
-        from contrasyn.methods.names import names_in  # the names build on nothing; no cycle
+        from contrasyn.names import names_in  # the names build on nothing; no cycle
 
         for name, choices in (
             ("method", names_in(_FAMILY_MODULE)),

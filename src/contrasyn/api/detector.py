@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrasyn import __version__, distributed
+from contrasyn import distributed
 from contrasyn.api import saved
 from contrasyn.api.calibration import Calibration, calibrate, conformal_threshold
 from contrasyn.api.inputs import Images, image_folders, read_images
@@ -64,10 +64,11 @@ from contrasyn.config import (
 )
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError, DataError
-from contrasyn.evaluation import quality
-from contrasyn.methods.names import METHOD_NAMES
+from contrasyn.methods.csi.adversarial import reconstructions, sample
 from contrasyn.methods.registry import Method, Resolved, build_method, method_class, network_methods
+from contrasyn.names import METHOD_NAMES
 from contrasyn.presets import get_preset
+from contrasyn.version import __version__
 
 AVAILABLE_METHODS = METHOD_NAMES
 # The anomaly map of the evaluate report and ``contrasyn score --maps`` (chosen by the
@@ -437,7 +438,7 @@ class Detector(ReadableScores):
         that gets ``metrics.json``, ``scores.csv`` and ``report.html`` (with ``report/``);
         ``maps`` draws the anomaly map of every image the report shows. A bad layout is one
         ``DataError``."""
-        from contrasyn.evaluation import evaluate as ev_module
+        from contrasyn.api import evaluate as ev_module
 
         self._check_fitted()
         images, labels, groups, paths, normal_group, data = ev_module.labelled_images(
@@ -529,7 +530,7 @@ class Detector(ReadableScores):
     def sample(self, n: int = 64, seed: int = 0) -> np.ndarray:
         """``n`` synthetic images G(h), h ~ N(0, I), as uint8 (n, H, W, C): C is the data's
         own channels (grey data gives grey samples)."""
-        return to_uint8(quality.sample(self._generator().sampler, n, seed))
+        return to_uint8(sample(self._generator().sampler, n, seed))
 
     def reconstruct(self, X: Images) -> np.ndarray:
         """G(E(x)) of each image (``full`` only), as uint8 (n, H, W, C): normal images come
@@ -538,7 +539,7 @@ class Detector(ReadableScores):
         if side.E is None:
             raise ConfigError("reconstruction needs the encoder E: method 'full'")
         images, _ = self._images(X, self.input_)
-        return to_uint8(quality.reconstructions(side, images))
+        return to_uint8(reconstructions(side, images))
 
     # -- persistence ---------------------------------------------------------------------
 

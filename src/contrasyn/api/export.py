@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from contrasyn import __version__
 from contrasyn.checkpoint import DETECTOR_FORMAT, read_checkpoint
 from contrasyn.config import RunConfig, from_dict
 from contrasyn.errors import CheckpointError, ConfigError, DataError
+from contrasyn.version import __version__
 
 if TYPE_CHECKING:
     from contrasyn.api.detector import Detector

@@ -12,7 +12,7 @@ state checks: ``contrasyn.methods.registry.Method``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,11 +30,11 @@ from contrasyn.config import (
 )
 from contrasyn.device import resolve_device
 from contrasyn.errors import CheckpointError, ConfigError
-from contrasyn.methods.names import METHOD_NAMES
 from contrasyn.methods.registry import build_method, method_class
+from contrasyn.names import METHOD_NAMES
 
-if TYPE_CHECKING:
-    from contrasyn.api.detector import Detector
+# ``Detector`` here is the caller's class (saved.py is below detector.py: no import of it)
+Detector = Any
 
 
 def save(self: Detector, path: Path, overwrite: bool = False) -> Path:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from contrasyn.errors import ConfigError
-from contrasyn.methods.registry import Method, build_method
+from contrasyn.methods.registry import build_method
 
 RESIZE_NAMES = ("resize", "fit", "none", "pad")
 
@@ -38,38 +38,4 @@ def probe_shapes(name: str, cfg: Any, tensors: dict[str, Tensor]) -> None:
         raise ConfigError(
             f"unknown tensor(s) {', '.join(unknown)[:120]}: method {name} with this config "
             "has no such state"
-        )
-
-
-def check_bank(cfg: Any, method: Method) -> None:
-    """The CSI family's bank: (N, K, d) projections and (N, K, e) features of the same N
-    training images, K = num_shifts, and the K score weights."""
-    t = cfg.train
-    scorer, k = method.scorer, t.num_shifts
-    z, h = scorer.bank_z_, scorer.bank_h_
-    d = method.model.backbone.out_dim
-    expected = {
-        "scorer.bank_z": (z, (None, k, t.proj_dim)),
-        "scorer.bank_h": (h, (None, k, d)),
-        "scorer.weight_sim": (scorer.weight_sim_, (k,)),
-        "scorer.weight_shift": (scorer.weight_shift_, (k,)),
-    }
-    for key, (tensor, shape) in expected.items():
-        if (
-            not torch.is_floating_point(tensor)
-            or tensor.ndim != len(shape)
-            or any(
-                want is not None and got != want
-                for got, want in zip(tensor.shape, shape, strict=True)
-            )
-        ):
-            words = ", ".join("N" if s is None else str(s) for s in shape)
-            raise ConfigError(
-                f"tensor {key} is {tuple(tensor.shape)} {tensor.dtype}; method {method.name} "
-                f"with this config needs floats ({words})"
-            )
-    if len(z) != len(h) or len(z) < 1:
-        raise ConfigError(
-            f"the bank holds {len(z)} projections and {len(h)} feature rows; "
-            "they must be the same images, at least one"
         )

@@ -37,7 +37,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from contrasyn import __version__
+from contrasyn.version import __version__
 
 __all__ = ["build_parser", "main"]
 

@@ -23,7 +23,7 @@ from contrasyn.cli.options import (
 )
 from contrasyn.config import check_seed
 from contrasyn.errors import ConfigError
-from contrasyn.methods.names import BASELINES, METHOD_NAMES
+from contrasyn.names import BASELINES, METHOD_NAMES
 
 if TYPE_CHECKING:
     from contrasyn.data.base import ImageDataset

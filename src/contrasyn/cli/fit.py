@@ -28,8 +28,8 @@ from contrasyn.cli.outputs import (
     rate_text,
 )
 from contrasyn.errors import ConfigError
-from contrasyn.methods.names import BASELINES, METHOD_NAMES
 from contrasyn.methods.registry import build_method, method_class, network_methods
+from contrasyn.names import BASELINES, METHOD_NAMES
 
 if TYPE_CHECKING:
     from contrasyn.api.detector import Detector
@@ -221,7 +221,8 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, ta
         + (f"; training checkpoints in {out}/checkpoints" if family else "")
     )
     if det.generator_ is not None:
-        from contrasyn.evaluation.quality import sample, save_grid
+        from contrasyn.evaluation.quality import save_grid
+        from contrasyn.methods.csi.adversarial import sample
 
         grid = list(sample(det.generator_.sampler, 64, args.seed).split(16))
         atomic_write(out / "samples.png", lambda tmp: save_grid(grid, tmp), suffix=".png")

@@ -113,7 +113,7 @@ def write_output(text: str, out: Path | None, overwrite: bool) -> None:
     """Results to standard output, or atomically to ``out``: a full disk or a kill leaves
     the previous file whole, never a fragment. Without ``overwrite`` the file is claimed
     atomically: of two runs writing the same new ``out``, one gets an error."""
-    from contrasyn.evaluation.results import write_text
+    from contrasyn.textfiles import write_text
 
     if out is None:
         sys.stdout.write(text)

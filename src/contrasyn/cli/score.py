@@ -31,7 +31,7 @@ from contrasyn.cli.outputs import (
     write_output,
 )
 from contrasyn.errors import ConfigError, DataError
-from contrasyn.evaluation.results import csv_text
+from contrasyn.textfiles import csv_text
 
 if TYPE_CHECKING:
     from contrasyn.api.detector import Detector

@@ -23,6 +23,7 @@ import torch
 from contrasyn import distributed
 from contrasyn.api.detector import Detector
 from contrasyn.api.lock import shared_writes
+from contrasyn.api.metrics import auroc, evaluate
 from contrasyn.config import (
     RunConfig,
     save_config,
@@ -32,17 +33,7 @@ from contrasyn.data.base import ImageDataset
 from contrasyn.data.protocol import OneClassTask, one_class_task, subsample_test
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
-from contrasyn.evaluation.metrics import auroc, evaluate
-from contrasyn.evaluation.results import (
-    KEY,
-    cell_key,
-    read_rows,
-    run_path,
-    save_npz,
-    write_tables,
-    write_text,
-)
-from contrasyn.methods.names import METHOD_NAMES
+from contrasyn.evaluation.results import KEY, cell_key, read_rows, run_path, save_npz, write_tables
 from contrasyn.methods.registry import (
     OWN_SETTINGS,
     Method,
@@ -50,7 +41,9 @@ from contrasyn.methods.registry import (
     method_class,
     sections_of_methods,
 )
+from contrasyn.names import METHOD_NAMES
 from contrasyn.presets import get_preset
+from contrasyn.textfiles import write_text
 
 METHODS = METHOD_NAMES
 # the row field saying how ``config_sha`` was computed (``config_sha``'s scheme since the first
@@ -475,7 +468,8 @@ def save_generator_grids(
     """``samples.png`` (8 x 16 samples G(h)) and, where there is an encoder,
     ``reconstructions.png`` (normal test images, their G(E(x)), anomalous ones, theirs: the
     paper's Figure 2) in ``run_dir``."""
-    from contrasyn.evaluation.quality import reconstructions, sample, save_grid
+    from contrasyn.evaluation.quality import save_grid
+    from contrasyn.methods.csi.adversarial import reconstructions, sample
 
     save_grid(list(sample(side.sampler, 128, seed).split(16)), run_dir / "samples.png")
     if side.E is not None:

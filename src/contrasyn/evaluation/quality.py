@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from contrasyn.checkpoint import atomic_write
 from contrasyn.errors import CheckpointError, ConfigError
+from contrasyn.methods.csi.adversarial import sample
 from contrasyn.methods.csi.nets import ResNet18
 
 INCEPTION_PATH = Path(
@@ -146,17 +147,6 @@ def features(space: nn.Module, images: Tensor, batch_size: int = 200) -> np.ndar
     return torch.cat(out).numpy()
 
 
-@torch.no_grad()
-def sample(generator: nn.Module, n: int, seed: int = 0, batch_size: int = 200) -> Tensor:
-    """``n`` images G(h), h ~ N(0, I) from a seeded RNG, in [0, 1] on the CPU."""
-    device = next(generator.parameters()).device
-    rng = torch.Generator().manual_seed(seed)
-    h = torch.randn(n, generator.latent_dim, generator=rng)
-    return torch.cat(
-        [generator(h[i : i + batch_size].to(device)).float().cpu() for i in range(0, n, batch_size)]
-    )
-
-
 def sample_distance(
     generator: nn.Module, real: Tensor, space: nn.Module, seed: int = 0
 ) -> tuple[float, float]:
@@ -196,11 +186,3 @@ def save_grid(rows: list[Tensor], path: str | Path, pad: int = 2) -> Path:
     image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), suffix=".png")
     return path
-
-
-@torch.no_grad()
-def reconstructions(side: nn.Module, images: Tensor) -> Tensor:
-    """G(E(x)) for [0, 1] images (F's channels) by a ``GenerativeSide`` (its sampling
-    generator), on the CPU, in G's channels."""
-    device = next(side.parameters()).device
-    return side.sampler(side.E(side.from_model(images.to(device)))).float().cpu()

@@ -19,15 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from contrasyn.data.base import ImageDataset
-from contrasyn.evaluation.htmlpage import (
-    FIGURES,
-    Section,
-    figure,
-    markdown_to_html,
-    panels,
-    save_figure,
-    write_page,
-)
 from contrasyn.evaluation.results import (
     interval_table,
     markdown_table,
@@ -37,6 +28,15 @@ from contrasyn.evaluation.results import (
     read_rows,
     run_path,
     summary_table,
+)
+from contrasyn.htmlpage import (
+    FIGURES,
+    Section,
+    figure,
+    markdown_to_html,
+    panels,
+    save_figure,
+    write_page,
 )
 from contrasyn.methods.registry import method_class
 

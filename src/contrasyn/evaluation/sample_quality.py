@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from contrasyn.api.detector import training_indices
+from contrasyn.api.metrics import auroc
 from contrasyn.config import RunConfig, load_config
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation.bench import benchmark_task, model_inputs, save_generator_grids
-from contrasyn.evaluation.metrics import auroc
 from contrasyn.evaluation.results import (
     KEY,
     cell_key,
@@ -29,9 +29,9 @@ from contrasyn.evaluation.results import (
     read_rows,
     run_path,
     write_csv,
-    write_text,
 )
 from contrasyn.methods.registry import method_class
+from contrasyn.textfiles import write_text
 
 
 def run_quality(
@@ -55,7 +55,8 @@ def run_quality(
     """
     from contrasyn.checkpoint import load_checkpoint
     from contrasyn.data import load_dataset
-    from contrasyn.evaluation.quality import feature_space, sample, sample_distance
+    from contrasyn.evaluation.quality import feature_space, sample_distance
+    from contrasyn.methods.csi.adversarial import sample
     from contrasyn.methods.csi.score import Scorer
     from contrasyn.methods.csi.trained import load_generator, load_model
     from contrasyn.methods.csi.trainer import data_fingerprint

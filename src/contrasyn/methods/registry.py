@@ -25,7 +25,7 @@ from torch import Tensor
 
 from contrasyn.config import to_dict
 from contrasyn.errors import ConfigError
-from contrasyn.methods.names import _MODULES, METHOD_NAMES, names_in
+from contrasyn.names import _MODULES, METHOD_NAMES, names_in
 
 _REGISTRY: dict[str, type[Method]] = {}
 

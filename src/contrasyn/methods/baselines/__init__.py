@@ -19,8 +19,8 @@ from torch import Tensor
 
 from contrasyn.config import from_dict, merge
 from contrasyn.errors import ConfigError
-from contrasyn.methods.names import BASELINES
 from contrasyn.methods.registry import INPUT_FIELDS, Method, Resolved, split_settings
+from contrasyn.names import BASELINES
 from contrasyn.presets import get_preset
 
 __all__ = ["BASELINES", "BASELINE_PRESETS", "Baseline", "input_shape"]

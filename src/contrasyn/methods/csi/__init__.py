@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from contrasyn.api.validate import check_bank
 from contrasyn.config import (
     GENERATIVE_FIELDS,
     LATER_FIELDS,
@@ -224,3 +224,37 @@ class CSIFamily(Method):
             self.side.load_weight_tensors(tensors)
             self.side.eval()
         return self
+
+
+def check_bank(cfg: Any, method: Method) -> None:
+    """The CSI family's bank: (N, K, d) projections and (N, K, e) features of the same N
+    training images, K = num_shifts, and the K score weights."""
+    t = cfg.train
+    scorer, k = method.scorer, t.num_shifts
+    z, h = scorer.bank_z_, scorer.bank_h_
+    d = method.model.backbone.out_dim
+    expected = {
+        "scorer.bank_z": (z, (None, k, t.proj_dim)),
+        "scorer.bank_h": (h, (None, k, d)),
+        "scorer.weight_sim": (scorer.weight_sim_, (k,)),
+        "scorer.weight_shift": (scorer.weight_shift_, (k,)),
+    }
+    for key, (tensor, shape) in expected.items():
+        if (
+            not torch.is_floating_point(tensor)
+            or tensor.ndim != len(shape)
+            or any(
+                want is not None and got != want
+                for got, want in zip(tensor.shape, shape, strict=True)
+            )
+        ):
+            words = ", ".join("N" if s is None else str(s) for s in shape)
+            raise ConfigError(
+                f"tensor {key} is {tuple(tensor.shape)} {tensor.dtype}; method {method.name} "
+                f"with this config needs floats ({words})"
+            )
+    if len(z) != len(h) or len(z) < 1:
+        raise ConfigError(
+            f"the bank holds {len(z)} projections and {len(h)} feature rows; "
+            "they must be the same images, at least one"
+        )

@@ -346,3 +346,22 @@ class GenerativeSide(nn.Module):
                     f"row, {where}; its opponent gets no useful gradient any more. The last good "
                     "checkpoint is kept. Lower train.disc_lr or raise train.gen_lr."
                 )
+
+
+@torch.no_grad()
+def sample(generator: nn.Module, n: int, seed: int = 0, batch_size: int = 200) -> Tensor:
+    """``n`` images G(h), h ~ N(0, I) from a seeded RNG, in [0, 1] on the CPU."""
+    device = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, generator.latent_dim, generator=rng)
+    return torch.cat(
+        [generator(h[i : i + batch_size].to(device)).float().cpu() for i in range(0, n, batch_size)]
+    )
+
+
+@torch.no_grad()
+def reconstructions(side: nn.Module, images: Tensor) -> Tensor:
+    """G(E(x)) for [0, 1] images (F's channels) by a ``GenerativeSide`` (its sampling
+    generator), on the CPU, in G's channels."""
+    device = next(side.parameters()).device
+    return side.sampler(side.E(side.from_model(images.to(device)))).float().cpu()

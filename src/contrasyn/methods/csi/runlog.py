@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from contrasyn.evaluation.results import write_text
+from contrasyn.textfiles import write_text
 
 
 def log_line(method: str, total: int, entry: dict) -> str:

@@ -2,7 +2,7 @@
 
 ``Detector.evaluate`` and ``contrasyn evaluate MODEL DATA`` score labelled images (a folder
 in anomalib's ``Folder`` layout, ``contrasyn.data.labelled``, or images with labels) and
-give, anomalies being the positive class (``contrasyn.evaluation.metrics``):
+give, anomalies being the positive class (``contrasyn.api.metrics``):
 
 - ``auroc``, ``aupr`` (average precision) and ``fpr95`` (the fraction of anomalies accepted
   when the threshold keeps 95% of the normal images);
@@ -34,10 +34,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from contrasyn.api import metrics
 from contrasyn.errors import DataError
-from contrasyn.evaluation import metrics
-from contrasyn.evaluation.htmlpage import FIGURES, Section, figure, save_figure, table, write_page
-from contrasyn.evaluation.results import csv_text, write_text
+from contrasyn.htmlpage import FIGURES, Section, figure, save_figure, table, write_page
+from contrasyn.textfiles import csv_text, write_text
 
 
 class Calibrated(Protocol):
