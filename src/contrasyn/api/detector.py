@@ -45,7 +45,7 @@ import inspect
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -95,6 +95,16 @@ def training_indices(
     if max_train is not None and len(rest) > max_train:
         rest = np.sort(np.random.default_rng(seed).choice(rest, max_train, replace=False))
     return hold, rest
+
+
+class Plan(NamedTuple):
+    """What a fit will do (``Detector.plan``)."""
+
+    config: Any
+    input: dict[str, int]
+    length: str | None
+    steps: int | None
+    checkpoints: bool
 
 
 class Detector(ReadableScores):
@@ -230,6 +240,17 @@ class Detector(ReadableScores):
             deterministic=self.deterministic,
             input={"image_size": self.image_size, "channels": self.channels},
         )
+
+    def plan(self, n_images: int) -> Plan:
+        """What ``fit`` on ``n_images`` images will do, before any work: the settings and
+        input size (``resolve``), the training length in the method's terms, its optimiser
+        steps (None where it does not count them), and whether it keeps training checkpoints
+        in ``checkpoint_dir`` (the methods that train a network)."""
+        config, spec = self.resolve()
+        method = build_method(self.method_name, config)
+        _, rest = training_indices(n_images, self.holdout, method.max_train, self.seed)
+        steps = method.steps_for(len(rest))
+        return Plan(config, spec, method.length, steps, method.trains_network)
 
     @property
     def flag_rate(self) -> float:

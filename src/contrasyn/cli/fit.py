@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from contrasyn.checkpoint import inside
 from contrasyn.cli.options import (
@@ -26,38 +26,14 @@ from contrasyn.cli.outputs import (
     add_skip_bad,
     print_calibration,
     rate_text,
+    replace_other_method,
 )
 from contrasyn.errors import ConfigError
-from contrasyn.methods.registry import build_method, method_class, network_methods
+from contrasyn.methods.registry import network_methods
 from contrasyn.names import BASELINES, METHOD_NAMES
 
 if TYPE_CHECKING:
     from contrasyn.api.detector import Detector
-
-
-def _method(args: argparse.Namespace) -> str:
-    """--method, or the preset's; an unknown name is one error listing the known ones."""
-    from contrasyn.presets import get_preset
-
-    name = args.method or get_preset(args.preset).train.method
-    if name not in METHOD_NAMES:
-        raise ConfigError(f"method {name!r} is not available; available: {', '.join(METHOD_NAMES)}")
-    return name
-
-
-def _settings(args: argparse.Namespace, method: str) -> dict[str, dict[str, Any]]:
-    """``--config``/``--set`` as they are written, by section (the method checks them), and
-    ``--draws R`` as the CSI family's test-time draws."""
-    settings = {section: dict(fields) for section, fields in read_settings(args).items()}
-    if args.draws > 0:
-        if not method_class(method).trains_network:
-            raise ConfigError(
-                f"--draws is for the CSI family's scores ({', '.join(network_methods())}), "
-                f"not method {method!r}"
-            )
-        score = settings.setdefault("score", {})
-        score.update(augment=True, ensemble=args.draws)
-    return settings
 
 
 def _checkpoint_epoch(stem: Path) -> int | None:
@@ -75,7 +51,7 @@ def _checkpoint_epoch(stem: Path) -> int | None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from contrasyn import distributed
-    from contrasyn.api.detector import Detector, training_indices
+    from contrasyn.api.detector import Detector
     from contrasyn.api.lock import folder_lock
     from contrasyn.checkpoint import remove_stale_temporaries
     from contrasyn.cli.progress import Heartbeat, wanted
@@ -91,29 +67,34 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "checkpoints) would be read as training images next time; choose a folder "
             "outside the data"
         )
-    method = _method(args)
-    family = method_class(method).trains_network
+    settings = read_settings(args)
     det = Detector(
-        method=method,
+        method=args.method,
         preset=args.preset,
-        settings=_settings(args, method),
+        settings=settings,
         score=args.score,
         image_size=args.image_size,
         false_alarm_rate=0.05 if args.false_alarm_rate is None else args.false_alarm_rate,
         contamination=args.contamination,
         holdout=args.holdout,
-        deterministic=args.draws == 0,
         skip_bad=args.skip_bad,
         device=args.device,
         seed=args.seed,
-        checkpoint_dir=out / "checkpoints" if family else None,
+        checkpoint_dir=out / "checkpoints",  # kept by the methods that train a network
         progress=not args.quiet,
         verbose=args.verbose,
     )
-    cfg, spec = det.resolve()  # unknown settings and bad values fail here, before any work
-    talk = say(args)
-
     found = find_images(args.data)
+    plan = det.plan(len(found))  # unknown settings and bad values fail here, before any work
+    if args.draws > 0:  # R test-time draws: the CSI family's score section
+        if not plan.checkpoints:
+            raise ConfigError(
+                f"--draws is for the CSI family's scores, not method {det.method_name!r}"
+            )
+        draws = {**settings, "score": {**settings.get("score", {}), "augment": True}}
+        draws["score"]["ensemble"] = args.draws
+        plan = det.set_params(settings=draws, deterministic=False).plan(len(found))
+    method, spec, talk = det.method_name, plan.input, say(args)
     images, kept = load_images(
         found, spec["image_size"], spec["channels"], det.resize, skip_bad=args.skip_bad
     )
@@ -125,11 +106,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         # the folder, so no other writer is using them) and a half-renamed checkpoint
         for stale in remove_stale_temporaries(out):
             warn(f"removed {stale}, left by an interrupted save")
-        _replace_other_method(out, method, args.overwrite)
-        epoch = _checkpoint_epoch(out / "checkpoints" / "last") if family else None
+        replace_other_method(out, method, args.overwrite)
+        epoch = _checkpoint_epoch(out / "checkpoints" / "last") if plan.checkpoints else None
         size = spec["image_size"]
-        unfitted = build_method(method, cfg)
-        facts = [unfitted.length, f"{size}x{size}", f"device {args.device}"]
+        facts = [plan.length, f"{size}x{size}", f"device {args.device}"]
         talk(
             f"contrasyn fit: {len(kept)} images from {args.data}; {method}, preset "
             f"{args.preset} ({', '.join(f for f in facts if f)})"
@@ -138,62 +118,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
             talk(f"resuming from the checkpoint of epoch {epoch} in {out / 'checkpoints'}")
         beat = contextlib.nullcontext()
         if wanted(args.quiet):  # not a terminal: no progress bar, so a line now and then
-            metrics = out / "checkpoints" / "metrics.jsonl" if family else None
-            _, rest = training_indices(len(images), det.holdout, unfitted.max_train, det.seed)
-            steps = unfitted.steps_for(len(rest))
-            beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=steps)
+            metrics = out / "checkpoints" / "metrics.jsonl" if plan.checkpoints else None
+            beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=plan.steps)
         with beat:
             det.fit(images)
             det.save(out, overwrite=True)  # a model of the same method, resumed or refitted
-        _fit_summary(args, det, out, found, kept, family, method, talk)
+        _fit_summary(args, det, out, found, kept, plan.checkpoints, talk)
     return 0
 
 
-def _methods_in(out: Path) -> set[str]:
-    """The methods whose files model folder ``out`` holds: its saved model's and its training
-    checkpoint's (an unreadable file names none: the load or the resume says what is wrong)."""
-    found = set()
-    for path, keys in (
-        (out / "model.json", ("method",)),
-        (out / "checkpoints" / "last.json", ("config", "method")),
-    ):
-        try:
-            value = json.loads(path.read_text())
-            for key in keys:
-                value = value[key]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(value, str):
-            found.add(value)
-    return found
-
-
-def _replace_other_method(out: Path, method: str, overwrite: bool) -> None:
-    """A fit of ``method`` into a folder holding another method's model or checkpoints:
-    refused unless ``overwrite``; then that method's files (model, checkpoints, samples.png,
-    model.onnx) are deleted first, so none of them is left beside the new model and a rerun
-    of the same command resumes the new method's training."""
-    import shutil
-
-    others = sorted(_methods_in(out) - {method})
-    if not others:
-        return
-    if not overwrite:
-        raise ConfigError(
-            f"--out {out} holds a model of method {others[0]}; fitting {method} there would "
-            "replace it: pass --overwrite to replace it (its model, checkpoints and samples "
-            "are deleted), or choose another --out"
-        )
-    warn(f"--overwrite: deleting the {others[0]} model in {out} before fitting {method}")
-    for name in ("model.json", "model.safetensors", "checkpoints", "samples.png", "model.onnx"):
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, talk) -> None:
+def _fit_summary(args, det: Detector, out: Path, found, kept, checkpoints, talk) -> None:
     from contrasyn.checkpoint import atomic_write
 
     n_hold = len(det.holdout_scores_)
@@ -202,8 +136,7 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, ta
         notes.append(f"{len(found) - len(kept)} unreadable skipped")
     unused = len(kept) - det.n_train_ - n_hold
     if unused:
-        section = method_class(method).sections(method)[0]
-        notes.append(f"{unused} not used: {section}.max_train={det.method_.max_train}")
+        notes.append(f"{unused} not used: the method's max_train is {det.method_.max_train}")
     talk(
         f"trained on {det.n_train_} images; {n_hold} held out to set the threshold"
         + (f" ({'; '.join(notes)})" if notes else "")
@@ -218,7 +151,7 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, family, method, ta
         print_calibration(talk, det)
     talk(
         f"saved to {out} (model.safetensors, model.json)"
-        + (f"; training checkpoints in {out}/checkpoints" if family else "")
+        + (f"; training checkpoints in {out}/checkpoints" if checkpoints else "")
     )
     if det.generator_ is not None:
         from contrasyn.evaluation.quality import save_grid

@@ -4,11 +4,13 @@ that keep every output away from a user's files (models, inputs, device nodes)."
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contrasyn.checkpoint import inside
+from contrasyn.cli.options import warn
 from contrasyn.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -188,3 +190,47 @@ def add_skip_bad(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip unreadable image files with a warning (default: stop with an error)",
     )
+
+
+def _methods_in(out: Path) -> set[str]:
+    """The methods whose files model folder ``out`` holds: its saved model's and its training
+    checkpoint's (an unreadable file names none: the load or the resume says what is wrong)."""
+    found = set()
+    for path, keys in (
+        (out / "model.json", ("method",)),
+        (out / "checkpoints" / "last.json", ("config", "method")),
+    ):
+        try:
+            value = json.loads(path.read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, str):
+            found.add(value)
+    return found
+
+
+def replace_other_method(out: Path, method: str, overwrite: bool) -> None:
+    """A fit of ``method`` into a folder holding another method's model or checkpoints:
+    refused unless ``overwrite``; then that method's files (model, checkpoints, samples.png,
+    model.onnx) are deleted first, so none of them is left beside the new model and a rerun
+    of the same command resumes the new method's training."""
+    import shutil
+
+    others = sorted(_methods_in(out) - {method})
+    if not others:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"--out {out} holds a model of method {others[0]}; fitting {method} there would "
+            "replace it: pass --overwrite to replace it (its model, checkpoints and samples "
+            "are deleted), or choose another --out"
+        )
+    warn(f"--overwrite: deleting the {others[0]} model in {out} before fitting {method}")
+    for name in ("model.json", "model.safetensors", "checkpoints", "samples.png", "model.onnx"):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
