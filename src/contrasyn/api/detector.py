@@ -460,9 +460,10 @@ class Detector(ReadableScores):
         ``maps`` draws the anomaly map of every image the report shows. A bad layout is one
         ``DataError``."""
         from contrasyn.api import evaluate as ev_module
+        from contrasyn.data.labelled import labelled_images
 
         self._check_fitted()
-        images, labels, groups, paths, normal_group, data = ev_module.labelled_images(
+        images, labels, groups, paths, normal_group, data = labelled_images(
             lambda x: self._images(x, self.input_),
             X,
             y,

@@ -29,8 +29,10 @@ pass.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,3 +165,40 @@ def read_labelled_folder(
         is_anomaly=np.asarray(labels, dtype=np.int64),
         groups=groups,
     )
+
+
+def labelled_images(
+    read: Callable[[Any], tuple[Any, list[Path] | None]],
+    X: Any,
+    y: Any = None,
+    groups: list[str] | None = None,
+    normal_dir: str | Path | None = None,
+    abnormal_dirs: list[str | Path] | None = None,
+    mask_dir: str | Path | None = None,
+) -> tuple[Any, np.ndarray, list[str] | None, list[str] | None, str, str | None]:
+    """The images, labels (1 anomalous), groups, paths, normal group and data name of a
+    labelled evaluation: a folder in anomalib's ``Folder`` layout (``y`` None;
+    ``contrasyn.data.labelled``) or any images with ``y``. ``read`` turns an input into model
+    images and the paths it read (the detector's own reader)."""
+    if y is None:
+        if not isinstance(X, str | Path):
+            raise DataError(
+                "evaluate needs labels: pass y (1 anomalous, 0 normal) with the images, or "
+                "a folder holding a normal folder (good/) and anomalous folders"
+            )
+        layout = read_labelled_folder(X, normal_dir, abnormal_dirs, mask_dir)
+        images, kept = read(list(layout.paths))
+        where = {p: i for i, p in enumerate(layout.paths)}
+        index = [where[p] for p in kept]
+        names = [layout.groups[i] for i in index]
+        paths = [str(p) for p in kept]
+        return images, layout.is_anomaly[index], names, paths, layout.normal_group, str(X)
+    images, found = read(X)
+    labels = np.asarray(y)
+    if found is not None and len(found) != len(labels):
+        raise DataError(
+            f"{len(labels)} labels for {len(found)} readable images (skip_bad left "
+            "some out): pass images and labels that match"
+        )
+    paths = None if found is None else [str(p) for p in found]
+    return images, labels, groups, paths, "normal", str(X) if isinstance(X, str | Path) else None
