@@ -43,12 +43,12 @@ from pathlib import Path
 import torch
 
 from contrasyn.checkpoint import atomic_write
-from contrasyn.config import ScoreConfig, TrainConfig
 from contrasyn.device import autocast, bf16_is_fast, resolve_device
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.score import Scorer
 from contrasyn.methods.csi.trained import build_model
 from contrasyn.methods.csi.trainer import resolve_gen_channels, train_networks
+from contrasyn.methods.csi_config import ScoreConfig, TrainConfig
 
 __all__ = [
     "machine",

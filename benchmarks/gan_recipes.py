@@ -32,7 +32,7 @@ from contrasyn.evaluation.bench import _inputs, benchmark_task
 from contrasyn.evaluation.quality import RandomFeatures, sample_distance, save_grid
 from contrasyn.methods.csi.adversarial import GenerativeSide, sample
 from contrasyn.methods.csi.trainer import resolve_gen_channels
-from contrasyn.presets import get_preset
+from contrasyn.methods.presets import get_preset
 
 RECIPES: dict[str, dict] = {
     "paper": {"gen_channels": 3, "adam_betas": (0.9, 0.999), "gan_loss": "bce"},

@@ -32,12 +32,13 @@ from _throughput import write_json  # benchmarks/, the script's folder
 
 from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
-from contrasyn.config import RunConfig, load_config
+from contrasyn.config import load_config
 from contrasyn.data import load_dataset
 from contrasyn.evaluation.bench import _inputs, benchmark_task
 from contrasyn.evaluation.results import read_rows, run_path
 from contrasyn.methods.csi.score import Scorer
 from contrasyn.methods.csi.trained import load_generator, load_model
+from contrasyn.methods.csi_config import RunConfig
 
 WEIGHTS = (0.25, 0.5, 1.0)
 REFERENCE = 500  # unseen normal train images that standardise each score

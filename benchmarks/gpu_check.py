@@ -59,8 +59,8 @@ import torch
 from _throughput import time_scoring, time_training, write_json  # benchmarks/, the script's folder
 
 from contrasyn.checkpoint import versions
-from contrasyn.config import ScoreConfig, TrainConfig
-from contrasyn.presets import get_preset
+from contrasyn.methods.csi_config import ScoreConfig, TrainConfig
+from contrasyn.methods.presets import get_preset
 
 REFERENCE = "fp32-eager"
 

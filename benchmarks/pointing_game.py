@@ -40,7 +40,7 @@ from contrasyn.api.metrics import auroc
 from contrasyn.data import load_dataset, to_model_input
 from contrasyn.evaluation.bench import benchmark_task
 from contrasyn.evaluation.bench import detector as bench_detector
-from contrasyn.presets import get_preset
+from contrasyn.methods.presets import get_preset
 from contrasyn.version import __version__
 
 # name -> Detector.anomaly_map keywords

@@ -29,7 +29,7 @@ import numpy as np
 from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
 from contrasyn.checkpoint import load_checkpoint
-from contrasyn.config import SCORES, RunConfig, load_config
+from contrasyn.config import load_config
 from contrasyn.data import load_dataset
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation.bench import _inputs, benchmark_task
@@ -37,6 +37,7 @@ from contrasyn.evaluation.results import read_jsonl, read_rows, run_path
 from contrasyn.methods.csi.score import Scorer
 from contrasyn.methods.csi.trained import load_model
 from contrasyn.methods.csi.trainer import data_fingerprint
+from contrasyn.methods.csi_config import SCORES, RunConfig
 
 # protocol name -> (augment, ensemble)
 PROTOCOLS = {"deterministic": (False, 1), "R1": (True, 1), "R4": (True, 4), "R10": (True, 10)}

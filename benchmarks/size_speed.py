@@ -48,7 +48,7 @@ from _throughput import (  # benchmarks/, the script's folder
 
 from contrasyn.methods.csi.score import Scorer
 from contrasyn.methods.csi.trained import build_model
-from contrasyn.presets import get_preset
+from contrasyn.methods.presets import get_preset
 from contrasyn.version import __version__
 
 CONFIGS = [(32, "cifar"), (64, "cifar"), (64, "imagenet"), (128, "cifar"), (128, "imagenet")]

@@ -47,10 +47,10 @@ from _throughput import (  # benchmarks/, the script's folder
 )
 
 from contrasyn.checkpoint import versions
-from contrasyn.config import TrainConfig
 from contrasyn.device import bf16_is_fast
+from contrasyn.methods.csi_config import TrainConfig
+from contrasyn.methods.presets import get_preset
 from contrasyn.methods.registry import network_methods
-from contrasyn.presets import get_preset
 
 REFERENCE = "fp32-eager"
 # name: (precision, channels_last, compile)

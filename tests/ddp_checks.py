@@ -16,9 +16,9 @@ import torch.distributed as dist
 from torch import nn
 
 from contrasyn import distributed
-from contrasyn.config import TrainConfig
 from contrasyn.methods.csi.losses import csi_loss, nt_xent
 from contrasyn.methods.csi.trainer import train_networks
+from contrasyn.methods.csi_config import TrainConfig
 
 
 class Heads(nn.Module):

@@ -15,7 +15,6 @@ import torch
 import contrasyn.methods.csi.adversarial as adversarial
 import contrasyn.methods.csi.trainer as trainer
 from contrasyn.checkpoint import load_checkpoint
-from contrasyn.config import TrainConfig
 from contrasyn.errors import ConfigError, TrainingError
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.augment import HorizontalFlip, shifted_views
@@ -38,6 +37,7 @@ from contrasyn.methods.csi.trainer import (
     train,
     train_networks,
 )
+from contrasyn.methods.csi_config import TrainConfig
 
 
 def _cfg(**kw) -> TrainConfig:

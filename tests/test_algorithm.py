@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 import contrasyn.methods.csi.trainer as trainer
 from contrasyn import distributed
-from contrasyn.config import TrainConfig
 from contrasyn.errors import ConfigError, TrainingError
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.augment import (
@@ -55,6 +54,7 @@ from contrasyn.methods.csi.trainer import (
     resolve_gen_channels,
     warm_up,
 )
+from contrasyn.methods.csi_config import TrainConfig
 from test_adversarial import _cfg  # tests/ is on sys.path: the same tiny networks
 
 

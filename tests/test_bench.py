@@ -20,7 +20,7 @@ from contrasyn.evaluation.results import (
     read_rows,
     summary_table,
 )
-from contrasyn.presets import get_preset
+from contrasyn.methods.presets import get_preset
 
 
 def _row(method: str, c: int, seed: int, auroc: float, **extra) -> dict:

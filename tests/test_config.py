@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contrasyn.config import (
-    RunConfig,
-    ScoreConfig,
-    TrainConfig,
-    from_dict,
-    load_config,
-    merge,
-    save_config,
-    to_dict,
-)
+from contrasyn.config import from_dict, load_config, merge, save_config, to_dict
 from contrasyn.errors import ConfigError
-from contrasyn.presets import PRESETS, get_preset
+from contrasyn.methods.csi_config import RunConfig, ScoreConfig, TrainConfig
+from contrasyn.methods.presets import PRESETS, get_preset
 
 
 def _custom() -> RunConfig:

@@ -16,9 +16,9 @@ from PIL import Image
 from contrasyn import distributed
 from contrasyn.api.metrics import auroc
 from contrasyn.cli import main
-from contrasyn.config import TrainConfig
 from contrasyn.data import load_dataset
 from contrasyn.errors import ConfigError
+from contrasyn.methods.csi_config import TrainConfig
 
 HERE = Path(__file__).parent
 

@@ -173,10 +173,10 @@ def test_quality_without_generative_runs(tmp_path: Path, capsys) -> None:
 
 
 def test_grid_images_are_normal_then_anomalous() -> None:
-    from contrasyn.config import RunConfig, TrainConfig
     from contrasyn.data import load_dataset
     from contrasyn.data.protocol import one_class_task
     from contrasyn.evaluation.bench import _grid_images
+    from contrasyn.methods.csi_config import RunConfig, TrainConfig
 
     task = one_class_task(load_dataset("synthetic"), 2)
     cfg = RunConfig(TrainConfig(image_size=32, channels=1))

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import contrasyn.device as device
-from contrasyn.config import ScoreConfig, TrainConfig
 from contrasyn.errors import ConfigError
 from contrasyn.methods.baselines.knn import KNNConfig, PixelKNN
 from contrasyn.methods.csi.nets import CSINet
 from contrasyn.methods.csi.score import SCORES, Scorer, embed, max_inner_product
+from contrasyn.methods.csi_config import ScoreConfig, TrainConfig
 
 K = 4
 

@@ -12,13 +12,14 @@ import torch
 
 import contrasyn.methods.csi.trainer as trainer
 from contrasyn.checkpoint import load_checkpoint
-from contrasyn.config import TrainConfig, to_dict
+from contrasyn.config import to_dict
 from contrasyn.device import autocast, bf16_is_fast, effective_precision, resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.methods.csi.losses import CSILoss
 from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
 from contrasyn.methods.csi.trained import build_model, load_model
 from contrasyn.methods.csi.trainer import TrainingError, build_optimizer, train
+from contrasyn.methods.csi_config import TrainConfig
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -65,9 +65,9 @@ from contrasyn.config import (
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError, DataError
 from contrasyn.methods.csi.adversarial import reconstructions, sample
+from contrasyn.methods.presets import get_preset
 from contrasyn.methods.registry import Method, Resolved, build_method, method_class, network_methods
 from contrasyn.names import METHOD_NAMES
-from contrasyn.presets import get_preset
 from contrasyn.version import __version__
 
 AVAILABLE_METHODS = METHOD_NAMES

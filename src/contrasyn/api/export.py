@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contrasyn.checkpoint import DETECTOR_FORMAT, read_checkpoint
-from contrasyn.config import RunConfig, from_dict
+from contrasyn.config import from_dict
 from contrasyn.errors import CheckpointError, ConfigError, DataError
+from contrasyn.methods.csi_config import RunConfig
 from contrasyn.version import __version__
 
 if TYPE_CHECKING:

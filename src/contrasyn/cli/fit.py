@@ -183,7 +183,8 @@ def add_fit(sub) -> None:
             f"Methods: {', '.join(METHOD_NAMES)}. The CSI family "
             f"({', '.join(network_methods())}; full is the "
             "paper's method and the presets' default) takes --set train.FIELD and "
-            "score.FIELD (the fields of TrainConfig and ScoreConfig in contrasyn/config.py); "
+            "score.FIELD (the fields of TrainConfig and ScoreConfig in "
+            "contrasyn/methods/csi_config.py); "
             f"a baseline ({', '.join(BASELINES)}) takes its own settings under its name, "
             "e.g. --set rot.epochs=20 (contrasyn/methods/baselines/). A section that does not "
             "apply to the method is refused.",

@@ -24,16 +24,15 @@ from contrasyn import distributed
 from contrasyn.api.detector import Detector
 from contrasyn.api.lock import shared_writes
 from contrasyn.api.metrics import auroc, evaluate
-from contrasyn.config import (
-    RunConfig,
-    save_config,
-)
+from contrasyn.config import save_config
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
 from contrasyn.data.protocol import OneClassTask, one_class_task, subsample_test
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation.results import KEY, cell_key, read_rows, run_path, save_npz, write_tables
+from contrasyn.methods.csi_config import RunConfig
+from contrasyn.methods.presets import get_preset
 from contrasyn.methods.registry import (
     OWN_SETTINGS,
     Method,
@@ -42,7 +41,6 @@ from contrasyn.methods.registry import (
     sections_of_methods,
 )
 from contrasyn.names import METHOD_NAMES
-from contrasyn.presets import get_preset
 from contrasyn.textfiles import write_text
 
 METHODS = METHOD_NAMES

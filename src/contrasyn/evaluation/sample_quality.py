@@ -17,7 +17,7 @@ import numpy as np
 
 from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
-from contrasyn.config import RunConfig, load_config
+from contrasyn.config import load_config
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation.bench import benchmark_task, model_inputs, save_generator_grids
@@ -30,6 +30,7 @@ from contrasyn.evaluation.results import (
     run_path,
     write_csv,
 )
+from contrasyn.methods.csi_config import RunConfig
 from contrasyn.methods.registry import method_class
 from contrasyn.textfiles import write_text
 

@@ -19,9 +19,9 @@ from torch import Tensor
 
 from contrasyn.config import from_dict, merge
 from contrasyn.errors import ConfigError
+from contrasyn.methods.presets import get_preset
 from contrasyn.methods.registry import INPUT_FIELDS, Method, Resolved, split_settings
 from contrasyn.names import BASELINES
-from contrasyn.presets import get_preset
 
 __all__ = ["BASELINES", "BASELINE_PRESETS", "Baseline", "input_shape"]
 

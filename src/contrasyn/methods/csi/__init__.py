@@ -12,22 +12,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrasyn.config import (
-    GENERATIVE_FIELDS,
-    LATER_FIELDS,
-    SCORES,
-    RunConfig,
-    save_config,
-    to_dict,
-)
+from contrasyn.config import save_config, to_dict
 from contrasyn.device import effective_precision
 from contrasyn.errors import ConfigError
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.score import Scorer, import_faiss
 from contrasyn.methods.csi.trained import build_model
 from contrasyn.methods.csi.trainer import train_networks
+from contrasyn.methods.csi_config import GENERATIVE_FIELDS, LATER_FIELDS, SCORES, RunConfig
+from contrasyn.methods.presets import get_preset
 from contrasyn.methods.registry import OWN_SETTINGS, Method, Resolved, register, split_settings
-from contrasyn.presets import get_preset
 
 
 @register
@@ -55,7 +49,8 @@ class CSIFamily(Method):
     def sections_help(cls, name: str) -> str:
         return (
             f"method {name}'s settings are train.FIELD or score.FIELD (the fields of "
-            "TrainConfig and ScoreConfig in contrasyn/config.py; e.g. --set train.epochs=5)"
+            "TrainConfig and ScoreConfig in contrasyn/methods/csi_config.py; e.g. --set "
+            "train.epochs=5)"
         )
 
     @classmethod

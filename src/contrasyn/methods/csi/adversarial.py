@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrasyn import distributed
-from contrasyn.config import TrainConfig
 from contrasyn.errors import TrainingError
 from contrasyn.methods.csi.augment import HorizontalFlip, grayscale, shifted_views
 from contrasyn.methods.csi.losses import (
@@ -40,6 +39,7 @@ from contrasyn.methods.csi.nets import (
     LatentDiscriminator,
 )
 from contrasyn.methods.csi.steps import check_finite, frozen, step
+from contrasyn.methods.csi_config import TrainConfig
 
 _SHOWN = {"D": "D", "Dz": "D'"}
 Context = Callable[[], AbstractContextManager]

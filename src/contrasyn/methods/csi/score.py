@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrasyn.config import INDEXES, SCORES, ScoreConfig, TrainConfig
 from contrasyn.device import autocast, forward_in_chunks
 from contrasyn.errors import ConfigError
 from contrasyn.methods.csi.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
 from contrasyn.methods.csi.nets import CSINet, CSIOutput
+from contrasyn.methods.csi_config import INDEXES, SCORES, ScoreConfig, TrainConfig
 
 
 def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tensor:

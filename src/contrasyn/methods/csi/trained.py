@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from contrasyn.checkpoint import load_checkpoint
-from contrasyn.config import TrainConfig, from_dict
+from contrasyn.config import from_dict
 from contrasyn.errors import ConfigError
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.nets import CSINet
+from contrasyn.methods.csi_config import TrainConfig
 
 
 def build_model(cfg: TrainConfig) -> CSINet:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from contrasyn import distributed
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
-from contrasyn.config import TrainConfig, to_dict
+from contrasyn.config import to_dict
 from contrasyn.device import autocast, resolve_device
 from contrasyn.errors import ConfigError, TrainingError
 from contrasyn.methods.csi.adversarial import GenerativeSide
@@ -42,6 +42,7 @@ from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
 from contrasyn.methods.csi.runlog import MetricsLog, log_line
 from contrasyn.methods.csi.steps import check_finite
 from contrasyn.methods.csi.trained import build_model, saved_config
+from contrasyn.methods.csi_config import TrainConfig
 
 __all__ = ["Batch", "Trained", "TrainingError", "algorithm_1", "train", "train_networks"]
 

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from contrasyn.config import RunConfig, ScoreConfig, TrainConfig, merge
+from contrasyn.config import merge
 from contrasyn.errors import ConfigError
+from contrasyn.methods.csi_config import RunConfig, ScoreConfig, TrainConfig
 
 CPU = RunConfig(
     TrainConfig(
