@@ -6,7 +6,7 @@ The class's 6,000 train images go into a temporary folder (not timed); then ``co
 subprocess: start-up, image decoding, the 10% held-out split, training on the preset's
 subsample, the bank, the threshold and the save), once per method. Wall seconds, process CPU
 seconds and the machine's state (``_throughput.machine``: CPU, native bf16, threads, load)
-go into ``--out``.
+and, for a fit by the clock, its budget and the steps it chose go into ``--out``.
 
     python benchmarks/fit_time.py --methods csi,full --out benchmarks/results/fit-time-cpu.json
 """
@@ -14,6 +14,7 @@ go into ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -49,8 +50,12 @@ def timed_fit(data: Path, out: Path, preset: str, method: str) -> dict:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    saved = json.loads((out / "model.json").read_text())["config"]
+    train = saved.get("train", {})  # the CSI family's length; a baseline's is its own section
     return {
         "method": method,
+        "time_budget_seconds": train.get("time_budget"),
+        "steps": train.get("steps"),
         "command": " ".join(["contrasyn", *command[3:]]),
         "wall_seconds": round(wall, 1),
         "wall_minutes": round(wall / 60, 2),

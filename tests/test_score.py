@@ -12,11 +12,19 @@ import torch.nn.functional as F
 import contrasyn.device as device
 from contrasyn.errors import ConfigError
 from contrasyn.methods.baselines.knn import KNNConfig, PixelKNN
+from contrasyn.methods.csi import score
 from contrasyn.methods.csi.nets import CSINet
-from contrasyn.methods.csi.score import SCORES, Scorer, embed, max_inner_product
+from contrasyn.methods.csi.score import (
+    SCORES,
+    Scorer,
+    embed,
+    max_inner_product,
+    max_inner_product_others,
+)
 from contrasyn.methods.csi_config import ScoreConfig, TrainConfig
 
 K = 4
+BOGUS_SCORE = f"score must be one of {', '.join(SCORES)}, got 'bogus'"
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 5, 7, 11, 4096])
@@ -50,6 +58,7 @@ def _setup(ensemble: int = 2, batch_size: int = 3, chunk: int = 2, seed: int = 7
         batch_size=batch_size,
         chunk=chunk,
         seed=seed,
+        head_weight=0.7,  # not 1, so a lost weight shows
     )
     torch.manual_seed(0)
     model = CSINet(2, 3, proj_dim=8, num_shifts=K)
@@ -111,6 +120,7 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
     bank_z = torch.stack([d.z for d in bank_draws]).mean(0)  # (M, K, d)
     bank_h = torch.stack([d.h for d in bank_draws]).mean(0)
     bank_logit = torch.stack([d.logit for d in bank_draws]).mean(0)
+    bank_loglik = torch.stack([d.loglik for d in bank_draws]).mean(0)
     test_draws = draws(test_x)
     n, m = len(test_x), len(train_x)
     paper = torch.zeros(n, dtype=torch.float64)
@@ -134,6 +144,7 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
     z = torch.stack([d.z for d in test_draws]).mean(0)
     h = torch.stack([d.h for d in test_draws]).mean(0)
     logit = torch.stack([d.logit for d in test_draws]).mean(0)
+    loglik = torch.stack([d.loglik for d in test_draws]).mean(0)
     csi = torch.zeros(n, dtype=torch.float64)
     feat = torch.zeros(n, dtype=torch.float64)
     for k in range(K):
@@ -150,7 +161,50 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
                 for j in range(m)
             ]
             feat[i] += max(cos) / K
-    return {"paper": paper, "csi": csi, "feat": feat, "cos": cos_only, "norm": norm_only}
+
+    # the combined scores: each part standardised by the training images' values, feat and
+    # pix each training image against the others
+    def shrunk(x):  # average pooling to at most 32 pixels a side (8x8 here: as it is)
+        return x.flatten(1).double()
+
+    own = torch.zeros(m, dtype=torch.float64)
+    own_pix = torch.zeros(m, dtype=torch.float64)
+    for i in range(m):
+        for k in range(K):
+            own[i] += (
+                max(
+                    float(F.cosine_similarity(bank_h[i, k].double(), bank_h[j, k].double(), dim=0))
+                    for j in range(m)
+                    if j != i
+                )
+                / K
+            )
+        own_pix[i] = -min(
+            float((shrunk(train_x)[i] - shrunk(train_x)[j]).norm()) for j in range(m) if j != i
+        )
+    pix = torch.tensor(
+        [-min(float((a - b).norm()) for b in shrunk(train_x)) for a in shrunk(test_x)],
+        dtype=torch.float64,
+    )
+    head = loglik.double().mean(1)
+    own_head = bank_loglik.double().mean(1)
+    z = {
+        "feat": (feat - own.mean()) / own.std(correction=0),
+        "head": score_cfg.head_weight * (head - own_head.mean()) / own_head.std(correction=0),
+        "pix": (pix - own_pix.mean()) / own_pix.std(correction=0),
+    }
+    return {
+        "paper": paper,
+        "csi": csi,
+        "feat": feat,
+        "head": head,
+        "pix": pix,
+        "feat+head": z["feat"] + z["head"],
+        "feat+pix": z["feat"] + z["pix"],
+        "feat+head+pix": z["feat"] + z["head"] + z["pix"],
+        "cos": cos_only,
+        "norm": norm_only,
+    }
 
 
 class SpreadNet(torch.nn.Module):
@@ -199,12 +253,27 @@ def test_scorer_matches_brute_force(ensemble: int, net: str) -> None:
         model = SpreadNet(3 * 8 * 8).eval()
     scorer = Scorer(train_cfg, score_cfg).fit(model, train_x)
     got = scorer.score_samples(model, test_x)
-    assert set(got) == set(SCORES) == {"paper", "csi", "feat", "cos", "norm"}
+    assert set(got) == set(SCORES)
+    assert set(SCORES) == {
+        "paper", "csi", "feat", "head", "pix", "feat+head", "feat+pix", "feat+head+pix", "cos",
+        "norm",
+    }  # fmt: skip
     expected = _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x)
     for name in SCORES:
         assert got[name].shape == (5,) and got[name].device.type == "cpu"
         assert torch.isfinite(got[name]).all()
-        torch.testing.assert_close(got[name].double(), expected[name], rtol=1e-4, atol=1e-4)
+        tol = _tolerance(name, scorer, 1e-4)
+        torch.testing.assert_close(got[name].double(), expected[name], rtol=1e-4, atol=tol)
+
+
+def _tolerance(name: str, scorer: Scorer, tol: float) -> float:
+    """``tol``, or for a combined score the float32 rounding it divides by the bank's spread
+    of its parts (about 1e-3 on the narrow F, so 1e-7 becomes 1e-4)."""
+    if "+" not in name:
+        return tol
+    spread = scorer.standard_.double().view(3, 2)[:, 1].tolist()
+    std = dict(zip(("feat", "head", "pix"), spread, strict=True))
+    return max(tol, sum(1e-6 / std[part] for part in name.split("+")))
 
 
 def test_scorer_on_its_own_training_images() -> None:
@@ -246,9 +315,11 @@ def test_scorer_chunk_does_not_change_scores() -> None:
     model, train_cfg, score_cfg, train_x, test_x = _setup(chunk=1)
     a = Scorer(train_cfg, score_cfg).fit(model, train_x).score_samples(model, test_x)
     big = ScoreConfig(**{**score_cfg.__dict__, "chunk": 4096})
-    b = Scorer(train_cfg, big).fit(model, train_x).score_samples(model, test_x)
+    fitted = Scorer(train_cfg, big).fit(model, train_x)
+    b = fitted.score_samples(model, test_x)
     for name in SCORES:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5)
+        tol = _tolerance(name, fitted, 1e-5)
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=tol)
 
 
 def test_scorer_weights() -> None:
@@ -263,7 +334,7 @@ def test_scorer_weights() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"score": "bogus"}, "score must be one of paper, csi, feat, cos, norm, got 'bogus'"),
+        ({"score": "bogus"}, BOGUS_SCORE),
         ({"score": "PAPER"}, "got 'PAPER'"),
         ({"ensemble": 0}, "score.ensemble must be >= 1, got 0"),  # ScoreConfig's own check
         ({"ensemble": -2}, "score.ensemble must be >= 1, got -2"),
@@ -356,7 +427,9 @@ def test_scorer_faiss_reloaded_gives_the_same_scores(monkeypatch: pytest.MonkeyP
     cfg = _faiss_cfg(score_cfg, nprobe=1)
     fitted = Scorer(train_cfg, cfg).fit(model, train_x)
     state = fitted.state_tensors()
-    assert set(state) == {"bank_z", "bank_h", "weight_sim", "weight_shift"}
+    assert set(state) == {
+        "bank_z", "bank_h", "weight_sim", "weight_shift", "standard", "bank_x",
+    }  # fmt: skip
     reloaded = Scorer(train_cfg, cfg).load_state(state)
     assert reloaded._indices is None
     a, b = fitted.score_samples(model, test_x), reloaded.score_samples(model, test_x)
@@ -531,7 +604,7 @@ def test_scorer_messages_for_settings_it_cannot_run() -> None:
     cfg.score = "bogus"
     with pytest.raises(ConfigError) as info:
         Scorer(TrainConfig(), cfg)
-    assert str(info.value) == "score must be one of paper, csi, feat, cos, norm, got 'bogus'"
+    assert str(info.value) == BOGUS_SCORE
     with pytest.raises(ConfigError) as info:
         Scorer(TrainConfig(), ScoreConfig(ensemble=0))
     assert str(info.value) == "score.ensemble must be >= 1, got 0"
@@ -628,3 +701,49 @@ def test_scorer_weights_are_one_over_the_mean_training_values() -> None:
     logit = torch.stack([d.logit for d in draws]).mean(0)
     torch.testing.assert_close(scorer.weight_sim_, 1 / z.norm(dim=2).mean(0))
     torch.testing.assert_close(scorer.weight_shift_, 1 / logit.mean(0))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 50])
+def test_max_inner_product_others_leaves_each_row_out(chunk: int) -> None:
+    """Each row's best match among the *other* rows, whatever the chunking; a row repeated
+    in the bank finds its twin."""
+    g = torch.Generator().manual_seed(5)
+    bank = F.normalize(torch.randn(7, 4, generator=g), dim=1)
+    bank[6] = bank[2]
+    products = bank @ bank.T
+    expected = products.masked_fill(torch.eye(7, dtype=torch.bool), float("-inf")).amax(1)
+    got = max_inner_product_others(bank, None, chunk)
+    torch.testing.assert_close(got, expected)
+    assert got[2] == pytest.approx(1.0) and got[6] == pytest.approx(1.0)
+    assert (got < 1 - 1e-6)[[0, 1, 3, 4, 5]].all()  # no row matched itself
+    assert max_inner_product_others(bank[:1], None, chunk).item() == float("-inf")
+
+
+def test_a_model_saved_before_the_combined_scores_scores_without_them() -> None:
+    """A bank saved without ``standard`` and ``bank_x`` (models from before the combined
+    scores) loads and gives every other score unchanged; a one-image bank standardises
+    ``feat`` and ``pix`` by (0, 1)."""
+    model, train_cfg, score_cfg, train_x, test_x = _setup()
+    fitted = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    state = fitted.state_tensors()
+    assert state["bank_x"].shape == (7, 3 * 8 * 8) and state["standard"].shape == (6,)
+    old = {k: v for k, v in state.items() if k not in ("standard", "bank_x")}
+    reloaded = Scorer(train_cfg, score_cfg).load_state(old)
+    gone = {"pix", "feat+head", "feat+pix", "feat+head+pix"}
+    assert set(reloaded.score_names) == set(SCORES) - gone
+    a, b = fitted.score_samples(model, test_x), reloaded.score_samples(model, test_x)
+    assert set(b) == set(SCORES) - gone
+    for name in b:
+        assert torch.equal(a[name], b[name])
+    one = Scorer(train_cfg, score_cfg).fit(model, train_x[:1])
+    assert one.standard_[[0, 1, 4, 5]].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert all(torch.isfinite(one.score_samples(model, test_x)[n]).all() for n in gone)
+
+
+def test_pixels_pool_large_images_to_at_most_32_a_side() -> None:
+    x = torch.rand(2, 3, 70, 70)
+    got = score.pixels(x)  # factor 3: 23 x 23, the last row and column left out
+    assert got.shape == (2, 3 * 23 * 23)
+    torch.testing.assert_close(got[0, 0], x[0, 0, :3, :3].mean())
+    assert score.pixels(torch.rand(1, 1, 32, 32)).shape == (1, 1024)
+    assert score.pixels(torch.rand(1, 1, 33, 33)).shape == (1, 16 * 16)

@@ -42,6 +42,7 @@ one estimator; the benchmark harness builds its cells with it too.
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +58,7 @@ from contrasyn.api.calibration import Calibration, calibrate, conformal_threshol
 from contrasyn.api.inputs import Images, image_folders, read_images
 from contrasyn.api.maps import to_uint8
 from contrasyn.api.readable import ReadableScores
+from contrasyn.budget import Clock, parse_duration
 from contrasyn.config import (
     check_holdout,
     check_rate,
@@ -123,15 +125,20 @@ class Detector(ReadableScores):
     ``{"rot": {"epochs": 20}}`` for a baseline (its own section); a section the method does
     not read is refused. ``image_size``/``channels`` set the model input for every method
     (default: the preset's).
-    ``score`` picks the outlier score (``feat``, ``paper``, ``csi``, ``cos``, ``norm``;
-    default: the preset's). ``false_alarm_rate`` (default 0.05) or ``contamination`` (the
-    same rate, PyOD's name) sets the threshold from the held-out normal images
-    (``holdout``; 0 keeps none and leaves no threshold, as the benchmark does, which has its
-    own validation split): the conformal order statistic of their anomaly scores, so that at
-    most this fraction of new normal images is expected to be flagged; ``calibration_``
-    gives the 90% interval of the rate itself (module docstring). Images of other sizes are
-    brought to the input size by ``resize``; ``skip_bad`` skips unreadable image files with a
-    warning instead of failing.
+    ``score`` picks the CSI family's outlier score (``feat``, ``head``, ``pix`` and their
+    sums ``feat+head``, ``feat+pix``, ``feat+head+pix``, ``paper``, ``csi``, ``cos``,
+    ``norm``; default: the preset's). ``false_alarm_rate`` (default 0.05) or
+    ``contamination`` (the same rate, PyOD's name) sets the threshold from the held-out
+    normal images (``holdout``; 0 keeps none and leaves no threshold, as the benchmark does,
+    which has its own validation split): the conformal order statistic of their anomaly
+    scores, so that at most this fraction of new normal images is expected to be flagged;
+    ``calibration_`` gives the 90% interval of the rate itself (module docstring). Images of
+    other sizes are brought to the input size by ``resize``; ``skip_bad`` skips unreadable
+    image files with a warning instead of failing.
+    ``time_budget`` ("10m", "90s", seconds) fits by the clock: the whole ``fit``, from
+    reading the images to the held-out scores, ends within it; the method times its steps
+    here and chooses its length, written into ``config_`` (``train.steps``: set it to repeat
+    the run exactly). It replaces a preset's own budget; kNN and OC-SVM need none.
     ``checkpoint_dir`` makes the CSI family's training checkpointed and resumable;
     ``progress`` shows a progress bar on a terminal, ``verbose`` prints the losses as they
     are logged. ``deterministic`` (default) scores each image by one pass of its K
@@ -160,6 +167,7 @@ class Detector(ReadableScores):
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
         verbose: bool = False,
+        time_budget: str | float | None = None,
     ) -> None:
         self.method = method
         self.preset = preset
@@ -178,6 +186,7 @@ class Detector(ReadableScores):
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
         self.verbose = verbose
+        self.time_budget = time_budget
 
     # -- scikit-learn's parameter protocol ------------------------------------------------
 
@@ -230,7 +239,10 @@ class Detector(ReadableScores):
                 f"settings must be a mapping {{SECTION: {{FIELD: VALUE}}}}, got "
                 f"{type(settings).__name__}"
             )
-        return method_class(name).resolve(
+        cls = method_class(name)
+        if self.time_budget is not None:
+            settings = cls.with_time_budget(name, settings, parse_duration(self.time_budget))
+        return cls.resolve(
             name,
             self.preset,
             settings,
@@ -269,11 +281,14 @@ class Detector(ReadableScores):
 
     # -- fitting -------------------------------------------------------------------------
 
-    def fit(self, X: Images, y: None = None) -> Detector:
+    def fit(self, X: Images, y: None = None, *, started: float | None = None) -> Detector:
         """Train on normal images ``X``; ``y`` is ignored (one-class: all of X is normal).
 
         ``holdout`` of the images (drawn with ``seed``) are kept for the threshold; from the
-        rest the method's ``max_train`` are drawn (same seed) to train on."""
+        rest the method's ``max_train`` are drawn (same seed) to train on. A time budget
+        counts from ``started`` (``time.monotonic()``; default: now, before ``X`` is read):
+        the command line passes the moment it began decoding the files."""
+        start = time.monotonic() if started is None else started
         cfg, spec = self.resolve()
         rate = self._rate()
         method_class(self.method_name).preflight(cfg)
@@ -290,7 +305,9 @@ class Detector(ReadableScores):
         hold, rest = training_indices(n, self.holdout, method.max_train, self.seed)
         train_x = images[torch.as_tensor(rest)]
         run_dir = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
-        method.fit(train_x, run_dir, self.progress, self.verbose)
+        budget = method.time_budget
+        clock = None if budget is None else Clock(budget, start, after_images=len(hold))
+        method.fit(train_x, run_dir, self.progress, self.verbose, clock)
         if not distributed.is_main():
             return self  # under torchrun, ranks > 0 only train; rank 0 builds the bank
         self.method_ = method

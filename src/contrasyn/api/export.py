@@ -37,7 +37,7 @@ import numpy as np
 from contrasyn.checkpoint import DETECTOR_FORMAT, read_checkpoint
 from contrasyn.config import from_dict
 from contrasyn.errors import CheckpointError, ConfigError, DataError
-from contrasyn.methods.csi_config import RunConfig
+from contrasyn.methods.csi_config import COMBINED, RunConfig, pixel_factor
 from contrasyn.version import __version__
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ OPSET = 18
 INPUT, OUTPUTS = "images", ("h", "z", "shift")
 _DIGEST_KEY = "contrasyn.weights_sha256"
 _BANK = ("bank_z", "bank_h", "weight_sim", "weight_shift")
+_LATER = ("standard", "bank_x")
 
 
 def _weights_digest(tensors: Mapping[str, np.ndarray]) -> str:
@@ -250,6 +251,12 @@ class OnnxDetector:
                 raise ValueError(f"threshold must be a finite number or null, got {threshold!r}")
             self.threshold_ = None if threshold is None else float(threshold)
             bank = {name: np.asarray(tensors[f"scorer.{name}"], np.float32) for name in _BANK}
+            # saved since the combined scores exist; older models score without them
+            bank.update(
+                {name: np.asarray(tensors[f"scorer.{name}"], np.float32) for name in _LATER}
+                if all(f"scorer.{name}" in tensors for name in _LATER)
+                else {}
+            )
             if not all(np.isfinite(b).all() for b in bank.values()):
                 raise ValueError("the bank holds non-finite values")
         except (KeyError, TypeError, ValueError, ConfigError) as e:
@@ -263,6 +270,11 @@ class OnnxDetector:
             or bank_z.shape[1] != k
             or bank["weight_sim"].shape != (k,)
             or bank["weight_shift"].shape != (k,)
+            or ("standard" in bank and bank["standard"].shape != (6,))
+            or (
+                "bank_x" in bank
+                and (bank["bank_x"].ndim != 2 or len(bank["bank_x"]) != len(bank_z))
+            )
         ):
             raise CheckpointError(f"{path}: the bank's shapes do not fit {k} shifts")
 
@@ -302,6 +314,11 @@ class OnnxDetector:
         self._bank_z = np.ascontiguousarray(bank_z.transpose(1, 0, 2))
         self._bank_h = np.ascontiguousarray(bank_h.transpose(1, 0, 2))
         self._weight_sim, self._weight_shift = bank["weight_sim"], bank["weight_shift"]
+        self._standard, self._bank_x = bank.get("standard"), bank.get("bank_x")
+        if self._bank_x is not None:
+            side = cfg.train.image_size // pixel_factor(cfg.train.image_size)
+            if self._bank_x.shape[1] != cfg.train.channels * side * side:
+                raise CheckpointError(f"{path}: the pixel bank does not fit {side}x{side} images")
 
     def _check(self, images: Any) -> np.ndarray:
         t = self.config_.train
@@ -319,12 +336,13 @@ class OnnxDetector:
             raise DataError("images must be floats in [0, 1]")
         return np.ascontiguousarray(images, dtype=np.float32)
 
-    def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per image and shift: z (N, K, d), h (N, K, e) and the true-shift logit (N, K),
-        in batches of ``score.batch_size`` images (K times as many rows through F)."""
+    def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per image and shift: z (N, K, d), h (N, K, e), the true shift's logit and its
+        log-probability under the shift head (N, K), in batches of ``score.batch_size``
+        images (K times as many rows through F)."""
         x = self._check(images)
         k, batch = self.config_.train.num_shifts, self.config_.score.batch_size
-        zs, hs, logits = [], [], []
+        zs, hs, logits, logliks = [], [], [], []
         for i in range(0, len(x), batch):
             b = len(x[i : i + batch])
             # shift-major rows (r * b + i), as contrasyn.methods.csi.augment.rotate_shifts
@@ -334,20 +352,31 @@ class OnnxDetector:
             )
             rows = np.arange(k * b)
             true_logit = shift[rows, rows // b]
+            top = shift.max(axis=1, keepdims=True)
+            log_total = np.log(np.exp(shift - top).sum(axis=1)) + top[:, 0]
             zs.append(z.reshape(k, b, -1).transpose(1, 0, 2))
             hs.append(h.reshape(k, b, -1).transpose(1, 0, 2))
             logits.append(true_logit.reshape(k, b).T)
+            logliks.append((true_logit - log_total).reshape(k, b).T)
         if not zs:
+            empty = np.zeros((0, k), np.float32)
             return (
                 np.zeros((0, k, self._bank_z.shape[2]), np.float32),
                 np.zeros((0, k, self._bank_h.shape[2]), np.float32),
-                np.zeros((0, k), np.float32),
+                empty,
+                empty,
             )
-        return np.concatenate(zs), np.concatenate(hs), np.concatenate(logits)
+        return (
+            np.concatenate(zs),
+            np.concatenate(hs),
+            np.concatenate(logits),
+            np.concatenate(logliks),
+        )
 
     def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every normality score ``{paper, csi, feat, cos, norm}`` (as ``Scorer.score_samples``)."""
-        z, h, logit = self.features(images)
+        """Every normality score (as ``Scorer.score_samples``; ``pix`` and the combined
+        scores where the model has their bank)."""
+        z, h, logit, loglik = self.features(images)
         chunk, k = self.config_.score.chunk, self.config_.train.num_shifts
         paper = max_inner_product(
             z.reshape(len(z), self._bank_flat.shape[1]), self._bank_flat, chunk
@@ -361,13 +390,40 @@ class OnnxDetector:
         flat = _normalize(z).reshape(len(z), self._bank_flat.shape[1])
         cos = max_inner_product(flat, self._bank_flat, chunk)
         norm = np.linalg.norm(z, axis=2).sum(1)
-        return {
+        head = loglik.mean(1)
+        out = {
             "paper": paper,
             "csi": csi.astype(np.float32),
             "feat": feat.astype(np.float32),
+            "head": head.astype(np.float32),
             "cos": cos.astype(np.float32),
             "norm": norm.astype(np.float32),
         }
+        if self._standard is not None:
+            x = self._check(images)
+            f = pixel_factor(x.shape[-1])  # as contrasyn.methods.csi.score.pixels
+            side = x.shape[-1] // f
+            cut = x[..., : side * f, : side * f]
+            pooled = (
+                cut.reshape(*x.shape[:2], side, f, side, f)
+                .mean((3, 5))
+                .reshape(len(x), self._bank_x.shape[1])
+            )
+            a = np.concatenate([2 * pooled, -np.ones((len(x), 1), np.float32)], 1)
+            b = np.concatenate([self._bank_x, (self._bank_x**2).sum(1, keepdims=True)], 1)
+            best = max_inner_product(a, b, chunk)
+            pix = -np.sqrt(np.maximum((pooled**2).sum(1) - best, 0))
+            parts = {"feat": feat, "head": head, "pix": pix}
+            stats = self._standard.reshape(3, 2)
+            out["pix"] = pix.astype(np.float32)
+            for name in COMBINED:
+                total = np.zeros(len(x))
+                for part in name.split("+"):
+                    mean, std = stats[("feat", "head", "pix").index(part)]
+                    weight = self.config_.score.head_weight if part == "head" else 1.0
+                    total = total + weight * (parts[part] - mean) / std
+                out[name] = total.astype(np.float32)
+        return out
 
     def score_samples(self, images: np.ndarray) -> np.ndarray:
         """Normality M(x) of each image under the detector's score: higher = more normal."""

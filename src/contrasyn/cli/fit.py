@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from contrasyn.budget import format_seconds
 from contrasyn.checkpoint import inside
 from contrasyn.cli.options import (
     add_device,
@@ -17,6 +19,7 @@ from contrasyn.cli.options import (
     add_seed,
     add_settings,
     add_talk,
+    add_time,
     add_verb,
     read_settings,
     say,
@@ -29,6 +32,7 @@ from contrasyn.cli.outputs import (
     replace_other_method,
 )
 from contrasyn.errors import ConfigError
+from contrasyn.methods.csi_config import SCORES
 from contrasyn.methods.registry import network_methods
 from contrasyn.names import BASELINES, METHOD_NAMES
 
@@ -83,7 +87,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         checkpoint_dir=out / "checkpoints",  # kept by the methods that train a network
         progress=not args.quiet,
         verbose=args.verbose,
+        time_budget=args.time,
     )
+    started = time.monotonic()  # a time budget counts from before the files are decoded
     found = find_images(args.data)
     plan = det.plan(len(found))  # unknown settings and bad values fail here, before any work
     if args.draws > 0:  # R test-time draws: the CSI family's score section
@@ -99,7 +105,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         found, spec["image_size"], spec["channels"], det.resize, skip_bad=args.skip_bad
     )
     if not distributed.is_main():  # under torchrun, rank 0 locks, reports and saves
-        det.fit(images)
+        det.fit(images, started=started)
         return 0
     with folder_lock(out, getattr(args, "command_line", None)):
         # what a process killed while saving left: its temporary files (this process holds
@@ -121,9 +127,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
             metrics = out / "checkpoints" / "metrics.jsonl" if plan.checkpoints else None
             beat = Heartbeat(talk, f"training {method}", metrics=metrics, total=plan.steps)
         with beat:
-            det.fit(images)
+            det.fit(images, started=started)
             det.save(out, overwrite=True)  # a model of the same method, resumed or refitted
         _fit_summary(args, det, out, found, kept, plan.checkpoints, talk)
+        budget = det.method_.time_budget
+        if budget is not None:
+            used = time.monotonic() - started
+            talk(
+                f"fitted by the clock in {format_seconds(used)} of {format_seconds(budget)} "
+                f"(m:ss); {det.method_.length}: --set {det.method_.length_setting} repeats it"
+            )
     return 0
 
 
@@ -207,9 +220,10 @@ def add_fit(sub) -> None:
         help=f"{', '.join(METHOD_NAMES)}; default: the preset's (cpu: csi, paper: full)",
     )
     add_preset(fit)
+    add_time(fit, "the whole fit, from reading the images to saving the model,")
     fit.add_argument(
         "--score",
-        choices=["feat", "paper", "csi", "cos", "norm"],
+        choices=SCORES,
         help="the CSI family's anomaly score (default: the preset's; feat for cpu and tiny); "
         "a baseline has one score",
     )

@@ -124,6 +124,18 @@ def add_preset(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     )
 
 
+def add_time(p: argparse.ArgumentParser, what: str) -> None:
+    """``--time DURATION``: fit by the clock."""
+    p.add_argument(
+        "--time",
+        metavar="DURATION",
+        help=f"fit by the clock: {what} ends within DURATION (10m, 90s, 1h30m or seconds); "
+        "the method times its steps on this machine and chooses its length, recorded in "
+        "model.json as train.steps (set it to repeat the run exactly). Replaces the preset's "
+        "budget (cpu: 10m); train.epochs or train.steps given instead set the length",
+    )
+
+
 def add_settings(p: argparse.ArgumentParser, sections: str, example: str) -> None:
     """``--config FILE`` and repeatable ``--set SECTION.FIELD=VALUE`` (later ones win)."""
     p.add_argument(

@@ -195,6 +195,8 @@ def run_cell(
         if det.generator_ is not None:
             save_generator_grids(det.generator_, task, cfg, run_dir, seed)
         index = {} if task.test_index is None else {"test_index": task.test_index}
+        if val is not None:  # what score choices are made on, kept to compare them later
+            save_npz(run_dir / "val_scores.npz", is_anomaly=task.val_is_anomaly, **val)
         save_npz(
             run_dir / "test_scores.npz",
             is_anomaly=task.test_is_anomaly,
@@ -216,6 +218,8 @@ def run_cell(
         n_train=det.n_train_,
         n_test=len(test_x),
     )
+    if det.method_.time_budget is not None:  # fitted by the clock: the length it chose
+        row.update(time_budget=det.method_.time_budget, length=det.method_.length)
     if len(scores) > 1:
         for name, s in scores.items():
             row[f"auroc_{name}"] = auroc(task.test_is_anomaly, s)

@@ -26,7 +26,23 @@ from contrasyn.errors import ConfigError
 from contrasyn.names import names_in
 
 # The outlier scores (contrasyn.methods.csi.score); here so that torch-free code can name them.
-SCORES = ("paper", "csi", "feat", "cos", "norm")
+SCORES = (
+    "paper", "csi", "feat", "head", "pix", "feat+head", "feat+pix", "feat+head+pix", "cos", "norm",
+)  # fmt: skip
+# The combined scores (contrasyn.methods.csi.score.combined): their parts, each standardised
+# on the training images, summed.
+COMBINED = ("feat+head", "feat+pix", "feat+head+pix")
+# The pixel part ``pix`` compares images average-pooled by ``pixel_factor`` to at most this
+# side: Fashion-MNIST's 32 x 32 inputs as they are, a 224 x 224 photo's bank 49x smaller.
+PIXEL_SIDE = 32
+
+
+def pixel_factor(size: int) -> int:
+    """The pooling window of ``pix`` for ``size``-pixel images: the least f with
+    ``size // f <= PIXEL_SIDE`` (the last ``size % f`` rows and columns are left out)."""
+    return -(-size // PIXEL_SIDE)
+
+
 # The bank searches (contrasyn.methods.csi.score.build_index).
 INDEXES = ("exact", "faiss")
 # The training variants (docs/METHOD.md, "Variants and baselines"): CSI alone, CSI + GAN,
@@ -54,6 +70,9 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 1000
     steps: int | None = None  # when set, the run is this many steps and ``epochs`` is unused
+    # Seconds for the whole fit: the trainer times its steps here and sets ``steps`` so that
+    # training, the bank, the held-out scores and the save end within it (contrasyn.budget).
+    time_budget: float | None = None
     max_train: int | None = None
     optimizer: str = "lars"
     base_lr: float = 0.1
@@ -119,7 +138,10 @@ class TrainConfig:
             ),
             (("max_train", "synth_batch"), at_least(2), ">= 2 or null"),
             (
-                ("temperature", "base_lr", "gen_lr", "disc_lr", "lars_trust", "warmup_multiplier"),
+                (
+                    "temperature", "base_lr", "gen_lr", "disc_lr", "lars_trust",
+                    "warmup_multiplier", "time_budget",
+                ),
                 positive,
                 "> 0",
             ),
@@ -180,6 +202,8 @@ class ScoreConfig:
     # inner-product index, approximate, for banks of millions; needs the faiss extra).
     index: str = "exact"
     nprobe: int = 32  # IVF cells visited per query ("faiss" only): recall against speed
+    # The combined scores' weight on the standardised shift-head log-likelihood (1: equal).
+    head_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -188,6 +212,7 @@ class ScoreConfig:
         for names, ok, words in (
             (("nprobe", "batch_size", "chunk", "ensemble"), at_least(1), ">= 1"),
             (("crop_scale",), lambda v: 0 < v <= 1, "in (0, 1]"),
+            (("head_weight",), at_least(0), ">= 0"),
             (("seed",), lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)"),
         ):
             check_fields(self, "score", names, ok, words)
@@ -196,8 +221,16 @@ class ScoreConfig:
 # Fields added after results were committed: left out of a benchmark's config hash while they
 # keep their default, so folders written before them stay resumable (bench._config_sha).
 LATER_FIELDS = {
-    "train": ("compile", "sync_bn", "gan_loss", "gen_channels", "gen_warmup", "gen_ema"),
-    "score": ("index", "nprobe"),
+    "train": (
+        "compile",
+        "sync_bn",
+        "gan_loss",
+        "gen_channels",
+        "gen_warmup",
+        "gen_ema",
+        "time_budget",
+    ),
+    "score": ("index", "nprobe", "head_weight"),
 }
 
 

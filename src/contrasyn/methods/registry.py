@@ -23,6 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
+from contrasyn.budget import Clock
 from contrasyn.config import to_dict
 from contrasyn.errors import ConfigError
 from contrasyn.names import _MODULES, METHOD_NAMES, names_in
@@ -307,6 +308,28 @@ class Method(ABC):
         text = json.dumps(self.settings(), indent=2) + "\n"
         atomic_write(run_dir / "settings.json", lambda tmp: Path(tmp).write_text(text))
 
+    @classmethod
+    def with_time_budget(
+        cls, name: str, settings: Mapping[str, Mapping[str, Any]], seconds: float
+    ) -> dict[str, dict[str, Any]]:
+        """``settings`` with a time budget of ``seconds`` for the whole fit (``Detector(
+        time_budget=...)``, ``--time``); a method without one refuses it."""
+        raise ConfigError(
+            f"method {name!r} cannot fit by the clock; set its length instead "
+            f"({cls.sections_help(name)})"
+        )
+
+    @property
+    def time_budget(self) -> float | None:
+        """Seconds the whole fit may take (its settings' budget), or None: no budget."""
+        return None
+
+    @property
+    def length_setting(self) -> str | None:
+        """The setting that repeats a fitted method's length exactly (``train.steps=N``),
+        for the line a fit by the clock ends with; None: nothing to repeat."""
+        return None
+
     @abstractmethod
     def fit(
         self,
@@ -314,8 +337,12 @@ class Method(ABC):
         run_dir: Path | None = None,
         progress: bool = False,
         verbose: bool = False,
+        clock: Clock | None = None,
     ) -> Method:
-        """Train on normal images; ``run_dir`` makes training checkpointed where supported."""
+        """Train on normal images; ``run_dir`` makes training checkpointed where supported.
+        ``clock`` is the fit's time budget (None when ``time_budget`` is), started by the
+        detector before the images were read: a budgeted method chooses its length from
+        what is left of it."""
 
     @abstractmethod
     def score_samples(self, images: Tensor) -> dict[str, Tensor]:

@@ -106,6 +106,56 @@ class Baseline(Method):
         spec = {k: size[k] if size[k] is not None else getattr(train, k) for k in INPUT_FIELDS}
         return Resolved(cls.preset_config(name, preset, own), spec)
 
+    # Whether fitting is only storing or solving on the images (kNN, OC-SVM: seconds), so any
+    # time budget is met without choosing a length.
+    instant: bool = False
+    # A baseline that fits by the clock has the fields ``steps`` and ``time_budget``; they are
+    # left out of its configuration hash while None (rows from before them keep theirs).
+    budget_fields: tuple[str, ...] = ()
+
+    @classmethod
+    def with_time_budget(
+        cls, name: str, settings: Mapping[str, Mapping[str, Any]], seconds: float
+    ) -> dict[str, dict[str, Any]]:
+        out = {k: dict(v) for k, v in settings.items()}
+        if cls.instant:
+            return out
+        if not cls.budget_fields:
+            return super().with_time_budget(name, settings, seconds)
+        own = out.setdefault(name, {})
+        given = sorted({"epochs", "steps"} & set(own))
+        if own.get("time_budget", seconds) != seconds:
+            given.append("time_budget")
+        if given:
+            raise ConfigError(
+                f"a time budget and {name}.{f', {name}.'.join(given)} both given: the budget "
+                "chooses the length; give one"
+            )
+        own["time_budget"] = seconds
+        return out
+
+    @classmethod
+    def result_settings(cls, name: str, config: Any, input: Mapping[str, int]) -> dict:
+        data = super().result_settings(name, config, input)
+        for field in cls.budget_fields:
+            if data["settings"][field] is None:
+                del data["settings"][field]
+        return data
+
+    @property
+    def time_budget(self) -> float | None:
+        return getattr(self.config, "time_budget", None)
+
+    @property
+    def length(self) -> str | None:
+        steps = getattr(self.config, "steps", None)
+        return f"{steps} steps" if steps is not None else super().length
+
+    @property
+    def length_setting(self) -> str | None:
+        steps = getattr(self.config, "steps", None)
+        return None if steps is None else f"{self.name}.steps={steps}"
+
     @abstractmethod
     def anomaly_score(self, images: Tensor) -> Tensor:
         """Higher = more anomalous, (N,) on the CPU."""

@@ -124,7 +124,9 @@ class DeepSVDD(Baseline):
 
     config_class = DeepSVDDConfig
 
-    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> DeepSVDD:
+    def fit(
+        self, images: Tensor, run_dir=None, progress=False, verbose=False, clock=None
+    ) -> DeepSVDD:
         cfg = self.config
         torch.manual_seed(self.seed)
         _, c, h, _ = images.shape

@@ -91,7 +91,7 @@ class GOAD(Baseline):
     def _ts(self) -> list[Transform]:
         return geom_transforms() if self.config.transforms == "geom" else rot_trans_transforms()
 
-    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> GOAD:
+    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False, clock=None) -> GOAD:
         cfg = self.config
         torch.manual_seed(self.seed)
         ts = self._ts()

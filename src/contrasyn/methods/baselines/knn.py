@@ -33,8 +33,11 @@ class PixelKNN(Baseline):
     """1-NN (or mean of k-NN) L2 distance on flattened pixels in [0, 1]."""
 
     config_class = KNNConfig
+    instant = True
 
-    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> PixelKNN:
+    def fit(
+        self, images: Tensor, run_dir=None, progress=False, verbose=False, clock=None
+    ) -> PixelKNN:
         self.bank_ = images.flatten(1).float()
         return self
 

@@ -41,8 +41,11 @@ class PixelOCSVM(Baseline):
     """RBF one-class SVM on flattened pixels; anomaly score = minus the decision function."""
 
     config_class = OCSVMConfig
+    instant = True
 
-    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> PixelOCSVM:
+    def fit(
+        self, images: Tensor, run_dir=None, progress=False, verbose=False, clock=None
+    ) -> PixelOCSVM:
         x = images.flatten(1).double().numpy()
         svm = OneClassSVM(kernel="rbf", nu=self.config.nu, gamma=self.config.gamma).fit(x)
         self.support_ = torch.from_numpy(svm.support_vectors_)

@@ -16,6 +16,9 @@ The network is a CIFAR ResNet-18 (``width``) instead of the papers' wide ResNets
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from contrasyn.budget import SAVE_SECONDS, Clock, steps_within, time_per_call
 from contrasyn.config import at_least, below_one, check_fields, positive
 from contrasyn.errors import ConfigError
 from contrasyn.methods.baselines import Baseline, input_shape
@@ -73,13 +77,20 @@ class RotConfig:
     weight_decay: float = 5e-4
     draws: int = 4  # transformations drawn per image and step
     max_train: int | None = None
+    steps: int | None = None  # when set, training is this many steps and ``epochs`` is unused
+    # Seconds for the whole fit: ``steps`` is chosen from this machine's speed (contrasyn.budget).
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"rot mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for names, ok, words in (
-            (("width", "epochs", "batch_size", "draws", "max_train"), at_least(1), ">= 1"),
-            (("lr",), positive, "> 0"),
+            (
+                ("width", "epochs", "batch_size", "draws", "max_train", "steps"),
+                at_least(1),
+                ">= 1",
+            ),
+            (("lr", "time_budget"), positive, "> 0"),
             (("momentum",), below_one, "in [0, 1)"),
             (("weight_decay",), at_least(0), ">= 0"),
         ):
@@ -92,6 +103,7 @@ class RotationDetector(Baseline):
     summed log-probability of the true transformations."""
 
     config_class = RotConfig
+    budget_fields = ("steps", "time_budget")
 
     def _transforms(self) -> list[Transform]:
         return geom_transforms() if self.config.mode == "geom" else rot_trans_transforms()
@@ -112,40 +124,80 @@ class RotationDetector(Baseline):
             for k, (tx, ty) in zip(range(n * draws), shifts, strict=True)
         ]
 
-    def fit(self, images: Tensor, run_dir=None, progress=False, verbose=False) -> RotationDetector:
+    def fit(
+        self, images: Tensor, run_dir=None, progress=False, verbose=False, clock=None
+    ) -> RotationDetector:
         cfg = self.config
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         ts = self._transforms()
         self.input_shape_ = input_shape(images)
         net = TransformClassifier(self._heads(), cfg.width, images.shape[1]).to(self.device)
-        steps = max(len(images) // cfg.batch_size, 1)
-        opt = torch.optim.SGD(
-            net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps)
+        per_epoch = max(len(images) // cfg.batch_size, 1)
+
+        def sgd(module: nn.Module) -> torch.optim.SGD:
+            return torch.optim.SGD(
+                module.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+            )  # fmt: skip
+
+        def step(module: nn.Module, opt: torch.optim.Optimizer, x: Tensor) -> float:
+            index = self._draw(len(x), gen)
+            batch = transform_rows(x.repeat_interleave(cfg.draws, 0), ts, index)
+            logits = module(batch.to(self.device))
+            labels = _labels(ts, cfg.mode, index)
+            loss = sum(
+                F.cross_entropy(lg, lb.to(self.device))
+                for lg, lb in zip(logits, labels, strict=True)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        if cfg.time_budget is not None and cfg.steps is None:
+            cfg = self.config = dataclasses.replace(
+                cfg, steps=self._budget_steps(net, sgd, step, images, gen, clock)
+            )
+        total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+        opt = sgd(net)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
         self.train_loss_: list[float] = []
         net.train()
-        for _ in tqdm(range(cfg.epochs), desc=cfg.mode, disable=None if progress else True):
-            order, total = torch.randperm(len(images), generator=gen), 0.0
-            for i in range(steps):
+        epochs = range(math.ceil(total / per_epoch))
+        for epoch in tqdm(epochs, desc=cfg.mode, disable=None if progress else True):
+            order, summed = torch.randperm(len(images), generator=gen), 0.0
+            done = min(per_epoch, total - epoch * per_epoch)
+            for i in range(done):
                 x = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
-                index = self._draw(len(x), gen)
-                batch = transform_rows(x.repeat_interleave(cfg.draws, 0), ts, index)
-                logits = net(batch.to(self.device))
-                labels = _labels(ts, cfg.mode, index)
-                loss = sum(
-                    F.cross_entropy(lg, lb.to(self.device))
-                    for lg, lb in zip(logits, labels, strict=True)
-                )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                summed += step(net, opt, x)
                 sched.step()
-                total += loss.item()
-            self.train_loss_.append(total / steps)
+            self.train_loss_.append(summed / done)
         self.net_ = net.eval()
         return self
+
+    def _budget_steps(
+        self, net, sgd, step, images: Tensor, gen: torch.Generator, clock: Clock | None
+    ) -> int:
+        """The steps that fit in the clock's time left: one step timed on a throwaway copy
+        of the network (the RNG states kept, so the run is the one ``rot.steps`` gives), and
+        after training the held-out images scored under every transformation, and the save."""
+        cfg = self.config
+        clock = clock if clock is not None else Clock.started(cfg.time_budget)
+        probe = copy.deepcopy(net).train()
+        opt = sgd(probe)
+        x = images[: cfg.batch_size]
+        drawn = gen.get_state()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            step_s = time_per_call(lambda: step(probe, opt, x), 2, 5)
+            self.net_ = probe.eval()
+            score_s = time_per_call(lambda: self.anomaly_score(x), 1, 2) / len(x)
+        gen.set_state(drawn)
+        del self.net_
+        reserve = clock.after_images * score_s + SAVE_SECONDS
+        return steps_within(
+            clock.left(), step_s, reserve, clock.seconds, what="training rot", setting="rot.steps"
+        )
 
     @torch.no_grad()
     def anomaly_score(self, images: Tensor, batch_size: int = 64) -> Tensor:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contrasyn.budget import Clock, format_seconds
 from contrasyn.config import save_config, to_dict
 from contrasyn.device import effective_precision
 from contrasyn.errors import ConfigError
@@ -68,6 +69,14 @@ class CSIFamily(Method):
     ) -> Resolved:
         sections, size = split_settings(name, settings, input)
         train = {**sections["train"], **{k: v for k, v in size.items() if v is not None}}
+        length = sorted({"epochs", "steps"} & set(train))
+        if length and train.get("time_budget") is not None:
+            raise ConfigError(
+                f"train.time_budget and train.{', train.'.join(length)} both set: the budget "
+                "chooses the length; give one"
+            )
+        if length:
+            train["time_budget"] = None  # a length given replaces the preset's time budget
         scoring = sections["score"]
         train.update(device=device, seed=seed)
         scoring.setdefault("seed", seed)
@@ -108,13 +117,40 @@ class CSIFamily(Method):
         return data
 
     @classmethod
+    def with_time_budget(
+        cls, name: str, settings: Mapping[str, Mapping[str, Any]], seconds: float
+    ) -> dict[str, dict[str, Any]]:
+        out = {k: dict(v) for k, v in settings.items()}
+        train = out.setdefault("train", {})
+        given = sorted({"epochs", "steps"} & set(train))
+        if train.get("time_budget", seconds) != seconds:
+            given.append("time_budget")
+        if given:
+            raise ConfigError(
+                f"a time budget and train.{', train.'.join(given)} both given: the budget "
+                "chooses the length; give one"
+            )
+        train["time_budget"] = seconds
+        return out
+
+    @property
+    def time_budget(self) -> float | None:
+        return self.config.train.time_budget
+
+    @property
+    def length_setting(self) -> str | None:
+        steps = self.config.train.steps
+        return None if steps is None else f"train.steps={steps}"
+
+    @classmethod
     def generative(cls, name: str) -> bool:
         return name != "csi"  # csi+g and full train G (and D; full also E and D')
 
     @property
     def score_names(self) -> tuple[str, ...]:
         default = self.config.score.score
-        return (default, *(s for s in SCORES if s != default))
+        available = self.scorer.score_names if hasattr(self, "scorer") else SCORES
+        return (default, *(s for s in available if s != default))
 
     @property
     def max_train(self) -> int | None:
@@ -123,11 +159,15 @@ class CSIFamily(Method):
     @property
     def length(self) -> str:
         t = self.config.train
-        return f"{t.steps} steps" if t.steps is not None else f"{t.epochs} epochs"
+        if t.steps is not None:
+            return f"{t.steps} steps"
+        if t.time_budget is not None:
+            return f"as many steps as fit in {format_seconds(t.time_budget)} (m:ss)"
+        return f"{t.epochs} epochs"
 
     def steps_for(self, n_train: int) -> int | None:
         t = self.config.train
-        if n_train < 1:
+        if n_train < 1 or (t.steps is None and t.time_budget is not None):
             return None
         return (
             t.steps
@@ -183,9 +223,12 @@ class CSIFamily(Method):
         run_dir: Path | None = None,
         progress: bool = False,
         verbose: bool = False,
+        clock: Clock | None = None,
     ) -> CSIFamily:
         cfg = self._with_seed()
-        model, side, train_cfg = train_networks(images, cfg.train, run_dir, progress, verbose)
+        model, side, train_cfg = train_networks(
+            images, cfg.train, run_dir, progress, verbose, clock, cfg.score.ensemble
+        )
         self.config = dataclasses.replace(cfg, train=train_cfg)  # G's channels resolved
         self.model, self.side = model, side
         self.scorer = Scorer(self.config.train, self.config.score).fit(model, images)

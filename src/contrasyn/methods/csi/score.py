@@ -13,6 +13,16 @@ side by side at no extra cost:
   weighted by 1 / its mean training value, averaged over the K shifts.
 - ``feat``: the mean over shifts of the cosine 1-NN similarity of the penultimate features
   (before the projection head): the most stable score in our calibration runs.
+- ``head``: the shift head's mean log-likelihood of the true shift, ``mean_S log p(S | S(x))``
+  (Rot+Trans's score, with CSI's rotations): F trains the head anyway, so it costs nothing.
+- ``pix``: minus the Euclidean distance to the nearest training image in pixels (the images
+  average-pooled to at most 32 x 32): raw-pixel kNN, which F's features do not see.
+- ``feat+head``, ``feat+pix``, ``feat+head+pix``: the sum of those parts, each standardised
+  by its mean and standard deviation over the training images (``feat`` and ``pix``
+  leave-one-out: each training image against the others), ``head`` weighted by
+  ``ScoreConfig.head_weight``. The parts see different things: ``feat`` how far an image is
+  from its nearest normal neighbour in F's features, ``head`` whether F can tell how it is
+  turned, ``pix`` how far it is in pixels (docs/METHOD.md, "The outlier scores").
 - ``cos`` and ``norm``, eq. 11 taken apart (for diagnosis): ``cos`` is eq. 11 without the
   norm factor, ``max_x' sum_S sim(z_S(x), z_S(x'))``; ``norm`` is the factor alone,
   ``sum_S ||z_S(x)||``; both averaged over the R draws as eq. 11 is.
@@ -41,7 +51,14 @@ from contrasyn.device import autocast, forward_in_chunks
 from contrasyn.errors import ConfigError
 from contrasyn.methods.csi.augment import HorizontalFlip, SimCLRAugment, rotate_shifts
 from contrasyn.methods.csi.nets import CSINet, CSIOutput
-from contrasyn.methods.csi_config import INDEXES, SCORES, ScoreConfig, TrainConfig
+from contrasyn.methods.csi_config import (
+    COMBINED,
+    INDEXES,
+    SCORES,
+    ScoreConfig,
+    TrainConfig,
+    pixel_factor,
+)
 
 
 def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tensor:
@@ -56,6 +73,49 @@ def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tenso
             best = torch.maximum(best, (q @ bank[j : j + chunk].T).amax(dim=1))
         out[i : i + chunk] = best
     return out
+
+
+def max_inner_product_others(
+    queries: Tensor, bank: Tensor | None = None, chunk: int = 4096
+) -> Tensor:
+    """``max_{j != i} <queries[i], bank[j]>`` for every i, where ``queries[i]`` stands for
+    ``bank[i]`` (default: the bank itself): each row's best match among the *other* rows
+    (leave-one-out); -inf for a bank of one row."""
+    bank = queries if bank is None else bank
+    out = torch.empty(len(queries), device=queries.device, dtype=queries.dtype)
+    for i in range(0, len(queries), chunk):
+        q = queries[i : i + chunk]
+        rows = torch.arange(len(q), device=q.device)
+        best = torch.full((len(q),), float("-inf"), device=q.device, dtype=q.dtype)
+        for j in range(0, len(bank), chunk):
+            products = q @ bank[j : j + chunk].T
+            own = rows + i - j  # column of each query's own row in this block
+            inside = (own >= 0) & (own < products.shape[1])
+            products[rows[inside], own[inside]] = float("-inf")
+            best = torch.maximum(best, products.amax(dim=1))
+        out[i : i + chunk] = best
+    return out
+
+
+def pixels(images: Tensor) -> Tensor:
+    """(N, C * s * s) float32: the images average-pooled by ``pixel_factor`` (side s)."""
+    f = pixel_factor(images.shape[-1])
+    side = images.shape[-1] // f
+    x = images[..., : side * f, : side * f].float()
+    return F.avg_pool2d(x, f).flatten(1) if f > 1 else x.flatten(1)
+
+
+def nearest_distance(queries: Tensor, bank: Tensor, chunk: int = 4096, others: bool = False):
+    """Euclidean distance of each query to its nearest bank row (``others``: queries are the
+    bank, each row's nearest *other* row): one inner-product search, since
+    ``-||a - b||^2 = <[2a, -1], [b, ||b||^2]> - ||a||^2``."""
+    a = torch.cat(
+        [2 * queries, -torch.ones(len(queries), 1, dtype=queries.dtype, device=queries.device)],
+        dim=1,
+    )
+    b = torch.cat([bank, bank.pow(2).sum(1, keepdim=True)], dim=1)
+    best = max_inner_product_others(a, b, chunk) if others else max_inner_product(a, b, chunk)
+    return (queries.pow(2).sum(1) - best).clamp_min(0).sqrt()
 
 
 # FAISS trains an IVF quantizer on the bank itself and warns below this many points per cell
@@ -177,11 +237,22 @@ def build_index(
 
 @dataclass
 class DrawFeatures:
-    """Per image and shift: projection z (N, K, d), penultimate h (N, K, e), true-shift logit."""
+    """Per image and shift: projection z (N, K, d), penultimate h (N, K, e), the true shift's
+    logit and its log-probability under the shift head (N, K)."""
 
     z: Tensor
     h: Tensor
     logit: Tensor
+    loglik: Tensor
+
+    def __add__(self, other: DrawFeatures) -> DrawFeatures:
+        return DrawFeatures(*(a + b for a, b in zip(self.parts(), other.parts(), strict=True)))
+
+    def __truediv__(self, n: float) -> DrawFeatures:
+        return DrawFeatures(*(a / n for a in self.parts()))
+
+    def parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.z, self.h, self.logit, self.loglik
 
 
 @torch.inference_mode()
@@ -202,7 +273,7 @@ def embed(
     model.eval()
     device = next(model.parameters()).device
     flip = HorizontalFlip() if augment is not None else None
-    zs, hs, logits = [], [], []
+    zs, hs, logits, logliks = [], [], [], []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device)
         b = len(x)
@@ -214,12 +285,15 @@ def embed(
         with autocast(precision, device):
             out = CSIOutput(*forward_in_chunks(model, views.contiguous(memory_format=memory)))
         labels = torch.arange(num_shifts, device=device).repeat_interleave(b)
-        true_logit = out.shift.float().gather(1, labels[:, None]).squeeze(1)
+        shift = out.shift.float()
+        true_logit = shift.gather(1, labels[:, None]).squeeze(1)
+        loglik = F.log_softmax(shift, dim=1).gather(1, labels[:, None]).squeeze(1)
         # rows are shift-major (k * b + i); bring them to (b, K, d)
         zs.append(out.z.float().view(num_shifts, b, -1).transpose(0, 1))
         hs.append(out.h.float().view(num_shifts, b, -1).transpose(0, 1))
         logits.append(true_logit.view(num_shifts, b).T)
-    return DrawFeatures(torch.cat(zs), torch.cat(hs), torch.cat(logits))
+        logliks.append(loglik.view(num_shifts, b).T)
+    return DrawFeatures(torch.cat(zs), torch.cat(hs), torch.cat(logits), torch.cat(logliks))
 
 
 class Scorer:
@@ -242,6 +316,8 @@ class Scorer:
             raise ConfigError("score.augment=false is one deterministic pass: set ensemble=1")
         self.train_cfg, self.cfg = train_cfg, cfg
         self._indices: dict[str, list[BankIndex]] | None = None
+        self.standard_: Tensor | None = None
+        self.bank_x_: Tensor | None = None
         self.augment = (
             SimCLRAugment(
                 train_cfg.jitter,
@@ -255,17 +331,33 @@ class Scorer:
         )
 
     _STATE = ("bank_z_", "bank_h_", "weight_sim_", "weight_shift_")
+    # Added later: models saved before them load without them and score without the
+    # combined scores and ``pix``.
+    _LATER = ("standard_", "bank_x_")
 
     def state_tensors(self) -> dict[str, Tensor]:
         """The fitted bank and weights, for saving (``load_state`` restores them)."""
-        return {name.rstrip("_"): getattr(self, name) for name in self._STATE}
+        names = self._STATE + tuple(n for n in self._LATER if getattr(self, n) is not None)
+        return {name.rstrip("_"): getattr(self, name) for name in names}
 
     def load_state(self, tensors: dict[str, Tensor]) -> Scorer:
         """Restore the bank and weights; the search indices are rebuilt at the first score."""
         for name in self._STATE:
             setattr(self, name, tensors[name.rstrip("_")])
+        later = [tensors.get(name.rstrip("_")) for name in self._LATER]
+        if any(t is None for t in later):
+            later = [None] * len(later)  # both or neither
+        self.standard_, self.bank_x_ = later
         self._indices = None
         return self
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The scores ``score_samples`` returns: all of ``SCORES``, less ``pix`` and the
+        combined scores for a model saved before them."""
+        if self.standard_ is not None:
+            return SCORES
+        return tuple(s for s in SCORES if s != "pix" and s not in COMBINED)
 
     def _build_indices(self) -> dict[str, list[BankIndex]]:
         """The bank searches ``score_samples`` does: ``paper`` (one over the K concatenated
@@ -304,23 +396,47 @@ class Scorer:
                 )
                 if on_draw is not None:
                     on_draw(d)
-                total = (
-                    d
-                    if total is None
-                    else DrawFeatures(total.z + d.z, total.h + d.h, total.logit + d.logit)
-                )
-        n = self.cfg.ensemble
-        return DrawFeatures(total.z / n, total.h / n, total.logit / n)
+                total = d if total is None else total + d
+        return total / self.cfg.ensemble
 
     def fit(self, model: CSINet, images: Tensor) -> Scorer:
-        """Bank of the training images' features, averaged over the R draws, and the weights."""
+        """Bank of the training images' features, averaged over the R draws, the weights of
+        ``csi``, the shrunken pixels of ``pix`` and the standardisation of the combined
+        scores."""
         bank = self._mean_features(model, images)
         self.bank_z_ = F.normalize(bank.z, dim=2)  # (M, K, d)
         self.bank_h_ = F.normalize(bank.h, dim=2)
         self.weight_sim_ = 1.0 / bank.z.norm(dim=2).mean(0)  # (K,)
         self.weight_shift_ = 1.0 / bank.logit.mean(0)  # (K,)
+        self.bank_x_ = pixels(images).to(self.bank_h_.device)
+        self.standard_ = self._standardisation(bank.loglik.mean(1))
         self._build_indices()
         return self
+
+    def _standardisation(self, head: Tensor) -> Tensor:
+        """Mean and standard deviation over the training images of ``feat``, ``head`` and
+        ``pix``, (6,) in that order; ``feat`` and ``pix`` leave-one-out (each training image
+        against the others). A bank of one image has no neighbour: its ``feat`` and ``pix``
+        get mean 0, std 1."""
+        k, chunk = self.train_cfg.num_shifts, self.cfg.chunk
+        parts = []
+        if len(self.bank_h_) > 1:
+            feat = torch.stack(
+                [max_inner_product_others(self.bank_h_[:, s], None, chunk) for s in range(k)],
+                dim=1,
+            ).mean(1)
+            pix = -nearest_distance(self.bank_x_, self.bank_x_, chunk, others=True)
+        else:
+            feat = pix = None
+        for values in (feat, head, pix):
+            if values is None:
+                parts += [torch.tensor(0.0), torch.tensor(1.0)]
+            else:
+                parts += [values.mean(), values.std(correction=0)]
+        stats = torch.stack(parts).to(self.bank_h_)
+        # a constant part (e.g. a head that is certain on every image) contributes nothing
+        stats[1::2] = stats[1::2].clamp_min(1e-6)
+        return stats
 
     def score_samples(self, model: CSINet, images: Tensor) -> dict[str, Tensor]:
         indices = self._indices if self._indices is not None else self._build_indices()
@@ -338,5 +454,30 @@ class Scorer:
         csi = (sim * self.weight_sim_ + mean.logit * self.weight_shift_).mean(1)
         h = F.normalize(mean.h, dim=2)
         feat = torch.stack([indices["h"][s].max(h[:, s]) for s in range(k)], dim=1).mean(1)
+        head = mean.loglik.mean(1)
         paper, cos, norm = (per_draw / self.cfg.ensemble).cpu()
-        return {"paper": paper, "csi": csi.cpu(), "feat": feat.cpu(), "cos": cos, "norm": norm}
+        scores = {"paper": paper, "csi": csi.cpu(), "feat": feat.cpu(), "head": head.cpu()}
+        if self.standard_ is not None:
+            x = pixels(images).to(self.bank_x_.device)
+            pix = -nearest_distance(x, self.bank_x_, self.cfg.chunk)
+            parts = {"feat": feat, "head": head, "pix": pix}
+            scores["pix"] = pix.cpu()
+            for name in COMBINED:
+                scores[name] = combined(name, parts, self.standard_, self.cfg.head_weight).cpu()
+        return {**scores, "cos": cos, "norm": norm}
+
+
+_PARTS = ("feat", "head", "pix")  # the order of ``Scorer.standard_``'s (mean, std) pairs
+
+
+def combined(name: str, parts: dict[str, Tensor], standard: Tensor, head_weight: float) -> Tensor:
+    """Score ``name`` of ``COMBINED``: the sum of its parts, each standardised by the
+    training images' mean and standard deviation (``standard``), ``head`` weighted by
+    ``head_weight``."""
+    stats = standard.to(parts["feat"]).view(len(_PARTS), 2)
+    total = torch.zeros_like(parts["feat"])
+    for part in name.split("+"):
+        mean, std = stats[_PARTS.index(part)]
+        weight = head_weight if part == "head" else 1.0
+        total = total + weight * (parts[part] - mean) / std
+    return total

@@ -16,8 +16,10 @@ slice of the global batch (``contrasyn.distributed``); rank 0 logs and checkpoin
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import json
 import math
 import time
 import warnings
@@ -30,12 +32,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrasyn import distributed
+from contrasyn.budget import SAVE_SECONDS, Clock, format_seconds, steps_within, time_per_call
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from contrasyn.config import to_dict
 from contrasyn.device import autocast, resolve_device
 from contrasyn.errors import ConfigError, TrainingError
 from contrasyn.methods.csi.adversarial import GenerativeSide
-from contrasyn.methods.csi.augment import HorizontalFlip, SimCLRAugment, shifted_views
+from contrasyn.methods.csi.augment import (
+    HorizontalFlip,
+    SimCLRAugment,
+    rotate_shifts,
+    shifted_views,
+)
 from contrasyn.methods.csi.losses import csi_loss
 from contrasyn.methods.csi.nets import CSINet
 from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
@@ -134,6 +142,8 @@ def train_networks(
     out_dir: str | Path | None = None,
     progress: bool = True,
     verbose: bool = False,
+    clock: Clock | None = None,
+    score_passes: int = 1,
 ) -> Trained:
     """Train F (and, for ``csi+g``/``full``, the generative side) on ``images`` (N, C, H, W)
     in [0, 1]. ``verbose`` prints every logged record (each ``log_every`` steps) as a line,
@@ -141,8 +151,14 @@ def train_networks(
 
     With ``out_dir`` the run is checkpointed and resumable: rerunning the same call after an
     interruption continues from the last saved epoch with the same RNG state.
+
+    With ``cfg.time_budget`` (and ``steps`` unset) the length is chosen by the clock
+    (``TrainingRun.budget_steps``): ``clock`` is the fit's (started now when None), and
+    ``score_passes`` how many passes over the K shifts scoring an image takes (the bank and
+    the held-out images are scored after training). The configuration returned holds the
+    chosen ``steps``.
     """
-    run = TrainingRun(images, cfg, out_dir, progress, verbose)
+    run = TrainingRun(images, cfg, out_dir, progress, verbose, clock, score_passes)
     try:
         side, ctx = run.side, run.precision
         if side is not None and run.start_epoch == 0 and run.cfg.gen_warmup:
@@ -242,6 +258,8 @@ class TrainingRun:
         out_dir: str | Path | None,
         progress: bool,
         verbose: bool,
+        clock: Clock | None = None,
+        score_passes: int = 1,
     ) -> None:
         if images.ndim != 4 or images.shape[1] != cfg.channels:
             raise ConfigError(
@@ -270,9 +288,16 @@ class TrainingRun:
         self.batch = min(cfg.batch_size, len(images))
         self.shard = distributed.shard(self.batch)  # this rank's slice of every global batch
         self.steps_per_epoch = max(len(images) // self.batch, 1)
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.clock = None
+        if cfg.time_budget is not None:
+            self.clock = clock if clock is not None else Clock.started(cfg.time_budget)
+            if cfg.steps is None:
+                self.cfg = cfg = dataclasses.replace(
+                    cfg, steps=self._resumed_steps() or self.budget_steps(score_passes)
+                )
         self.total = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
-        self.out = Path(out_dir) if out_dir is not None else None
         self.data_sha = data_fingerprint(images)
         self.start_epoch = self._resume()
         resume_step = self.start_epoch * self.steps_per_epoch
@@ -300,6 +325,71 @@ class TrainingRun:
     def precision(self):
         """The precision context of every forward pass (bf16 autocast or nothing)."""
         return autocast(self.cfg.precision, self.device)
+
+    def _resumed_steps(self) -> int | None:
+        """The length a checkpoint in ``out`` chose for this same budget (resuming keeps it,
+        so the schedule does not change half-way), or None."""
+        meta_path = self.out / "last.json" if self.out is not None else None
+        if meta_path is None or not meta_path.is_file():
+            return None
+        try:
+            saved = json.loads(meta_path.read_text()).get("config", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None  # _resume reports the damaged file
+        same = saved.get("time_budget") == self.cfg.time_budget
+        return saved.get("steps") if same and isinstance(saved.get("steps"), int) else None
+
+    def budget_steps(self, score_passes: int) -> int:
+        """The steps that fit in what is left of the clock: one step of F (and, for the
+        generative variants, its share of a round and of F's L_JOINT step, plus the warm-up
+        rounds) timed here on throwaway copies of the networks, in this run's precision,
+        memory format and batch, with the caller's RNG state kept; after training the bank
+        of every training image and the held-out images are scored (``score_passes`` passes
+        over the K shifts each) and the model saved. Every rank takes the mean of the
+        ranks' timings, so all choose the same length."""
+        cfg = self.cfg
+        probe = copy.copy(self)  # the same data, augmentations, precision and memory format
+        probe.model = copy.deepcopy(self.model)
+        probe.optimizer = build_optimizer(probe.model, cfg)
+        probe.side = copy.deepcopy(self.side)
+        step = FStep(probe, probe.model)
+        lo, hi = self.shard
+        gen = torch.Generator().manual_seed(cfg.seed + 104_729)
+
+        def batch() -> Tensor:
+            pick = torch.randperm(len(self.images), generator=gen)[: self.batch][lo:hi]
+            return self.images[pick].to(self.device)
+
+        x = batch()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            timings = [time_per_call(lambda: step(batch(), cfg.lr, "a timing step", ""), 2, 5)]
+            if probe.side is not None:
+                side = probe.side
+
+                def joint_round() -> None:
+                    _, synthetic = side.round(probe.model, x, self.augment, self.flip,
+                                              self.precision, "in a timing round")  # fmt: skip
+                    step(torch.cat([x, synthetic]), cfg.lr, "a timing step", "")
+
+                timings.append(time_per_call(joint_round, 1, 3))
+                warm = lambda: side.warmup_round(x, self.precision, "in a timing round")  # noqa: E731
+                timings.append(time_per_call(warm, 1, 3) if cfg.gen_warmup else 0.0)
+            probe.model.eval()
+            views = rotate_shifts(x, cfg.num_shifts).contiguous(memory_format=self.memory)
+
+            @torch.inference_mode()
+            def score_batch() -> None:
+                with self.precision():
+                    probe.model(views)
+
+            timings.append(time_per_call(score_batch, 1, 3) / len(x))
+        f_s, *gen_s, score_s = distributed.mean_over_ranks(torch.tensor(timings)).tolist()
+        per_step = f_s + (gen_s[0] / cfg.gen_every if gen_s else 0.0)
+        scored = (len(self.images) + self.clock.after_images) * score_passes
+        reserve = scored * score_s + (gen_s[1] * cfg.gen_warmup if gen_s else 0.0) + SAVE_SECONDS
+        return steps_within(
+            self.clock.left(), per_step, reserve, self.clock.seconds, what=f"training {cfg.method}"
+        )
 
     def _resume(self) -> int:
         """Restore the last checkpoint in ``out`` (if any); the epoch to start from."""
@@ -369,7 +459,8 @@ class TrainingRun:
                 "seconds": round(time.perf_counter() - self.tick, 3),
             }
             self._write(entry)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{b.lr:.3g}", refresh=False)
+        left = {} if self.clock is None else {"left": format_seconds(self.clock.left())}
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{b.lr:.3g}", **left, refresh=False)
         if b.epoch_end == self.epochs and self.side is not None:
             self.side.calibrate_sampler()  # the sampling generator's statistics, saved with it
         if b.epoch_end is not None and (
