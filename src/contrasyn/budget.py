@@ -52,6 +52,21 @@ def parse_duration(value: str | float | int) -> float:
     return seconds
 
 
+def with_budget(section: str, own: dict, seconds: float) -> dict:
+    """A method's own settings ``own`` (section ``section``) with ``time_budget`` set to
+    ``seconds``; a ``ConfigError`` when a length (``epochs``, ``steps``) or another budget
+    is given too (the budget chooses the length)."""
+    given = sorted({"epochs", "steps"} & set(own))
+    if own.get("time_budget", seconds) != seconds:
+        given.append("time_budget")
+    if given:
+        raise ConfigError(
+            f"a time budget and {section}.{f', {section}.'.join(given)} both given: the "
+            "budget chooses the length; give one"
+        )
+    return {**own, "time_budget": seconds}
+
+
 def format_seconds(seconds: float) -> str:
     """``m:ss`` (``-m:ss`` past the end), for the progress line."""
     sign = "-" if seconds < 0 else ""

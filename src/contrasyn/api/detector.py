@@ -59,11 +59,7 @@ from contrasyn.api.inputs import Images, image_folders, read_images
 from contrasyn.api.maps import to_uint8
 from contrasyn.api.readable import ReadableScores
 from contrasyn.budget import Clock, parse_duration
-from contrasyn.config import (
-    check_holdout,
-    check_rate,
-    check_seed,
-)
+from contrasyn.config import check_holdout, check_rate, check_seed
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError, DataError
 from contrasyn.methods.csi.adversarial import reconstructions, sample

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contrasyn.budget import with_budget
 from contrasyn.config import from_dict, merge
 from contrasyn.errors import ConfigError
 from contrasyn.methods.presets import get_preset
@@ -122,16 +123,7 @@ class Baseline(Method):
             return out
         if not cls.budget_fields:
             return super().with_time_budget(name, settings, seconds)
-        own = out.setdefault(name, {})
-        given = sorted({"epochs", "steps"} & set(own))
-        if own.get("time_budget", seconds) != seconds:
-            given.append("time_budget")
-        if given:
-            raise ConfigError(
-                f"a time budget and {name}.{f', {name}.'.join(given)} both given: the budget "
-                "chooses the length; give one"
-            )
-        own["time_budget"] = seconds
+        out[name] = with_budget(name, out.get(name, {}), seconds)
         return out
 
     @classmethod

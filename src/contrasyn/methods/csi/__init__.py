@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrasyn.budget import Clock, format_seconds
+from contrasyn.budget import Clock, format_seconds, with_budget
 from contrasyn.config import save_config, to_dict
 from contrasyn.device import effective_precision
 from contrasyn.errors import ConfigError
@@ -121,16 +121,7 @@ class CSIFamily(Method):
         cls, name: str, settings: Mapping[str, Mapping[str, Any]], seconds: float
     ) -> dict[str, dict[str, Any]]:
         out = {k: dict(v) for k, v in settings.items()}
-        train = out.setdefault("train", {})
-        given = sorted({"epochs", "steps"} & set(train))
-        if train.get("time_budget", seconds) != seconds:
-            given.append("time_budget")
-        if given:
-            raise ConfigError(
-                f"a time budget and train.{', train.'.join(given)} both given: the budget "
-                "chooses the length; give one"
-            )
-        train["time_budget"] = seconds
+        out["train"] = with_budget("train", out.get("train", {}), seconds)
         return out
 
     @property
