@@ -10,7 +10,8 @@ seeds as replicates, the same statistics as ``table.md``, the benchmark's printo
 report). A label whose rows were computed in two precisions (bf16 and fp32) is refused: they
 are different cells. ``--common`` keeps only the cells every label has, so that the means of
 a folder that is still filling (some classes or seeds missing) compare with the others over
-the same cells.
+the same cells. ``--deterministic LABEL`` pairs a deterministic method's one run per class (a
+kNN: its task and its score do not depend on the seed) with every seed of the others.
 
     python benchmarks/compare.py \
         --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
@@ -64,6 +65,23 @@ def collect(adds: list[str]) -> list[dict]:
     return rows
 
 
+def spread_over_seeds(rows: list[dict], labels: list[str]) -> list[dict]:
+    """Each row of a deterministic method's ``labels`` copied to every seed the other labels
+    have: its one score per class stands for every seed (the task does not depend on the
+    seed), so it pairs with each seed of a trained method and the interval comes from that
+    method's seeds. A label with rows for two seeds is refused (it is not deterministic)."""
+    seeds = sorted({r["seed"] for r in rows if r["method"] not in labels})
+    out = [r for r in rows if r["method"] not in labels]
+    for label in labels:
+        own = [r for r in rows if r["method"] == label]
+        if not own:
+            raise SystemExit(f"--deterministic {label}: no rows with that label")
+        if len({r["seed"] for r in own}) > 1:
+            raise SystemExit(f"--deterministic {label}: rows for several seeds; it is trained")
+        out += [{**r, "seed": seed} for r in own for seed in seeds]
+    return out
+
+
 def common_cells(rows: list[dict]) -> list[dict]:
     """The rows of the (dataset, class, seed) cells that every label has."""
     cells: dict[str, set[tuple]] = {}
@@ -83,15 +101,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--common", action="store_true", help="only the cells (class, seed) every label has"
     )
+    parser.add_argument(
+        "--deterministic", default="", help="comma-separated labels whose one seed stands for all"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     rows = collect(args.add)
+    fixed = [label for label in args.deterministic.split(",") if label]
+    if fixed:
+        rows = spread_over_seeds(rows, fixed)
     if args.common:
         rows = common_cells(rows)
     folders = sorted({r["folder"] for r in rows})
     metric = args.metric
     cells = sorted({(r["normal_class"], r["seed"]) for r in rows})
     where = f" Only the {len(cells)} cells every label has (`--common`)." if args.common else ""
+    if fixed:
+        where += (
+            f" {', '.join(fixed)}: deterministic (the task does not depend on the seed), one "
+            "run per class paired with every seed of the others."
+        )
     parts = [
         "Rows from: " + ", ".join(f"`{f}`" for f in folders) + f". Metric: `{metric}`." + where,
         f"{metric} per normal class (mean ± std over seeds):\n\n" + markdown_table(rows, metric),

@@ -424,7 +424,9 @@ def _fit_method(folders, out: Path, method: str, *extra: str) -> list[str]:
     return [*data, "--preset", "tiny", "--image-size", "16", "--holdout", "0.25", *extra]
 
 
-@pytest.mark.parametrize(("method", "extra"), [("rot", ["--set", "rot.epochs=1"]), ("knn", [])])
+@pytest.mark.parametrize(
+    ("method", "extra"), [("rot", ["--set", "rot.epochs=1"]), ("knn", []), ("dn2", [])]
+)
 def test_fit_a_baseline_then_score_it(folders, tmp_path: Path, capsys, method, extra) -> None:
     model = tmp_path / method
     argv = _fit_method(folders, model, method, "--device", "cpu", *extra)

@@ -61,6 +61,22 @@ def test_a_label_mixing_precisions_is_refused(tmp_path: Path) -> None:
     assert "| csi | bf16 | 1 |" in (tmp_path / "x").read_text()
 
 
+def test_a_deterministic_method_pairs_with_every_seed(tmp_path: Path) -> None:
+    # knn: one run per class; csi: two seeds. knn - csi: 0.9 - (0.8, 0.7), 0.6 - (0.5, 0.4)
+    a = _folder(tmp_path / "a", "knn", {(0, 0): 0.9, (1, 0): 0.6})
+    b = _folder(tmp_path / "b", "csi", {(0, 0): 0.8, (0, 1): 0.7, (1, 0): 0.5, (1, 1): 0.4})
+    adds = ["--add", f"{a}:knn", "--add", f"{b}:csi", "--out", str(tmp_path / "x")]
+    compare.main([*adds, "--deterministic", "knn"])
+    text = (tmp_path / "x").read_text()
+    assert "knn: deterministic" in text
+    assert "| knn | fp32 | 2 | 0.7500 [" in text  # the one run stands for both seeds
+    assert "| knn | +0.1500 [" in text and "2/2" in text  # an interval from csi's two seeds
+    compare.main(adds)  # without it only seed 0 pairs: no interval
+    assert "| knn |  | +0.1000 (one seed: no interval), 2/2 |" in (tmp_path / "x").read_text()
+    with pytest.raises(SystemExit, match="--deterministic csi: rows for several seeds"):
+        compare.main([*adds, "--deterministic", "csi"])
+
+
 RESULTS = BENCHMARKS / "results"
 
 

@@ -36,7 +36,9 @@ def images(task):
 
 
 def test_every_name_resolves_and_unknown_names_are_listed() -> None:
-    assert set(METHOD_NAMES) == {"knn", "ocsvm", "deepsvdd", "rot", "goad", "csi", "csi+g", "full"}
+    assert set(METHOD_NAMES) == {
+        "knn", "ocsvm", "deepsvdd", "rot", "goad", "dn2", "csi", "csi+g", "full"
+    }  # fmt: skip
     for name in METHOD_NAMES:
         method = build_method(name, method_config(name, "tiny"))
         assert method.name == name and name in method_class(name).names

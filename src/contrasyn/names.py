@@ -11,6 +11,7 @@ _MODULES = {
     "deepsvdd": "contrasyn.methods.baselines.deepsvdd",
     "rot": "contrasyn.methods.baselines.rot",
     "goad": "contrasyn.methods.baselines.goad",
+    "dn2": "contrasyn.methods.pretrained",
     "csi": "contrasyn.methods.csi",
     "csi+g": "contrasyn.methods.csi",
     "full": "contrasyn.methods.csi",
@@ -19,6 +20,9 @@ METHOD_NAMES = tuple(_MODULES)
 BASELINES = tuple(
     n for n, module in _MODULES.items() if module.startswith("contrasyn.methods.baselines.")
 )
+# The methods whose settings are one section named after the method (all but the CSI family,
+# which reads train and score).
+OWN_SECTION = tuple(n for n, module in _MODULES.items() if module != "contrasyn.methods.csi")
 
 
 def names_in(module: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from contrasyn.cli.options import (
 )
 from contrasyn.config import check_seed
 from contrasyn.errors import ConfigError
-from contrasyn.names import BASELINES, METHOD_NAMES
+from contrasyn.names import BASELINES, METHOD_NAMES, OWN_SECTION
 
 if TYPE_CHECKING:
     from contrasyn.data.base import ImageDataset
@@ -288,7 +288,7 @@ def add_commands(sub) -> None:
             "Settings: --preset, then --config/--set by section: train.FIELD and score.FIELD "
             "for the CSI family (csi, csi+g, full; the fields of TrainConfig and ScoreConfig in "
             "contrasyn/config.py; train.image_size and train.channels are every method's input), "
-            f"and a baseline's name for its own settings ({', '.join(BASELINES)}; e.g. "
+            f"and another method's name for its own settings ({', '.join(OWN_SECTION)}; e.g. "
             "rot.epochs).",
         ],
         examples=[
@@ -314,7 +314,7 @@ def add_commands(sub) -> None:
     add_out(bench, "the results folder; rerun with the same one to resume", "DIR", required=True)
     add_settings(
         bench,
-        f"sections train, score (the CSI family) and {', '.join(BASELINES)}",
+        f"sections train, score (the CSI family) and {', '.join(OWN_SECTION)}",
         "train.epochs=5",
     )
     _add_run_flags(bench)
@@ -329,7 +329,7 @@ def add_commands(sub) -> None:
     demo = add_verb(
         sub,
         "demo",
-        help="a ~10-minute real run: all eight methods on two Fashion-MNIST tasks, "
+        help="a ~10-minute real run: the default and five baselines on two Fashion-MNIST tasks, "
         "table and HTML report",
         description=[
             "A real end-to-end benchmark in about ten minutes on a laptop CPU: the default "

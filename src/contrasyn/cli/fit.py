@@ -34,7 +34,7 @@ from contrasyn.cli.outputs import (
 from contrasyn.errors import ConfigError
 from contrasyn.methods.csi_config import SCORES
 from contrasyn.methods.registry import network_methods
-from contrasyn.names import BASELINES, METHOD_NAMES
+from contrasyn.names import METHOD_NAMES, OWN_SECTION
 
 if TYPE_CHECKING:
     from contrasyn.api.detector import Detector
@@ -198,8 +198,9 @@ def add_fit(sub) -> None:
             "paper's method and the presets' default) takes --set train.FIELD and "
             "score.FIELD (the fields of TrainConfig and ScoreConfig in "
             "contrasyn/methods/csi_config.py); "
-            f"a baseline ({', '.join(BASELINES)}) takes its own settings under its name, "
-            "e.g. --set rot.epochs=20 (contrasyn/methods/baselines/). A section that does not "
+            f"every other method ({', '.join(OWN_SECTION)}) takes its own settings under its "
+            "name, e.g. --set rot.epochs=20 (contrasyn/methods/baselines/, "
+            "contrasyn/methods/pretrained/). A section that does not "
             "apply to the method is refused.",
         ],
         examples=[
@@ -268,7 +269,7 @@ def add_fit(sub) -> None:
     add_seed(fit)
     add_settings(
         fit,
-        f"sections train, score (the CSI family) or the baseline's name ({', '.join(BASELINES)})",
+        f"sections train, score (the CSI family) or the method's name ({', '.join(OWN_SECTION)})",
         "train.epochs=50, --set train.batch_size=64, --set rot.epochs=20",
     )
     fit.add_argument(

@@ -23,6 +23,7 @@ from contrasyn.config import (
     positive,
 )
 from contrasyn.errors import ConfigError
+from contrasyn.methods.backbone_names import SCRATCH, check_backbone
 from contrasyn.names import names_in
 
 # The outlier scores (contrasyn.methods.csi.score); here so that torch-free code can name them.
@@ -53,6 +54,7 @@ GAN_LOSSES = ("bce", "hinge")
 OPTIMIZERS = ("lars", "sgd")
 PRECISIONS = ("fp32", "bf16", "auto")
 STEMS = ("cifar", "imagenet")
+BACKBONE_BN = ("train", "frozen")
 
 
 @dataclass
@@ -116,6 +118,14 @@ class TrainConfig:
     # Stability: stop when a discriminator loss stays below this for this many rounds in a row.
     d_win_loss: float = 1e-3
     d_win_rounds: int = 100
+    # F's backbone: CSI's CIFAR ResNet-18 from scratch (``width``, ``stem``), or an ImageNet-
+    # pretrained network that L_CSI fine-tunes (docs/METHOD.md, "Pretrained backbones").
+    backbone: str = SCRATCH
+    backbone_weights: str = "packaged"  # a pretrained backbone's weights (backbone_names)
+    backbone_resolution: int = 64  # the side a pretrained backbone sees images at, inside F
+    backbone_lr: float = 1.0  # the pretrained trunk's learning rate, x the heads'; 0 freezes it
+    backbone_bn: str = "train"  # "frozen": the trunk keeps its pretrained BatchNorm statistics
+    backbone_freeze: int = 0  # the trunk's first parts kept as pretrained (lite0: 9 parts)
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -124,8 +134,13 @@ class TrainConfig:
             ("precision", PRECISIONS),
             ("stem", STEMS),
             ("gan_loss", GAN_LOSSES),
+            ("backbone_bn", BACKBONE_BN),
         ):
             check_choice(getattr(self, name), choices, f"train.{name}")
+        check_backbone(
+            self.backbone, self.backbone_weights, ("train.backbone", "train.backbone_weights"),
+            scratch=True,
+        )  # fmt: skip
         for names, ok, words in (
             (
                 (
@@ -146,7 +161,10 @@ class TrainConfig:
                 "> 0",
             ),
             (
-                ("weight_decay", "warmup_epochs", "rec_weight", "d_win_loss", "gen_warmup"),
+                (
+                    "weight_decay", "warmup_epochs", "rec_weight", "d_win_loss", "gen_warmup",
+                    "backbone_lr", "backbone_freeze",
+                ),
                 at_least(0),
                 ">= 0",
             ),
@@ -154,6 +172,7 @@ class TrainConfig:
             (("momentum", "gen_ema"), below_one, "in [0, 1)"),
             (("seed",), lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**63)"),
             (("image_size",), lambda v: v <= MAX_IMAGE_SIZE, f"<= {MAX_IMAGE_SIZE}"),
+            (("backbone_resolution",), lambda v: 32 <= v <= MAX_IMAGE_SIZE, "in [32, 8192]"),
             (
                 ("jitter",),
                 lambda v: all(fraction(x) for x in v) and v[3] <= 0.5,
@@ -229,6 +248,12 @@ LATER_FIELDS = {
         "gen_warmup",
         "gen_ema",
         "time_budget",
+        "backbone",
+        "backbone_weights",
+        "backbone_resolution",
+        "backbone_lr",
+        "backbone_bn",
+        "backbone_freeze",
     ),
     "score": ("index", "nprobe", "head_weight"),
 }

@@ -69,16 +69,20 @@ BASELINE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 class Baseline(Method):
     """A classic baseline: one score named after the method (minus ``anomaly_score``), its
-    settings from ``BASELINE_PRESETS``, per-epoch losses in ``train_loss_`` (and
-    ``pretrain_loss_``)."""
+    settings from ``preset_table`` (``BASELINE_PRESETS`` unless the method has its own),
+    per-epoch losses in ``train_loss_`` (and ``pretrain_loss_``)."""
+
+    # preset -> method name -> constructor arguments
+    preset_table: dict[str, dict[str, dict[str, Any]]] = BASELINE_PRESETS
 
     @classmethod
     def preset_config(cls, name: str, preset: str, overrides: dict[str, Any]) -> Any:
-        if preset not in BASELINE_PRESETS:
+        table = cls.preset_table
+        if preset not in table:
             raise ConfigError(
-                f"preset {preset!r} has no baseline settings; known: {', '.join(BASELINE_PRESETS)}"
+                f"preset {preset!r} has no {name} settings; known: {', '.join(table)}"
             )
-        config = from_dict(cls.config_class, BASELINE_PRESETS[preset][name])
+        config = from_dict(cls.config_class, table[preset][name])
         try:
             return merge(config, overrides)
         except ConfigError as e:

@@ -16,6 +16,7 @@ from contrasyn.budget import Clock, format_seconds, with_budget
 from contrasyn.config import save_config, to_dict
 from contrasyn.device import effective_precision
 from contrasyn.errors import ConfigError
+from contrasyn.methods.backbone_names import is_pretrained
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.score import Scorer, import_faiss
 from contrasyn.methods.csi.trained import build_model
@@ -100,6 +101,10 @@ class CSIFamily(Method):
     def preflight(cls, config: RunConfig) -> None:
         if config.score.index == "faiss":
             import_faiss()  # missing: say so now, not after training
+        if is_pretrained(config.train.backbone):
+            from contrasyn.methods.pretrained.backbones import check_installed
+
+            check_installed(config.train.backbone, config.train.backbone_weights)
 
     @classmethod
     def result_settings(cls, name: str, config: RunConfig, input: Mapping[str, int]) -> dict:
@@ -239,7 +244,7 @@ class CSIFamily(Method):
         import torch
 
         cfg = self.config
-        model = build_model(cfg.train).to(self.device)
+        model = build_model(cfg.train, pretrained=False).to(self.device)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -9,14 +9,29 @@ import torch
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import from_dict
 from contrasyn.errors import ConfigError
+from contrasyn.methods.backbone_names import is_pretrained
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.nets import CSINet
 from contrasyn.methods.csi_config import TrainConfig
 
 
-def build_model(cfg: TrainConfig) -> CSINet:
-    """F as ``cfg`` describes it: CIFAR ResNet-18 at ``width`` with CSI's two heads."""
-    return CSINet(cfg.width, cfg.channels, cfg.stem, cfg.proj_dim, cfg.num_shifts)
+def build_model(cfg: TrainConfig, pretrained: bool = True) -> CSINet:
+    """F as ``cfg`` describes it: CIFAR ResNet-18 at ``width``, or a pretrained backbone
+    (``pretrained=False``: its architecture only, for weights that are loaded next), with
+    CSI's two heads. A trunk with ``backbone_lr`` 0 is frozen (no gradients, BatchNorm
+    fixed), and so are its first ``backbone_freeze`` parts."""
+    if not is_pretrained(cfg.backbone):
+        return CSINet(cfg.width, cfg.channels, cfg.stem, cfg.proj_dim, cfg.num_shifts)
+    from contrasyn.methods.pretrained.backbones import build_backbone, freeze_parts
+
+    weights = cfg.backbone_weights if pretrained else "random"
+    trunk = build_backbone(cfg.backbone, weights, cfg.backbone_resolution)
+    trunk.requires_grad_(cfg.backbone_lr > 0)
+    freeze_parts(trunk, cfg.backbone_freeze)
+    frozen_bn = cfg.backbone_bn == "frozen"
+    return CSINet(
+        proj_dim=cfg.proj_dim, num_shifts=cfg.num_shifts, trunk=trunk, frozen_bn=frozen_bn
+    )
 
 
 def saved_config(meta: dict) -> TrainConfig:
@@ -32,7 +47,7 @@ def load_model(stem: str | Path, device: str | torch.device = "cpu") -> tuple[CS
     """The trained F and its config from a checkpoint written by ``train``."""
     tensors, meta = load_checkpoint(stem, device)
     cfg = saved_config(meta)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, pretrained=False).to(device)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     return model.eval(), cfg
 

@@ -37,6 +37,7 @@ from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save
 from contrasyn.config import to_dict
 from contrasyn.device import autocast, resolve_device
 from contrasyn.errors import ConfigError, TrainingError
+from contrasyn.methods.backbone_names import is_pretrained
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.augment import (
     HorizontalFlip,
@@ -181,10 +182,22 @@ def train_networks(
 # -- the run around the loop ----------------------------------------------------------------
 
 
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """F's parameters to train: one group, or for a pretrained trunk the trunk's with
+    ``lr_scale`` = ``backbone_lr`` (none when it is 0: frozen) and the heads' at 1."""
+    if not is_pretrained(cfg.backbone):
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
+    heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    groups = [{"params": heads, "lr_scale": 1.0}]
+    return groups + ([{"params": trunk, "lr_scale": cfg.backbone_lr}] if trunk else [])
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> LARS | torch.optim.SGD:
     sgd = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+        parameter_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )  # fmt: skip
     if cfg.optimizer == "lars":
         return LARS(sgd, trust_coef=cfg.lars_trust)
     if cfg.optimizer == "sgd":
@@ -231,7 +244,7 @@ class FStep:
     def __call__(self, x: Tensor, lr: float, name: str, where: str) -> dict[str, float]:
         run, cfg = self.run, self.run.cfg
         for group in run.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         views, labels = shifted_views(x, run.augment, cfg.num_shifts, run.flip)
         with run.precision():
             outputs = self.forward(views.contiguous(memory_format=run.memory))

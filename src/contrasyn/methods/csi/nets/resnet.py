@@ -79,7 +79,12 @@ class CSIOutput(NamedTuple):
 
 
 class CSINet(nn.Module):
-    """Backbone F plus CSI's heads: projection d -> d -> ReLU -> ``proj_dim`` and shift d -> K."""
+    """Backbone F plus CSI's heads: projection d -> d -> ReLU -> ``proj_dim`` and shift d -> K.
+
+    ``trunk`` replaces the ResNet-18 with another backbone (a module with ``out_dim`` that
+    takes images in [0, 1]). When the network trains, the trunk's BatchNorm layers whose
+    weights are frozen stay in eval mode, and so do all of them with ``frozen_bn``: they keep
+    the statistics they were pretrained with."""
 
     def __init__(
         self,
@@ -88,14 +93,27 @@ class CSINet(nn.Module):
         stem: str = "cifar",
         proj_dim: int = 128,
         num_shifts: int = 4,
+        trunk: nn.Module | None = None,
+        frozen_bn: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone = ResNet18(width, in_channels, stem)
+        self.backbone = ResNet18(width, in_channels, stem) if trunk is None else trunk
+        self.frozen_bn = frozen_bn
         d = self.backbone.out_dim
         self.projection = nn.Sequential(
             nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, proj_dim)
         )
         self.shift_head = nn.Linear(d, num_shifts)
+
+    def train(self, mode: bool = True) -> CSINet:
+        super().train(mode)
+        if not mode:
+            return self
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if self.frozen_bn or not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+        return self
 
     def forward(self, x: Tensor) -> CSIOutput:
         h = self.backbone(x)
