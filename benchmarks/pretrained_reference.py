@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from efficientnet_lite_pytorch import EfficientNet
 
-from contrasyn.methods.pretrained.backbones import LITE_MEAN, LITE_STD, packaged_file, sample_photos
+from contrasyn.methods.pretrained.backbones import lite_input, packaged_file, sample_photos
 
 
 def main() -> None:
@@ -31,9 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(packaged_file()))
     names, x = sample_photos()
-    mean, std = torch.tensor(LITE_MEAN).view(1, 3, 1, 1), torch.tensor(LITE_STD).view(1, 3, 1, 1)
     with torch.no_grad():
-        logits = net.eval()((x - mean) / std)
+        logits = net.eval()(lite_input(x))
     top = logits.topk(5, dim=1)
     out = {
         "implementation": "efficientnet_lite_pytorch 0.1.0, EfficientNet.from_pretrained",

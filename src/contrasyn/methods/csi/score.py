@@ -75,6 +75,20 @@ def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tenso
     return out
 
 
+def top_inner_products(queries: Tensor, bank: Tensor, k: int, chunk: int = 4096) -> Tensor:
+    """The ``k`` largest ``<queries[i], bank[j]>`` over j for every i, (N, min(k, len(bank))),
+    holding at most chunk x chunk products (``max_inner_product`` is k = 1)."""
+    k = min(k, len(bank))
+    out = []
+    for q in queries.split(chunk):
+        best = q.new_empty(len(q), 0)
+        for b in bank.split(chunk):
+            both = torch.cat([best, q @ b.T], dim=1)
+            best = both.topk(min(k, both.shape[1]), dim=1).values
+        out.append(best)
+    return torch.cat(out)
+
+
 def max_inner_product_others(
     queries: Tensor, bank: Tensor | None = None, chunk: int = 4096
 ) -> Tensor:

@@ -24,6 +24,7 @@ from contrasyn.device import autocast, effective_precision
 from contrasyn.errors import ConfigError
 from contrasyn.methods.backbone_names import OWN, check_backbone
 from contrasyn.methods.baselines import Baseline, input_shape
+from contrasyn.methods.csi.score import top_inner_products
 from contrasyn.methods.pretrained.backbones import Backbone, build_backbone, check_installed
 from contrasyn.methods.registry import register
 
@@ -63,22 +64,15 @@ DN2_PRESETS = {
 
 def nearest_distance(queries: Tensor, bank: Tensor, k: int, metric: str, chunk: int) -> Tensor:
     """Mean distance of each query to its ``k`` nearest bank rows: ``1 - cos`` for features
-    already L2-normalised (``cosine``), Euclidean for ``l2``; at most chunk x chunk products
-    at a time."""
-    k = min(k, len(bank))
-    out = []
-    for q in queries.split(chunk):
-        best = torch.full((len(q), 0), -torch.inf)
-        for b in bank.split(chunk):
-            sim = q @ b.T
-            if metric == "l2":  # -||q - b||^2 + ||q||^2, the part that ranks b
-                sim = 2 * sim - (b**2).sum(1)
-            best = torch.cat([best, sim], 1).topk(min(k, best.shape[1] + len(b)), dim=1).values
-        if metric == "l2":
-            out.append(((q**2).sum(1, keepdim=True) - best).clamp_min(0).sqrt().mean(1))
-        else:
-            out.append((1 - best).mean(1))
-    return torch.cat(out)
+    already L2-normalised (``cosine``), Euclidean for ``l2`` (one inner-product search, as
+    ``contrasyn.methods.csi.score.nearest_distance``: ``-||a - b||^2 = <[2a, -1], [b,
+    ||b||^2]> - ||a||^2``)."""
+    if metric == "cosine":
+        return (1 - top_inner_products(queries, bank, k, chunk)).mean(1)
+    a = torch.cat([2 * queries, -queries.new_ones(len(queries), 1)], dim=1)
+    b = torch.cat([bank, bank.pow(2).sum(1, keepdim=True)], dim=1)
+    best = top_inner_products(a, b, k, chunk)
+    return (queries.pow(2).sum(1, keepdim=True) - best).clamp_min(0).sqrt().mean(1)
 
 
 @register

@@ -176,13 +176,18 @@ def sample_photos(side: int = 224) -> tuple[list[str], Tensor]:
     return names, x
 
 
+def lite_input(x: Tensor) -> Tensor:
+    """RGB images in [0, 1] normalised as EfficientNet-Lite was trained (to [-1, 1])."""
+    mean = torch.tensor(LITE_MEAN, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / torch.tensor(LITE_STD, device=x.device).view(1, 3, 1, 1)
+
+
 def check_predictions(net: EfficientNetLite0, source: str) -> None:
     """Refuse weights whose ImageNet predictions of the sample photos are not the
     reference's (``PHOTO_CLASSES``)."""
     names, x = sample_photos()
-    mean, std = torch.tensor(LITE_MEAN).view(1, 3, 1, 1), torch.tensor(LITE_STD).view(1, 3, 1, 1)
     with torch.no_grad():
-        predicted = net.eval()((x - mean) / std).argmax(1).tolist()
+        predicted = net.eval()(lite_input(x)).argmax(1).tolist()
     for name, got in zip(names, predicted, strict=True):
         if got != PHOTO_CLASSES[name]:
             raise ConfigError(
