@@ -75,6 +75,7 @@ def _run_benchmark(
     preset: str,
     out: str,
     overrides: dict,
+    train_images: int | None = None,
 ) -> list[dict]:
     from contrasyn.evaluation.bench import METHODS, run_benchmark
 
@@ -99,6 +100,7 @@ def _run_benchmark(
         max_test=args.max_test,
         verbose=args.verbose,
         report=not getattr(args, "no_report", False),
+        train_images=train_images,
     )
 
 
@@ -120,29 +122,44 @@ def _with_time(overrides: dict, methods: str, time_budget: str | None) -> dict:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from contrasyn.evaluation.results import interval_table, markdown_table, paired_matrix
 
+    sizes = _train_sizes(args.train_images)
+    overrides = _with_time(read_settings(args), args.methods, args.time)
     ds = _load(args.dataset, args.root)
-    rows = _run_benchmark(
-        args,
-        ds,
-        args.classes,
-        args.methods,
-        args.seeds,
-        args.preset,
-        args.out,
-        _with_time(read_settings(args), args.methods, args.time),
-    )
-    print(markdown_table(rows))
-    print("\nMean AUROC over classes [95% interval; classes fixed, seeds as replicates]:\n")
-    print(interval_table(rows))
-    print(
-        "\nPaired differences, row minus column: mean over classes [95% interval], classes won:\n"
-    )
-    print(paired_matrix(rows))
-    print(
-        f"\nresults: {Path(args.out) / 'results.csv'} (and results.jsonl, table.md); "
-        f"report: {Path(args.out) / 'report.html'}"
-    )
+    for size in sizes:
+        out = args.out if size is None else str(Path(args.out) / f"train-{size}")
+        if size is not None:
+            say(args)(f"training on {size} images of each class: {out}")
+        rows = _run_benchmark(
+            args, ds, args.classes, args.methods, args.seeds, args.preset, out, overrides, size
+        )
+        print(markdown_table(rows))
+        print("\nMean AUROC over classes [95% interval; classes fixed, seeds as replicates]:\n")
+        print(interval_table(rows))
+        print(
+            "\nPaired differences, row minus column: mean over classes [95% interval], "
+            "classes won:\n"
+        )
+        print(paired_matrix(rows))
+        print(
+            f"\nresults: {Path(out) / 'results.csv'} (and results.jsonl, table.md); "
+            f"report: {Path(out) / 'report.html'}"
+        )
     return 0
+
+
+def _train_sizes(text: str | None) -> list[int | None]:
+    """``--train-images 50,200`` as sizes (``[None]``: the class's images, no axis)."""
+    if text is None:
+        return [None]
+    try:
+        sizes = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(
+            f"--train-images takes comma-separated image counts of at least 1, got {text!r}"
+        )
+    return list(dict.fromkeys(sizes))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -318,6 +335,14 @@ def add_commands(sub) -> None:
         "train.epochs=5",
     )
     _add_run_flags(bench)
+    bench.add_argument(
+        "--train-images",
+        default=None,
+        metavar="N[,N...]",
+        help="train each cell on this many of the class's images (a seeded subset per seed, "
+        "nested across sizes; the validation and test splits are unchanged), one results "
+        "folder DIR/train-N per size; methods must then train by steps or --time",
+    )
     bench.add_argument(
         "--no-report",
         action="store_true",

@@ -9,6 +9,7 @@ anomalies) so that model selection never touches the test split.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -23,7 +24,8 @@ from contrasyn.errors import DataError
 class OneClassTask:
     """Images are uint8 (N, H, W, C) as stored; ``*_is_anomaly`` is 1 for anomalies.
     ``test_index`` locates a subsampled test set in the dataset's test split (None: the
-    whole split, in order)."""
+    whole split, in order); ``train_index`` a subsampled training set among the class's
+    training images left after the validation split (None: all of them)."""
 
     dataset: str
     normal_classes: tuple[int, ...]
@@ -35,6 +37,7 @@ class OneClassTask:
     val_images: np.ndarray | None = None
     val_is_anomaly: np.ndarray | None = None
     test_index: np.ndarray | None = None
+    train_index: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -134,3 +137,24 @@ def subsample_test(task: OneClassTask, n: int, seed: int = 0) -> OneClassTask:
         test_labels=labels[keep],
         test_index=keep,
     )
+
+
+def subsample_train(task: OneClassTask, n: int, seed: int) -> OneClassTask:
+    """The task trained on a seeded subset of ``n`` of its training images (the few-images
+    regime: a practitioner with 50 good parts); the validation and test splits are unchanged.
+    Each seed draws its own subset, so seeds replicate the choice of images as well as the
+    training; every method of one seed gets the same subset, so they pair; and one seed's
+    subsets are nested (its 50 images are among its 200), so sizes differ only in images."""
+    available = len(task.train_images)
+    if not 1 <= n <= available:
+        raise DataError(
+            f"{task.dataset} {task.name}: cannot train on {n} images; the class has "
+            f"{available} training images besides the validation split"
+        )
+    keep = np.sort(np.random.default_rng(seed).permutation(available)[:n])
+    return dataclasses.replace(task, train_images=task.train_images[keep], train_index=keep)
+
+
+def index_sha(index: np.ndarray) -> str:
+    """A short hash of a subset's indices, recorded in result rows to name the subset."""
+    return hashlib.sha1(np.asarray(index, dtype=np.int64).tobytes()).hexdigest()[:12]

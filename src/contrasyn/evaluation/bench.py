@@ -27,7 +27,13 @@ from contrasyn.api.metrics import auroc, evaluate
 from contrasyn.config import save_config
 from contrasyn.data import default_resize_policy, to_model_input
 from contrasyn.data.base import ImageDataset
-from contrasyn.data.protocol import OneClassTask, one_class_task, subsample_test
+from contrasyn.data.protocol import (
+    OneClassTask,
+    index_sha,
+    one_class_task,
+    subsample_test,
+    subsample_train,
+)
 from contrasyn.device import resolve_device
 from contrasyn.errors import ConfigError
 from contrasyn.evaluation.results import KEY, cell_key, read_rows, run_path, save_npz, write_tables
@@ -229,16 +235,24 @@ def run_cell(
     return row
 
 
-def config_sha(method: str, preset: str, overrides: dict, max_test: int | None = None) -> str:
+def config_sha(
+    method: str,
+    preset: str,
+    overrides: dict,
+    max_test: int | None = None,
+    train_images: int | None = None,
+) -> str:
     """A short hash of what a cell's result depends on besides its key
-    (``Method.result_settings`` of the cell's resolved settings and input size) and the test
-    subsample size, if any: rows of one method in one folder must share it, so a resumed
-    benchmark never mixes settings."""
+    (``Method.result_settings`` of the cell's resolved settings and input size), the test
+    subsample size and the training-set size, if any: rows of one method in one folder must
+    share it, so a resumed benchmark never mixes settings."""
     config, inputs = detector(method, preset, overrides, seed=0).resolve()
     relevant = method_class(method).result_settings(method, config, inputs)
     text = json.dumps(relevant, sort_keys=True)
     if max_test is not None:
         text += f"|max_test={max_test}"
+    if train_images is not None:
+        text += f"|train_images={train_images}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -248,10 +262,11 @@ def _check_folder(
     methods: Sequence[str],
     preset: str,
     overrides: dict,
-    max_test,
+    max_test: int | None,
+    train_images: int | None = None,
 ) -> dict[str, str]:
     """Each method's config hash; refuses a folder whose rows were made with another one."""
-    shas = {m: config_sha(m, preset, overrides, max_test) for m in methods}
+    shas = {m: config_sha(m, preset, overrides, max_test, train_images) for m in methods}
     for method, sha in shas.items():
         clash = {
             r["config_sha"] for r in rows if r["preset"] == preset and r["method"] == method
@@ -294,15 +309,41 @@ def check_precision(out: Path, rows: list[dict], preset: str, precisions: dict[s
 
 
 def benchmark_task(
-    ds: ImageDataset, normal: int, val_normal: int | None = None, max_test: int | None = None
+    ds: ImageDataset,
+    normal: int,
+    val_normal: int | None = None,
+    max_test: int | None = None,
+    train_images: int | None = None,
+    seed: int = 0,
 ) -> OneClassTask:
     """The one-class task of a benchmark cell: ``val_normal`` normal train images (default:
     10% of the class, at most 500) are held out for validation; the whole test split is
-    scored unless ``max_test`` asks for a stratified subsample (quick runs only)."""
+    scored unless ``max_test`` asks for a stratified subsample (quick runs only); training
+    uses the rest, or ``train_images`` of them drawn with the cell's ``seed``
+    (``subsample_train``). The validation and test splits do not depend on either."""
     n_normal = int((ds.train_labels == normal).sum())
     n_val = min(500, n_normal // 10) if val_normal is None else val_normal
     task = one_class_task(ds, normal, val_normal=n_val, val_seed=0)
-    return task if max_test is None else subsample_test(task, max_test)
+    task = task if max_test is None else subsample_test(task, max_test)
+    return task if train_images is None else subsample_train(task, train_images, seed)
+
+
+def check_lengths(methods: Sequence[str], preset: str, overrides: dict, train_images: int) -> None:
+    """At a training-set size chosen to be small, refuse a method whose length counts epochs
+    (``Method.counts_epochs``): epochs of 50 images are a few steps, so sizes would differ in
+    training as well as in images. Steps or a time budget keep the training the same."""
+    for m in methods:
+        method = build_method(m, detector(m, preset, overrides, seed=0).resolve().config)
+        if method.counts_epochs:
+            remedy = (
+                f"give it steps (--set {method.steps_setting}=N) or a time budget (--time)"
+                if method.steps_setting
+                else "it has no length in steps or time: leave it out at a training-set size"
+            )
+            raise ConfigError(
+                f"--train-images {train_images}: {m} trains for {method.length}, which "
+                f"shrinks with the images; {remedy}"
+            )
 
 
 def run_benchmark(
@@ -320,6 +361,7 @@ def run_benchmark(
     report: bool = True,
     max_test: int | None = None,
     verbose: bool = False,
+    train_images: int | None = None,
 ) -> list[dict]:
     """Run every cell not already in ``out/results.jsonl``; returns all rows.
 
@@ -328,7 +370,10 @@ def run_benchmark(
     validation (default: 10% of the class, at most 500). Rows record a hash of the
     configuration; resuming into a folder whose rows for this preset were made with another
     configuration is refused. ``max_test`` scores a stratified subsample of the test split
-    (recorded in each row). Each invocation appends its versions and machine (and
+    (recorded in each row). ``train_images`` trains every cell on that many of the class's
+    images, drawn with the cell's seed (recorded in each row with a hash of the subset, and
+    in the configuration hash); methods must then train by steps or by time
+    (``check_lengths``). Each invocation appends its versions and machine (and
     ``command``) to ``environment.json``; at the end ``report.html`` is rewritten if any
     cell ran (or there is none), unless ``report`` is False.
     """
@@ -340,16 +385,17 @@ def run_benchmark(
             raise ConfigError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
         # bad settings, or a missing dependency: fail before any run
         method_class(m).preflight(detector(m, preset, overrides, seed=0).resolve().config)
+    if train_images is not None:
+        check_lengths(methods, preset, overrides, train_images)
+    sizes = (val_normal, max_test, train_images)
     if distributed.launched() and not distributed.is_main():
-        return _train_alongside(
-            ds, classes, methods, seeds, preset, overrides, out, val_normal, max_test
-        )
+        return _train_alongside(ds, classes, methods, seeds, preset, overrides, out, sizes)
     out.mkdir(parents=True, exist_ok=True)
     # other processes may fill this folder too (one per group of classes): every
     # read-modify-write of its shared files is one turn of ``shared_writes``
     with shared_writes(out):
         rows = read_rows(out)
-        shas = _check_folder(out, rows, methods, preset, overrides, max_test)
+        shas = _check_folder(out, rows, methods, preset, overrides, max_test, train_images)
     device = str(distributed.init(resolve_device(cfg.train.device)))
     check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     env_path = out / "environment.json"
@@ -361,7 +407,7 @@ def run_benchmark(
     done = {cell_key(r) for r in rows}
     distributed.barrier()  # the other ranks read the same finished cells (_train_alongside)
     log(f"device {device}; {len(done)} cell(s) already done in {out}")
-    pending = _pending(ds, classes, methods, seeds, preset, done, val_normal, max_test)
+    pending = _pending(ds, classes, methods, seeds, preset, done, sizes)
     for task, method, seed, key in pending:
         c = key[2]
         row = dict(
@@ -370,6 +416,11 @@ def run_benchmark(
             config_sha=shas[method],
             config_scheme=SCHEME,
             **({} if max_test is None else {"max_test": max_test}),
+            **(
+                {}
+                if task.train_index is None
+                else {"train_images": train_images, "train_subset": index_sha(task.train_index)}
+            ),
         )
         run_dir = run_path(out, row)
         row.update(run_cell(task, method, seed, preset, overrides, run_dir, progress, verbose))
@@ -405,8 +456,7 @@ def _train_alongside(
     preset: str,
     overrides: dict,
     out: Path,
-    val_normal: int | None,
-    max_test: int | None,
+    sizes: tuple[int | None, int | None, int | None],
 ) -> list[dict]:
     """A benchmark on a rank > 0 under ``torchrun``: it takes its part in training every
     unfinished cell of a method that trains a network (the CSI family), in rank 0's order
@@ -415,13 +465,11 @@ def _train_alongside(
     cfg = _run_config(preset, overrides)
     device = str(distributed.init(resolve_device(cfg.train.device)))
     rows = read_rows(out)
-    _check_folder(out, rows, methods, preset, overrides, max_test)  # fails as rank 0 does
+    _check_folder(out, rows, methods, preset, overrides, *sizes[1:])  # fails as rank 0 does
     check_precision(out, rows, preset, method_precisions(methods, preset, overrides, device))
     done = {cell_key(r) for r in rows}
     distributed.barrier()  # rank 0 has read the same rows and has not yet written any
-    for task, method, seed, key in _pending(
-        ds, classes, methods, seeds, preset, done, val_normal, max_test
-    ):
+    for task, method, seed, key in _pending(ds, classes, methods, seeds, preset, done, sizes):
         if method_class(method).trains_network:
             row = dict(zip(KEY, key, strict=True))
             det = detector(method, preset, overrides, seed, run_path(out, row))
@@ -436,19 +484,25 @@ def _pending(
     seeds: Sequence[int],
     preset: str,
     done: set[tuple],
-    val_normal: int | None,
-    max_test: int | None,
+    sizes: tuple[int | None, int | None, int | None],
 ) -> Iterator[tuple[OneClassTask, str, int, tuple]]:
     """The cells still to run, in the order every rank runs them: (task, method, seed, key)
-    per class, then method, then seed; each class's task is built once."""
+    per class, then method, then seed. ``sizes`` are the validation, test and training
+    sizes (``benchmark_task``); each class's task is built once, and its training subset
+    once a seed when there is one."""
+    val_normal, max_test, train_images = sizes
     for c in classes:
         task = None
+        subsets: dict[int, OneClassTask] = {}
         for method in methods:
             for seed in seeds:
                 key = (ds.name, method, int(c), int(seed), preset)
-                if key not in done:
-                    task = task or benchmark_task(ds, c, val_normal, max_test)
-                    yield task, method, int(seed), key
+                if key in done:
+                    continue
+                task = task or benchmark_task(ds, c, val_normal, max_test)
+                if train_images is not None and seed not in subsets:
+                    subsets[seed] = subsample_train(task, train_images, int(seed))
+                yield subsets.get(seed, task), method, int(seed), key
 
 
 def _grid_images(task: OneClassTask, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:

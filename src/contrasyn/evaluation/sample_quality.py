@@ -89,8 +89,9 @@ def run_quality(
         if r["dataset"] not in datasets:
             datasets[r["dataset"]] = load_dataset(r["dataset"])
         task = benchmark_task(
-            datasets[r["dataset"]], r["normal_class"], val_normal, r.get("max_test")
-        )
+            datasets[r["dataset"]], r["normal_class"], val_normal, r.get("max_test"),
+            r.get("train_images"), r["seed"],
+        )  # fmt: skip
         _, rest = training_indices(len(task.train_images), 0.0, cfg.train.max_train, r["seed"])
         train_x = model_inputs(task.train_images[rest], task.dataset, cfg)
         if load_checkpoint(run_dir / "last")[1].get("data_sha256") != data_fingerprint(train_x):

@@ -286,6 +286,24 @@ class Method(ABC):
         epochs = getattr(self.config, "epochs", None)
         return None if epochs is None else f"{epochs} epochs"
 
+    @property
+    def steps_setting(self) -> str | None:
+        """The setting that gives training's length in optimiser steps (``train.steps``),
+        None where the method has none."""
+        return None
+
+    @property
+    def counts_epochs(self) -> bool:
+        """Whether training's length is a number of passes over the training images, so that
+        it shrinks with them (12 epochs of 50 images are 24 steps), rather than steps or a
+        time budget; False for a method without a training loop."""
+        cfg = self.config
+        return (
+            getattr(cfg, "epochs", None) is not None
+            and getattr(cfg, "steps", None) is None
+            and self.time_budget is None
+        )
+
     def steps_for(self, n_train: int) -> int | None:
         """The optimiser steps training on ``n_train`` images takes, for progress lines
         (None: not counted in steps)."""

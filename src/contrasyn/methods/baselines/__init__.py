@@ -148,6 +148,10 @@ class Baseline(Method):
         return f"{steps} steps" if steps is not None else super().length
 
     @property
+    def steps_setting(self) -> str | None:
+        return f"{self.name}.steps" if "steps" in self.budget_fields else None
+
+    @property
     def length_setting(self) -> str | None:
         steps = getattr(self.config, "steps", None)
         return None if steps is None else f"{self.name}.steps={steps}"

@@ -161,6 +161,15 @@ class CSIFamily(Method):
             return f"as many steps as fit in {format_seconds(t.time_budget)} (m:ss)"
         return f"{t.epochs} epochs"
 
+    @property
+    def steps_setting(self) -> str:
+        return "train.steps"
+
+    @property
+    def counts_epochs(self) -> bool:
+        t = self.config.train
+        return t.steps is None and t.time_budget is None
+
     def steps_for(self, n_train: int) -> int | None:
         t = self.config.train
         if n_train < 1 or (t.steps is None and t.time_budget is not None):
