@@ -85,6 +85,19 @@ def test_fd_rand_separates_distributions() -> None:
     )
 
 
+def test_memorisation_ratio_tells_copies_from_new_images() -> None:
+    from contrasyn.evaluation.quality import memorisation_ratio, nearest_rows
+
+    rng = torch.Generator().manual_seed(0)
+    train, fresh, new = (torch.rand(n, 1, 8, 8, generator=rng) for n in (50, 200, 200))
+    copies = train[torch.randint(0, 50, (200,), generator=rng)]
+    copies = copies + 0.01 * torch.randn(copies.shape, generator=rng)
+    assert memorisation_ratio(copies, train, fresh) < 0.05
+    assert 0.9 < memorisation_ratio(new, train, fresh) < 1.1
+    d, index = nearest_rows(train[[3, 7]], train)
+    assert index.tolist() == [3, 7] and d.abs().max() < 1e-3
+
+
 def test_save_grid_lays_out_rows(tmp_path: Path) -> None:
     rows = [torch.zeros(3, 1, 4, 5), torch.ones(3, 1, 4, 5)]
     path = save_grid(rows, tmp_path / "sub" / "grid.png", pad=2)
@@ -131,6 +144,10 @@ def test_benchmark_trains_the_variants_and_quality_reads_them(variants_bench: Pa
     assert (runs / "full/class0/seed0/reconstructions.png").exists()
     assert not (runs / "csi+g/class0/seed0/reconstructions.png").exists()  # csi+g has no E
     assert "fd_rand" in (out / "quality.md").read_text()
+    assert all(float(q["memorisation"]) > 0 for q in quality)
+    assert "Memorisation" in (out / "quality.md").read_text()
+    nearest = np.asarray(Image.open(runs / "full/class0/seed0/nearest.png"))
+    assert nearest.shape[:2] == (2 * (32 + 2) + 2, 16 * (32 + 2) + 2)
 
 
 def test_quality_keeps_rows_of_runs_whose_weights_are_gone(variants_bench: Path) -> None:

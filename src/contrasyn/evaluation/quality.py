@@ -186,3 +186,26 @@ def save_grid(rows: list[Tensor], path: str | Path, pad: int = 2) -> Path:
     image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), suffix=".png")
     return path
+
+
+def nearest_rows(queries: Tensor, bank: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """For each query image, the pixel (L2) distance to its nearest image in ``bank`` and
+    that image's index; images (n, C, H, W) of one size."""
+    flat = bank.reshape(len(bank), -1).float()
+    dists, index = [], []
+    for chunk in queries.split(batch_size):
+        d = torch.cdist(chunk.reshape(len(chunk), -1).float(), flat)
+        best = d.min(dim=1)
+        dists.append(best.values)
+        index.append(best.indices)
+    return torch.cat(dists), torch.cat(index)
+
+
+def memorisation_ratio(samples: Tensor, train: Tensor, fresh: Tensor) -> float:
+    """Whether a generator copies its training images: the median distance of its samples
+    to their nearest training image over the same median for ``fresh`` real images of the
+    class that were not trained on. About 1: samples are as new as an unseen real image; near
+    0: they are near-copies of training images (memorised, the risk with 50 of them)."""
+    sampled = nearest_rows(samples, train)[0].median()
+    real = nearest_rows(fresh, train)[0].median()
+    return float(sampled / real.clamp_min(1e-12))

@@ -2,7 +2,8 @@
 
 For every run whose method trains a generator (``Method.generative``): the Fréchet distance
 of as many samples G(h) as training images to those images, against its real-versus-real
-floor; how well F's score tells the samples from normal test images; and the sample and
+floor; how well F's score tells the samples from normal test images; whether the samples
+copy training images (``memorisation``, with ``nearest.png``); and the sample and
 reconstruction grids. It reads what the harness (``bench``) wrote and rebuilds each run's
 training images from the dataset, checked against the run's data fingerprint.
 """
@@ -56,7 +57,7 @@ def run_quality(
     """
     from contrasyn.checkpoint import load_checkpoint
     from contrasyn.data import load_dataset
-    from contrasyn.evaluation.quality import feature_space, sample_distance
+    from contrasyn.evaluation.quality import feature_space, memorisation_ratio, sample_distance
     from contrasyn.methods.csi.adversarial import sample
     from contrasyn.methods.csi.score import Scorer
     from contrasyn.methods.csi.trained import load_generator, load_model
@@ -119,6 +120,12 @@ def run_quality(
         ]
         is_synthetic = np.r_[np.zeros(len(normal_x)), np.ones(len(synthetic))]
         row["synthetic_vs_normal_auroc"] = auroc(is_synthetic, -np.concatenate(scored))
+        # Does G copy its training images? Its samples' nearest training image, against
+        # how near one comes to an unseen normal test image (1: as new as a real image).
+        row["memorisation"] = memorisation_ratio(
+            *(side.from_model(x) for x in (synthetic, train_x, normal_x))
+        )
+        save_nearest_grid(side, train_x, r["seed"], run_dir / "nearest.png")
         save_generator_grids(side, task, cfg, run_dir, r["seed"])
         rows.append(row)
         log(
@@ -133,6 +140,18 @@ def run_quality(
     return rows
 
 
+def save_nearest_grid(side, train_x, seed: int, path: Path, n: int = 16) -> None:
+    """``nearest.png``: ``n`` samples G(h) above the training image nearest each (pixels),
+    to see by eye whether G copies them."""
+    from contrasyn.evaluation.quality import nearest_rows, save_grid
+    from contrasyn.methods.csi.adversarial import sample
+
+    samples = sample(side.sampler, n, seed)
+    train = side.from_model(train_x)
+    _, index = nearest_rows(samples, train)
+    save_grid([samples, train[index]], path)
+
+
 def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
     write_text(out / "quality.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if rows:
@@ -144,6 +163,15 @@ def _write_quality(out: Path, rows: list[dict], metrics: list[str]) -> None:
             "AUROC of F's score telling G's samples from normal test images "
             f"(0.5: F takes them for normal images):\n\n{table}\n"
         )
+        measured = [r for r in rows if "memorisation" in r]
+        if measured:
+            table = markdown_table(measured, "memorisation", fmt=".3g", bold=False)
+            parts.append(
+                "Memorisation: the median pixel distance of G's samples to their nearest "
+                "training image over that of unseen normal test images (1: samples as new as "
+                f"a real image; near 0: copies of training images; nearest.png shows "
+                f"them):\n\n{table}\n"
+            )
     for metric in metrics:
         table = markdown_table(rows, metric, lower_is_better=True, fmt=".4g")
         parts.append(
