@@ -314,6 +314,8 @@ def add_commands(sub) -> None:
             "    --seeds 0,1 --set train.epochs=30 --out runs/ablation",
             "contrasyn benchmark --dataset synthetic --preset tiny --classes 0 \\",
             "    --methods rot,goad --set rot.epochs=1 --device cpu --out runs/smoke",
+            "contrasyn benchmark --methods knn,csi --seeds 0,1,2 --train-images 50,200 \\",
+            "    --set train.steps=500 --out runs/few-images   # writes train-50/, train-200/",
         ],
     )
     bench.add_argument(
