@@ -151,10 +151,7 @@ def _train_sizes(text: str | None) -> list[int | None]:
     """``--train-images 50,200`` as sizes (``[None]``: the class's images, no axis)."""
     if text is None:
         return [None]
-    try:
-        sizes = [int(n) for n in text.split(",") if n.strip()]
-    except ValueError:
-        sizes = []
+    sizes = parse_list(text, int)
     if not sizes or min(sizes) < 1:
         raise ConfigError(
             f"--train-images takes comma-separated image counts of at least 1, got {text!r}"

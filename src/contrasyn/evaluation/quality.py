@@ -206,6 +206,10 @@ def memorisation_ratio(samples: Tensor, train: Tensor, fresh: Tensor) -> float:
     to their nearest training image over the same median for ``fresh`` real images of the
     class that were not trained on. About 1: samples are as new as an unseen real image; near
     0: they are near-copies of training images (memorised, the risk with 50 of them)."""
-    sampled = nearest_rows(samples, train)[0].median()
-    real = nearest_rows(fresh, train)[0].median()
+    from contrasyn.methods.csi.score import nearest_distance
+
+    bank = train.flatten(1).float()
+    sampled, real = (
+        nearest_distance(x.flatten(1).float(), bank).median() for x in (samples, fresh)
+    )
     return float(sampled / real.clamp_min(1e-12))

@@ -122,10 +122,11 @@ def run_quality(
         row["synthetic_vs_normal_auroc"] = auroc(is_synthetic, -np.concatenate(scored))
         # Does G copy its training images? Its samples' nearest training image, against
         # how near one comes to an unseen normal test image (1: as new as a real image).
+        train_g = side.from_model(train_x)  # in G's channels
         row["memorisation"] = memorisation_ratio(
-            *(side.from_model(x) for x in (synthetic, train_x, normal_x))
+            side.from_model(synthetic), train_g, side.from_model(normal_x)
         )
-        save_nearest_grid(side, train_x, r["seed"], run_dir / "nearest.png")
+        save_nearest_grid(side, train_g, r["seed"], run_dir / "nearest.png")
         save_generator_grids(side, task, cfg, run_dir, r["seed"])
         rows.append(row)
         log(
@@ -140,14 +141,13 @@ def run_quality(
     return rows
 
 
-def save_nearest_grid(side, train_x, seed: int, path: Path, n: int = 16) -> None:
-    """``nearest.png``: ``n`` samples G(h) above the training image nearest each (pixels),
-    to see by eye whether G copies them."""
+def save_nearest_grid(side, train, seed: int, path: Path, n: int = 16) -> None:
+    """``nearest.png``: ``n`` samples G(h) above the training image (``train``, in G's
+    channels) nearest each in pixels, to see by eye whether G copies them."""
     from contrasyn.evaluation.quality import nearest_rows, save_grid
     from contrasyn.methods.csi.adversarial import sample
 
     samples = sample(side.sampler, n, seed)
-    train = side.from_model(train_x)
     _, index = nearest_rows(samples, train)
     save_grid([samples, train[index]], path)
 
