@@ -117,6 +117,9 @@ class Baseline(Method):
     # A baseline that fits by the clock has the fields ``steps`` and ``time_budget``; they are
     # left out of its configuration hash while None (rows from before them keep theirs).
     budget_fields: tuple[str, ...] = ()
+    # Settings added after results were committed, left out of the configuration hash while at
+    # these values (their behaviour before the setting existed), so earlier rows keep theirs.
+    late_fields: dict[str, Any] = {}
 
     @classmethod
     def with_time_budget(
@@ -133,9 +136,13 @@ class Baseline(Method):
     @classmethod
     def result_settings(cls, name: str, config: Any, input: Mapping[str, int]) -> dict:
         data = super().result_settings(name, config, input)
+        settings = data["settings"]
         for field in cls.budget_fields:
-            if data["settings"][field] is None:
-                del data["settings"][field]
+            if settings[field] is None:
+                del settings[field]
+        for field, value in cls.late_fields.items():
+            if settings[field] == value:
+                del settings[field]
         return data
 
     @property

@@ -65,11 +65,16 @@ def transform_batch(x: Tensor, transforms: list[Transform]) -> Tensor:
 
 
 def forward_transformed(
-    net: nn.Module, x: Tensor, transforms: list[Transform], device: torch.device | str
+    net: nn.Module,
+    x: Tensor,
+    transforms: list[Transform],
+    device: torch.device | str,
+    memory: torch.memory_format = torch.contiguous_format,
 ) -> tuple[Tensor, ...]:
     """``net`` on every transformation of ``x`` (transformation-major rows, as
-    ``transform_batch``), in ``forward_in_chunks``'s row chunks."""
-    return forward_in_chunks(net, transform_batch(x, transforms).to(device))
+    ``transform_batch``) in ``memory``'s format (the network's: a mismatch converts every
+    layer), in ``forward_in_chunks``'s row chunks."""
+    return forward_in_chunks(net, transform_batch(x, transforms).to(device, memory_format=memory))
 
 
 def transform_rows(x: Tensor, transforms: list[Transform], index: list[int]) -> Tensor:
