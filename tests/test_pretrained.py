@@ -187,6 +187,12 @@ def test_nearest_distance_is_brute_force(metric: str, k: int) -> None:
     got = nearest_distance(q, bank, k, metric, chunk=16)  # chunks smaller than both sides
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert nearest_distance(q, bank[:2], 5, metric, chunk=16).shape == (37,)  # k > bank rows
+    # leave-one-out: each bank row against the others (its own distance, 0, left out)
+    own = (1 - bank @ bank.T) if metric == "cosine" else torch.cdist(bank, bank)
+    own = own + torch.diag(torch.full((50,), float("inf")))
+    expected = own.topk(k, dim=1, largest=False).values.mean(1)
+    got = nearest_distance(bank, bank, k, metric, chunk=16, others=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
 
 
 def test_dn2_fits_scores_saves_and_loads(tmp_path: Path) -> None:
@@ -194,7 +200,12 @@ def test_dn2_fits_scores_saves_and_loads(tmp_path: Path) -> None:
     normal = (rng.random((40, 16, 16)) * 80).astype(np.uint8)
     odd = (155 + rng.random((10, 16, 16)) * 100).astype(np.uint8)
     det = Detector(method="dn2", preset="tiny", holdout=0.5, progress=False).fit(normal)
-    assert det.method_.bank_rows == 20  # half held out for the threshold
+    # dn2 only stores its images: all 40 in the bank, each scored against the other 39
+    assert det.method_.bank_rows == 40 and det.leave_one_out_ and det.calibration_.n == 40
+    bank = det.method_.bank_
+    others = (1 - bank @ bank.T) + torch.diag(torch.full((40,), float("inf")))
+    expected = others.topk(2, dim=1, largest=False).values.mean(1)  # DN2's k = 2
+    np.testing.assert_allclose(-det.holdout_scores_, expected.numpy(), atol=1e-5)
     scores = det.anomaly_score(np.concatenate([normal[:5], odd]))
     assert scores[5:].min() > scores[:5].max()  # far-off images score as anomalies
     det.save(tmp_path / "m")
@@ -202,7 +213,7 @@ def test_dn2_fits_scores_saves_and_loads(tmp_path: Path) -> None:
     loaded = Detector.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.anomaly_score(odd), det.anomaly_score(odd), atol=1e-6)
     tensors = loaded.method_.state_tensors()
-    assert "backbone.conv_stem.weight" in tensors and tensors["bank"].shape == (20, 1280)
+    assert "backbone.conv_stem.weight" in tensors and tensors["bank"].shape == (40, 1280)
 
 
 # ---------------------------------------------------------------- the CSI family on a pretrained F

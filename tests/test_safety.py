@@ -766,7 +766,7 @@ def test_11_too_few_held_out_images_is_said() -> None:
 
 def test_11_fit_and_threshold_print_and_save_the_interval(folders, tmp_path, capsys) -> None:
     out = tmp_path / "m"
-    argv = _fit_argv(folders["good"], out, "knn", "--holdout", "0.25")
+    argv = _fit_argv(folders["good"], out, "ocsvm", "--holdout", "0.25")  # it learns: held out
     argv.remove("--quiet")
     assert main(argv) == 0
     captured = capsys.readouterr()
@@ -784,6 +784,10 @@ def test_11_fit_and_threshold_print_and_save_the_interval(folders, tmp_path, cap
     assert "50% target; with 10 held-out images" in text
     _, meta = read_checkpoint(out / "model", "numpy")
     assert meta["calibration"]["rank"] == 6 and meta["calibration"]["guaranteed"]
+    # kNN only stores its images: all 40 calibrate, leave-one-out, and 5% is guaranteed
+    assert main(_fit_argv(folders["good"], tmp_path / "k", "knn", "--holdout", "0.25")) == 0
+    saved = json.loads((tmp_path / "k" / "model.json").read_text())["calibration"]
+    assert (saved["scores"], saved["n_holdout"], saved["guaranteed"]) == ("leave-one-out", 40, True)
 
 
 # ------------------------------------------------------------- progress when not a terminal
@@ -1030,7 +1034,7 @@ def test_27_10_a_failed_fit_leaves_no_lock_and_the_message_names_one(
     made, existing = tmp_path / "new" / "m", tmp_path / "existing"
     existing.mkdir()
     for out in (made, existing):
-        assert main(_fit_argv(five, out, "knn", "--holdout", "0.9")) == 2
+        assert main(_fit_argv(five, out, "ocsvm", "--holdout", "0.9")) == 2
         assert "training needs at least 2" in _one_error_line(capsys)
     assert not (tmp_path / "new").exists() and list(existing.iterdir()) == []
     argv = ["score", str(model), str(folders["test"]), "--quiet", "--out"]
@@ -1059,12 +1063,19 @@ def test_27_11_threads_are_checked_against_the_cores(model, folders, capsys, mon
 
 def test_27_12_five_images_with_the_default_holdout(folders, tmp_path, capsys) -> None:
     images = load_images(find_images(folders["good"])[:5], 16)[0]
-    det = Detector(method="knn", preset="tiny", image_size=16, progress=False)
+    det = Detector(method="ocsvm", preset="tiny", image_size=16, progress=False)
     with pytest.warns(UserWarning, match="cannot be guaranteed"):
         det.fit(images)
     assert (det.n_train_, len(det.holdout_scores_)) == (4, 1) and det.threshold_ is not None
     with pytest.raises(DataError, match=r"2 training image\(s\) with holdout=0.1: 1 held out"):
         det.fit(images[:2])
+    # kNN holds none out: all 5 calibrate (still too few for 5%), and 2 images are enough
+    knn = Detector(method="knn", preset="tiny", image_size=16, progress=False)
+    with pytest.warns(UserWarning, match="at least 19 images are needed"):
+        knn.fit(images)
+    assert (knn.n_train_, len(knn.holdout_scores_)) == (5, 5) and knn.leave_one_out_
+    with pytest.warns(UserWarning, match="with 2 training images each scored against"):
+        knn.fit(images[:2])
 
 
 def test_27_13_meta_tensors_are_refused_clearly(knn) -> None:

@@ -20,6 +20,7 @@ from contrasyn.methods.csi.score import (
     embed,
     max_inner_product,
     max_inner_product_others,
+    top_inner_products,
 )
 from contrasyn.methods.csi_config import ScoreConfig, TrainConfig
 
@@ -717,6 +718,21 @@ def test_max_inner_product_others_leaves_each_row_out(chunk: int) -> None:
     assert got[2] == pytest.approx(1.0) and got[6] == pytest.approx(1.0)
     assert (got < 1 - 1e-6)[[0, 1, 3, 4, 5]].all()  # no row matched itself
     assert max_inner_product_others(bank[:1], None, chunk).item() == float("-inf")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 50])
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_top_inner_products_of_the_others_leave_each_row_out(chunk: int, k: int) -> None:
+    """The k best matches among the *other* rows, whatever the chunking; -inf fills where
+    fewer than k others are left."""
+    g = torch.Generator().manual_seed(6)
+    bank = F.normalize(torch.randn(7, 4, generator=g), dim=1)
+    masked = (bank @ bank.T).masked_fill(torch.eye(7, dtype=torch.bool), float("-inf"))
+    got = top_inner_products(bank, bank, k, chunk, others=True)
+    torch.testing.assert_close(got, masked.topk(k, dim=1).values)
+    assert (got[:, 6:] == float("-inf")).all()  # k = 7: six others each
+    with pytest.raises(ValueError, match="others needs the bank's rows"):
+        top_inner_products(bank[:3], bank, k, chunk, others=True)
 
 
 def test_a_model_saved_before_the_combined_scores_scores_without_them() -> None:

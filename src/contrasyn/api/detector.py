@@ -26,7 +26,10 @@ chosen false-alarm rate (the fraction of normal images that will be flagged). It
 changed after training (``set_threshold``) without retraining, and is saved with the model.
 
 The threshold is the split-conformal order statistic of the held-out scores, with the
-interval its realised false-alarm rate lies in (``contrasyn.api.calibration``).
+interval its realised false-alarm rate lies in (``contrasyn.api.calibration``). A method
+whose fit only stores its images (``knn``, ``dn2``) holds none out: all of them enter the
+bank, and each one's score against the others (leave-one-out) calibrates the threshold, so
+50 images give 50 calibration scores instead of 5 (``leave_one_out_``).
 
 Non-finite scores (NaN, +-inf: a broken input or model) are flagged anomalous everywhere:
 ``predict`` gives -1, the CLI writes ``anomaly``, and a warning counts them.
@@ -291,14 +294,20 @@ class Detector(ReadableScores):
         images, _ = self._images(X, spec)
         n = len(images)
         n_hold = holdout_count(n, self.holdout)
-        if n - n_hold < 2:
+        method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
+        # every image in the bank, each scored against the others (module docstring)
+        loo = bool(n_hold) and (method.max_train is None or method.max_train >= n)
+        loo = loo and method.leave_one_out(n)
+        if loo:
+            hold, rest = [], list(range(n))
+        elif n - n_hold < 2:
             held = f": {n_hold} held out for the threshold leave(s) {n - n_hold}" if n_hold else ""
             raise DataError(
                 f"{n} training image(s) with holdout={self.holdout}{held}; training needs at "
                 "least 2 (more images, a smaller holdout, or holdout=0 for no threshold)"
             )
-        method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
-        hold, rest = training_indices(n, self.holdout, method.max_train, self.seed)
+        else:
+            hold, rest = training_indices(n, self.holdout, method.max_train, self.seed)
         train_x = images[torch.as_tensor(rest)]
         run_dir = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         budget = method.time_budget
@@ -311,11 +320,14 @@ class Detector(ReadableScores):
         self.input_ = spec
         self.data_folders_ = image_folders(X)
         self.n_train_ = len(train_x)
-        self.holdout_scores_ = (
-            method.score_samples(images[torch.as_tensor(hold)])[self.score_name_].numpy()
-            if n_hold
-            else np.zeros(0)
-        )
+        self.leave_one_out_ = loo
+        if loo:
+            self.holdout_scores_ = method.leave_one_out_scores()[self.score_name_].numpy()
+        elif n_hold:
+            held = images[torch.as_tensor(hold)]
+            self.holdout_scores_ = method.score_samples(held)[self.score_name_].numpy()
+        else:
+            self.holdout_scores_ = np.zeros(0)
         self.threshold_ = None
         if n_hold:
             self.threshold_ = conformal_threshold(-self.holdout_scores_, rate)
@@ -358,7 +370,7 @@ class Detector(ReadableScores):
         self._check_fitted()
         if self.threshold_ is None or not len(self.holdout_scores_):
             return None
-        return calibrate(-self.holdout_scores_, self.threshold_, self._rate())
+        return calibrate(-self.holdout_scores_, self.threshold_, self._rate(), self.leave_one_out_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "method_") and distributed.launched() and not distributed.is_main():

@@ -178,7 +178,15 @@ def from_saved(
         f"{str(deterministic).lower()}, as config.score.augment has it for method {name}",
         deterministic,
     )  # fmt: skip
-    field("calibration", lambda v: v is None or isinstance(v, dict), "a mapping or null", None)
+    calibration = field(
+        "calibration", lambda v: v is None or isinstance(v, dict), "a mapping or null", None
+    )
+    # where the calibration scores came from; models saved before leave-one-out: held out
+    scores = (calibration or {}).get("scores", "held-out")
+    if scores not in ("held-out", "leave-one-out"):
+        raise ConfigError(
+            f"calibration.scores must be held-out or leave-one-out, got {scores!r:.60}"
+        )
 
     holdout = tensors.get("holdout_scores")
     if holdout is None or holdout.ndim != 1 or not torch.is_floating_point(holdout):
@@ -191,6 +199,11 @@ def from_saved(
         raise ConfigError(
             f"threshold {threshold!r} with {n_hold} held-out scores: a threshold needs "
             "held-out scores, and held-out scores come with a threshold"
+        )
+    if scores == "leave-one-out" and n_hold != n_train:
+        raise ConfigError(
+            f"{n_hold} leave-one-out scores for {n_train} training images: each training "
+            "image has one"
         )
     for key, tensor in tensors.items():
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
@@ -235,5 +248,6 @@ def from_saved(
     det.input_ = spec
     det.n_train_ = int(n_train)
     det.holdout_scores_ = holdout.cpu().numpy()
+    det.leave_one_out_ = scores == "leave-one-out"
     det.threshold_ = None if threshold is None else float(threshold)
     return det

@@ -315,6 +315,19 @@ class Method(ABC):
         features or pixels), which a loaded model's ``n_train`` must equal; None: no bank."""
         return None
 
+    def leave_one_out(self, n: int) -> bool:
+        """Whether, fitted on ``n`` images, each of them can be scored against the model
+        without itself (``leave_one_out_scores``): true for a method whose fit only stores
+        its images (a kNN bank), so that every image trains and every one calibrates the
+        threshold. False here: a model that learnt from an image scores it as more normal
+        than a new one, so the threshold needs images held out of training."""
+        return False
+
+    def leave_one_out_scores(self) -> dict[str, Tensor]:
+        """``score_samples`` of each training image against the fitted model without that
+        image, in training order (only where ``leave_one_out``)."""
+        raise NotImplementedError(f"method {self.name!r} has no leave-one-out scores")
+
     def settings(self) -> dict[str, Any]:
         """The configuration as a plain dict (saved with models and benchmark runs)."""
         return to_dict(self.config)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from contrasyn.config import at_least, check_fields
 from contrasyn.methods.baselines import Baseline
-from contrasyn.methods.csi.score import max_inner_product
+from contrasyn.methods.csi.score import nearest_distance
 from contrasyn.methods.registry import register
 
 
@@ -43,19 +42,14 @@ class PixelKNN(Baseline):
 
     def anomaly_score(self, images: Tensor) -> Tensor:
         q = images.flatten(1).float()
-        k, chunk = self.config.k, self.config.chunk
-        if k == 1:
-            # min_j ||q - b_j||^2 = ||q||^2 - max_j (2 <q, b_j> - ||b_j||^2): one bank search
-            aug_q = torch.cat([2 * q, -torch.ones(len(q), 1)], dim=1)
-            aug_b = torch.cat([self.bank_, (self.bank_**2).sum(1)[:, None]], dim=1)
-            d2 = (q**2).sum(1) - max_inner_product(aug_q, aug_b, chunk)
-            return d2.clamp_min(0).sqrt()
-        return torch.cat(
-            [
-                torch.cdist(q[i : i + chunk], self.bank_).topk(k, largest=False).values.mean(1)
-                for i in range(0, len(q), chunk)
-            ]
-        )
+        return nearest_distance(q, self.bank_, self.config.chunk, k=self.config.k)
+
+    def leave_one_out(self, n: int) -> bool:
+        return n > self.config.k
+
+    def leave_one_out_scores(self) -> dict[str, Tensor]:
+        cfg = self.config
+        return {self.name: -nearest_distance(self.bank_, self.bank_, cfg.chunk, True, cfg.k)}
 
     @property
     def bank_rows(self) -> int:

@@ -75,18 +75,37 @@ def max_inner_product(queries: Tensor, bank: Tensor, chunk: int = 4096) -> Tenso
     return out
 
 
-def top_inner_products(queries: Tensor, bank: Tensor, k: int, chunk: int = 4096) -> Tensor:
+def top_inner_products(
+    queries: Tensor, bank: Tensor, k: int, chunk: int = 4096, others: bool = False
+) -> Tensor:
     """The ``k`` largest ``<queries[i], bank[j]>`` over j for every i, (N, min(k, len(bank))),
-    holding at most chunk x chunk products (``max_inner_product`` is k = 1)."""
+    holding at most chunk x chunk products (``max_inner_product`` is k = 1). ``others``:
+    ``queries[i]`` stands for ``bank[i]``, and its own row is left out (leave-one-out; -inf
+    where fewer than k other rows remain)."""
+    if others and len(queries) != len(bank):
+        raise ValueError(f"others needs the bank's rows as queries: {len(queries)} != {len(bank)}")
     k = min(k, len(bank))
     out = []
-    for q in queries.split(chunk):
+    for i in range(0, len(queries), chunk):
+        q = queries[i : i + chunk]
         best = q.new_empty(len(q), 0)
-        for b in bank.split(chunk):
-            both = torch.cat([best, q @ b.T], dim=1)
+        for j in range(0, len(bank), chunk):
+            products = q @ bank[j : j + chunk].T
+            if others:
+                _leave_own_out(products, i, j)
+            both = torch.cat([best, products], dim=1)
             best = both.topk(min(k, both.shape[1]), dim=1).values
         out.append(best)
     return torch.cat(out)
+
+
+def _leave_own_out(products: Tensor, i: int, j: int) -> None:
+    """Set to -inf, in the block of query rows from ``i`` against bank rows from ``j``, each
+    query's product with its own bank row."""
+    rows = torch.arange(len(products), device=products.device)
+    own = rows + i - j  # column of each query's own row in this block
+    inside = (own >= 0) & (own < products.shape[1])
+    products[rows[inside], own[inside]] = float("-inf")
 
 
 def max_inner_product_others(
@@ -99,13 +118,10 @@ def max_inner_product_others(
     out = torch.empty(len(queries), device=queries.device, dtype=queries.dtype)
     for i in range(0, len(queries), chunk):
         q = queries[i : i + chunk]
-        rows = torch.arange(len(q), device=q.device)
         best = torch.full((len(q),), float("-inf"), device=q.device, dtype=q.dtype)
         for j in range(0, len(bank), chunk):
             products = q @ bank[j : j + chunk].T
-            own = rows + i - j  # column of each query's own row in this block
-            inside = (own >= 0) & (own < products.shape[1])
-            products[rows[inside], own[inside]] = float("-inf")
+            _leave_own_out(products, i, j)
             best = torch.maximum(best, products.amax(dim=1))
         out[i : i + chunk] = best
     return out
@@ -119,17 +135,23 @@ def pixels(images: Tensor) -> Tensor:
     return F.avg_pool2d(x, f).flatten(1) if f > 1 else x.flatten(1)
 
 
-def nearest_distance(queries: Tensor, bank: Tensor, chunk: int = 4096, others: bool = False):
-    """Euclidean distance of each query to its nearest bank row (``others``: queries are the
-    bank, each row's nearest *other* row): one inner-product search, since
-    ``-||a - b||^2 = <[2a, -1], [b, ||b||^2]> - ||a||^2``."""
+def nearest_distance(
+    queries: Tensor, bank: Tensor, chunk: int = 4096, others: bool = False, k: int = 1
+) -> Tensor:
+    """Euclidean distance of each query to its nearest bank row, or the mean over its ``k``
+    nearest (``others``: queries are the bank, each row's nearest *other* rows): one
+    inner-product search, since ``-||a - b||^2 = <[2a, -1], [b, ||b||^2]> - ||a||^2``."""
     a = torch.cat(
         [2 * queries, -torch.ones(len(queries), 1, dtype=queries.dtype, device=queries.device)],
         dim=1,
     )
     b = torch.cat([bank, bank.pow(2).sum(1, keepdim=True)], dim=1)
-    best = max_inner_product_others(a, b, chunk) if others else max_inner_product(a, b, chunk)
-    return (queries.pow(2).sum(1) - best).clamp_min(0).sqrt()
+    if k == 1:
+        search = max_inner_product_others if others else max_inner_product
+        best = search(a, b, chunk)[:, None]
+    else:
+        best = top_inner_products(a, b, k, chunk, others)
+    return (queries.pow(2).sum(1, keepdim=True) - best).clamp_min(0).sqrt().mean(1)
 
 
 # FAISS trains an IVF quantizer on the bank itself and warns below this many points per cell

@@ -24,6 +24,7 @@ from contrasyn.device import autocast, effective_precision
 from contrasyn.errors import ConfigError
 from contrasyn.methods.backbone_names import OWN, check_backbone
 from contrasyn.methods.baselines import Baseline, input_shape
+from contrasyn.methods.csi.score import nearest_distance as euclidean_distance
 from contrasyn.methods.csi.score import top_inner_products
 from contrasyn.methods.pretrained.backbones import Backbone, build_backbone, check_installed
 from contrasyn.methods.registry import register
@@ -62,17 +63,15 @@ DN2_PRESETS = {
 }
 
 
-def nearest_distance(queries: Tensor, bank: Tensor, k: int, metric: str, chunk: int) -> Tensor:
+def nearest_distance(
+    queries: Tensor, bank: Tensor, k: int, metric: str, chunk: int, others: bool = False
+) -> Tensor:
     """Mean distance of each query to its ``k`` nearest bank rows: ``1 - cos`` for features
-    already L2-normalised (``cosine``), Euclidean for ``l2`` (one inner-product search, as
-    ``contrasyn.methods.csi.score.nearest_distance``: ``-||a - b||^2 = <[2a, -1], [b,
-    ||b||^2]> - ||a||^2``)."""
+    already L2-normalised (``cosine``), Euclidean for ``l2``; ``others``: the queries are the
+    bank, each row's nearest *other* rows (leave-one-out)."""
     if metric == "cosine":
-        return (1 - top_inner_products(queries, bank, k, chunk)).mean(1)
-    a = torch.cat([2 * queries, -queries.new_ones(len(queries), 1)], dim=1)
-    b = torch.cat([bank, bank.pow(2).sum(1, keepdim=True)], dim=1)
-    best = top_inner_products(a, b, k, chunk)
-    return (queries.pow(2).sum(1, keepdim=True) - best).clamp_min(0).sqrt().mean(1)
+        return (1 - top_inner_products(queries, bank, k, chunk, others)).mean(1)
+    return euclidean_distance(queries, bank, chunk, others, k)
 
 
 @register
@@ -116,6 +115,14 @@ class PretrainedKNN(Baseline):
     def anomaly_score(self, images: Tensor) -> Tensor:
         cfg = self.config
         return nearest_distance(self.features(images), self.bank_, cfg.k, cfg.metric, cfg.chunk)
+
+    def leave_one_out(self, n: int) -> bool:
+        return n > self.config.k
+
+    def leave_one_out_scores(self) -> dict[str, Tensor]:
+        cfg = self.config
+        bank = self.bank_
+        return {self.name: -nearest_distance(bank, bank, cfg.k, cfg.metric, cfg.chunk, True)}
 
     @property
     def bank_rows(self) -> int:
