@@ -210,7 +210,7 @@ def test_a_leave_one_out_threshold_saves_loads_and_is_checked(tmp_path: Path) ->
     assert not sub.leave_one_out_ and sub.calibration_.n == 4 and sub.method_.bank_rows == 20
     with pytest.warns(UserWarning, match="with 1 held-out image"):
         few = Detector(method="knn", preset="tiny", image_size=8, channels=1,
-                       settings={"knn": {"k": 3}}).fit(normal[:3])  # fmt: skip
+                       settings={"knn": {"k": 3}}).fit(normal[:3, None])  # fmt: skip
     assert not few.leave_one_out_ and few.method_.bank_rows == 2
     # a held-out calibration (a method that trains) saves as one
     with pytest.warns(UserWarning, match="with 4 held-out images"):

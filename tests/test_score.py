@@ -402,7 +402,9 @@ def test_scorer_faiss_small_bank_matches_exact() -> None:
     assert not any(i.ivf for group in approx._indices.values() for i in group)
     a, b = exact.score_samples(model, test_x), approx.score_samples(model, test_x)
     for name in SCORES:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
+        # FAISS's float32 kernels sum in their own order: 4e-5 relative on the AMD EPYC with
+        # AVX-512 (a wrong neighbour would move a score by far more)
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4)
 
 
 def test_scorer_faiss_ivf_every_cell_probed_matches_exact(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -416,7 +418,9 @@ def test_scorer_faiss_ivf_every_cell_probed_matches_exact(monkeypatch: pytest.Mo
     assert all(i.ivf and i.nlist == 3 for group in groups.values() for i in group)
     a, b = exact.score_samples(model, test_x), approx.score_samples(model, test_x)
     for name in SCORES:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
+        # FAISS's float32 kernels sum in their own order: 4e-5 relative on the AMD EPYC with
+        # AVX-512 (a wrong neighbour would move a score by far more)
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4)
 
 
 def test_scorer_faiss_reloaded_gives_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -147,13 +147,16 @@ def _fit_summary(args, det: Detector, out: Path, found, kept, checkpoints, talk)
     notes = []
     if len(found) > len(kept):
         notes.append(f"{len(found) - len(kept)} unreadable skipped")
-    unused = len(kept) - det.n_train_ - n_hold
+    loo = det.leave_one_out_
+    unused = len(kept) - det.n_train_ - (0 if loo else n_hold)
     if unused:
         notes.append(f"{unused} not used: the method's max_train is {det.method_.max_train}")
-    talk(
-        f"trained on {det.n_train_} images; {n_hold} held out to set the threshold"
-        + (f" ({'; '.join(notes)})" if notes else "")
+    how = (
+        "each scored against the others to set the threshold (leave-one-out)"
+        if loo
+        else f"{n_hold} held out to set the threshold"
     )
+    talk(f"trained on {det.n_train_} images; {how}" + (f" ({'; '.join(notes)})" if notes else ""))
     if det.threshold_ is None:
         talk("no threshold: --holdout 0 keeps no images to place one (scores only)")
     else:
