@@ -108,6 +108,26 @@ class Plan(NamedTuple):
     checkpoints: bool
 
 
+def calibration_split(
+    method: Method, n: int, holdout: float, seed: int
+) -> tuple[list[int], list[int], bool]:
+    """(held out, trained on, leave-one-out) for ``n`` images: with a threshold to place, a
+    method that only stores its images (``Method.leave_one_out``) and keeps them all takes
+    every one and calibrates on each one's score against the others (module docstring);
+    otherwise ``training_indices``, which must leave at least 2 to train on."""
+    n_hold = holdout_count(n, holdout)
+    if n_hold and (method.max_train is None or method.max_train >= n) and method.leave_one_out(n):
+        return [], list(range(n)), True
+    if n - n_hold < 2:
+        held = f": {n_hold} held out for the threshold leave(s) {n - n_hold}" if n_hold else ""
+        raise DataError(
+            f"{n} training image(s) with holdout={holdout}{held}; training needs at "
+            "least 2 (more images, a smaller holdout, or holdout=0 for no threshold)"
+        )
+    hold, rest = training_indices(n, holdout, method.max_train, seed)
+    return hold, rest, False
+
+
 class Detector(ReadableScores):
     """One-class image anomaly detector.
 
@@ -295,19 +315,7 @@ class Detector(ReadableScores):
         n = len(images)
         n_hold = holdout_count(n, self.holdout)
         method = build_method(self.method_name, cfg, self.seed, resolve_device(self.device))
-        # every image in the bank, each scored against the others (module docstring)
-        loo = bool(n_hold) and (method.max_train is None or method.max_train >= n)
-        loo = loo and method.leave_one_out(n)
-        if loo:
-            hold, rest = [], list(range(n))
-        elif n - n_hold < 2:
-            held = f": {n_hold} held out for the threshold leave(s) {n - n_hold}" if n_hold else ""
-            raise DataError(
-                f"{n} training image(s) with holdout={self.holdout}{held}; training needs at "
-                "least 2 (more images, a smaller holdout, or holdout=0 for no threshold)"
-            )
-        else:
-            hold, rest = training_indices(n, self.holdout, method.max_train, self.seed)
+        hold, rest, loo = calibration_split(method, n, self.holdout, self.seed)
         train_x = images[torch.as_tensor(rest)]
         run_dir = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         budget = method.time_budget
