@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contrasyn.api.detector import Detector
 from contrasyn.cli import main
 from contrasyn.data import load_dataset
 from contrasyn.data.protocol import index_sha
@@ -106,8 +107,6 @@ def test_the_command_writes_a_folder_per_size(tmp_path: Path, capsys) -> None:
 def _fits_on_50_images(method: str, reps: int = 200):
     """``reps`` fits of ``method`` on 50 noise images, each with the rate it flags among 4,000
     new images of the same source: (calibrations, realised rates, warnings)."""
-    from contrasyn.api.detector import Detector
-
     rng = np.random.default_rng(0)
     cals, realised, warned = [], [], []
     for rep in range(reps):
@@ -157,8 +156,6 @@ def test_knn_on_50_images_calibrates_leave_one_out_and_keeps_its_promise() -> No
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_leave_one_out_scores_are_those_of_a_bank_without_the_image(k: int) -> None:
-    from contrasyn.api.detector import Detector
-
     rng = np.random.default_rng(1)
     normal = rng.random((30, 8, 8)).astype(np.float32)
     normal[7] = normal[3]  # a twin: its leave-one-out distance is 0, not its own row's
@@ -217,3 +214,14 @@ def test_a_leave_one_out_threshold_saves_loads_and_is_checked(tmp_path: Path) ->
         ocsvm = Detector(method="ocsvm", preset="tiny", image_size=8, channels=1).fit(normal)
     assert not ocsvm.leave_one_out_ and ocsvm.calibration_.n == 4
     assert ocsvm.calibration_.as_dict()["scores"] == "held-out"
+
+
+@pytest.mark.parametrize("n", [50, 200, 6000])
+def test_the_default_at_every_size_is_the_validation_winner_csi(n: int) -> None:
+    """At 50 images `full` tied `csi` on validation (+0.0001 [-0.0028, +0.0031], 30 cells,
+    benchmarks/results/README.md), its steps costing more than twice `csi`'s, so the default
+    trains `csi`, without the generative side, at every size: a fit of a few images must
+    not switch to the paper's method, nor run its generative networks."""
+    plan = Detector().plan(n)
+    assert plan.config.train.method == "csi"
+    assert plan.config.train.time_budget == 600

@@ -68,6 +68,10 @@ class TrainConfig:
     channels: int = 3
     proj_dim: int = 128
     num_shifts: int = 4
+    # A rotation whose turned training images lie this close to the class (their median
+    # nearest-neighbour pixel distance over the images' own, methods/csi/symmetry.py) is a
+    # symmetry of the class, not a shift: fit trains and scores without it. None: never.
+    shift_symmetry: float | None = 0.9
     temperature: float = 0.5
     batch_size: int = 128
     epochs: int = 1000
@@ -155,7 +159,7 @@ class TrainConfig:
             (
                 (
                     "temperature", "base_lr", "gen_lr", "disc_lr", "lars_trust",
-                    "warmup_multiplier", "time_budget",
+                    "warmup_multiplier", "time_budget", "shift_symmetry",
                 ),
                 positive,
                 "> 0",
@@ -254,6 +258,7 @@ LATER_FIELDS = {
         "backbone_lr",
         "backbone_bn",
         "backbone_freeze",
+        "shift_symmetry",
     ),
     "score": ("index", "nprobe", "head_weight"),
 }

@@ -5,6 +5,7 @@ against a bank of training features (``score.Scorer``)."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,16 @@ from contrasyn.errors import ConfigError
 from contrasyn.methods.backbone_names import is_pretrained
 from contrasyn.methods.csi.adversarial import GenerativeSide
 from contrasyn.methods.csi.score import Scorer, import_faiss
+from contrasyn.methods.csi.symmetry import describe, fitted_shifts, rotation_ratios
 from contrasyn.methods.csi.trained import build_model
 from contrasyn.methods.csi.trainer import train_networks
-from contrasyn.methods.csi_config import GENERATIVE_FIELDS, LATER_FIELDS, SCORES, RunConfig
+from contrasyn.methods.csi_config import (
+    GENERATIVE_FIELDS,
+    LATER_FIELDS,
+    SCORES,
+    RunConfig,
+    TrainConfig,
+)
 from contrasyn.methods.presets import get_preset
 from contrasyn.methods.registry import OWN_SETTINGS, Method, Resolved, register, split_settings
 
@@ -231,6 +239,7 @@ class CSIFamily(Method):
         clock: Clock | None = None,
     ) -> CSIFamily:
         cfg = self._with_seed()
+        cfg = dataclasses.replace(cfg, train=self._without_symmetries(cfg.train, images))
         model, side, train_cfg = train_networks(
             images, cfg.train, run_dir, progress, verbose, clock, cfg.score.ensemble
         )
@@ -238,6 +247,19 @@ class CSIFamily(Method):
         self.model, self.side = model, side
         self.scorer = Scorer(self.config.train, self.config.score).fit(model, images)
         return self
+
+    def _without_symmetries(self, train: TrainConfig, images: Tensor) -> TrainConfig:
+        """``train`` with ``num_shifts`` less the rotations that leave these training images
+        unchanged (``symmetry``), said in one warning; the saved configuration holds it, so
+        the model loads, scores and exports with those shifts."""
+        if train.shift_symmetry is None or train.num_shifts == 1 or len(images) < 2:
+            return train
+        ratios = rotation_ratios(images, train.seed)
+        k = fitted_shifts(ratios, train.num_shifts, train.shift_symmetry)
+        if k == train.num_shifts:
+            return train
+        warnings.warn(describe(ratios, train.num_shifts, k, train.shift_symmetry), stacklevel=4)
+        return dataclasses.replace(train, num_shifts=k)
 
     def score_samples(self, images: Tensor) -> dict[str, Tensor]:
         return self.scorer.score_samples(self.model, images)
