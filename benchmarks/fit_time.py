@@ -6,7 +6,10 @@ The class's 6,000 train images go into a temporary folder (not timed); then ``co
 subprocess: start-up, image decoding, the 10% held-out split, training on the preset's
 subsample, the bank, the threshold and the save), once per method. Wall seconds, process CPU
 seconds and the machine's state (``_throughput.machine``: CPU, native bf16, threads, load)
-and, for a fit by the clock, its budget and the steps it chose go into ``--out``.
+and, for a fit by the clock, its budget, the steps it chose and its check of them against
+the real steps at the end of the LR warm-up (``retimed``; ``step_seconds_after``: the real
+steps after it) go into ``--out``. Run it on an idle machine: ``load_average_before`` says
+whether it was.
 
     python benchmarks/fit_time.py --methods csi,full --out benchmarks/results/fit-time-cpu.json
 """
@@ -44,6 +47,7 @@ def timed_fit(data: Path, out: Path, preset: str, method: str) -> dict:
         sys.executable, "-m", "contrasyn", "fit", "--data", str(data), "--out", str(out),
         "--preset", preset, "--method", method, "--quiet",
     ]  # fmt: skip
+    load_before = [round(x, 2) for x in os.getloadavg()]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -60,8 +64,34 @@ def timed_fit(data: Path, out: Path, preset: str, method: str) -> dict:
         "wall_seconds": round(wall, 1),
         "wall_minutes": round(wall / 60, 2),
         "cpu_seconds": round(cpu, 1),
+        "load_average_before": load_before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **retimed(out / "checkpoints" / "metrics.jsonl"),
     }
+
+
+def retimed(metrics: Path) -> dict:
+    """The trainer's check of its length at the end of the LR warm-up (``timed_steps``
+    chosen beforehand, ``retimed_steps`` after it, the real ``step_seconds`` and the
+    ``timed_step_seconds`` of the timing beforehand), and
+    the mean seconds of the real steps after it, from the run's ``metrics.jsonl``; empty for
+    a method without that log."""
+    if not metrics.is_file():
+        return {}
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    check = next((r for r in records if "retimed_steps" in r), None)
+    steps = [r for r in records if "loss" in r and "step" in r]
+    found: dict = {}
+    if check is not None:
+        keys = ("step", "timed_steps", "retimed_steps", "step_seconds", "timed_step_seconds")
+        found["retimed"] = {k: check.get(k) for k in keys}
+        after = [r for r in steps if r["step"] > check["step"]]
+        if len(after) >= 2:
+            span = after[-1]["step"] - after[0]["step"]
+            found["step_seconds_after"] = round(
+                (after[-1]["seconds"] - after[0]["seconds"]) / span, 4
+            )
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

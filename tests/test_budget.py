@@ -106,6 +106,86 @@ def test_a_budgeted_fit_repeats_exactly_from_the_steps_it_chose() -> None:
         assert torch.equal(a[name], b[name]), name
 
 
+class _StepClock:
+    """``time`` for the trainer in which only F's steps take time: ``seconds`` each, the
+    first two of training (after the timing beforehand) ``first``, as where kernels are
+    built."""
+
+    def __init__(self, monkeypatch, seconds: float, first: float | None = None) -> None:
+        self.now, self.steps = 0.0, 0
+        monkeypatch.setattr(trainer, "time", self)
+        real_step = trainer.FStep.__call__
+
+        def step(f_step, x, lr, name, where):
+            self.steps += name != "a timing step"
+            self.now += first if first is not None and self.steps <= 2 else seconds
+            return real_step(f_step, x, lr, name, where)
+
+        monkeypatch.setattr(trainer.FStep, "__call__", step)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+# 6 warm-up steps (24 images, batch 16: one step an epoch): re-timed after the 6th.
+WARM6 = {"train": {"warmup_epochs": 6}}
+
+
+def test_the_length_is_set_again_from_the_real_steps(monkeypatch, tmp_path: Path) -> None:
+    """Timed beforehand at 0.01 s a step, the real steps take 0.25 s: at the end of the LR
+    warm-up the length follows the real steps (the first 2, at 1 s, left out), and the
+    scoring kept for afterwards grows by the same 25x; the new length is in the log and the
+    config, and repeats the run weight for weight (the warm-up's rates do not depend on the
+    length)."""
+    _fixed_timings(monkeypatch, trainer, {"step": 0.01, "score": 0.016})
+    _StepClock(monkeypatch, 0.25, first=1.0)
+    det = Detector(method="csi", time_budget=20, checkpoint_dir=tmp_path, settings=WARM6, **TINY)
+    det.fit(IMAGES)
+    # scoring 24 images at 0.001 s, x25 = 0.6 s; room = 20 - 0.6 - 5 - 0.8 = 13.6 s: 54 more
+    assert det.config_.train.steps == 6 + 54
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    retimed = [r for r in records if "retimed_steps" in r]
+    first = int((20 - 5.024 - 0.8) / 0.01)  # the length timed beforehand
+    assert retimed == [{"step": 5, "retimed_steps": 60, "timed_steps": first, "step_seconds": 0.25,
+                        "timed_step_seconds": 0.01, "seconds": 3.0}]  # fmt: skip
+    assert max(r["step"] for r in records if "loss" in r) == 59
+    log = trainer.log_line("csi", 60, retimed[0])
+    assert log == "csi step 6: 0.25 s a step (timed beforehand 0.01 s): 60 steps in all"
+    monkeypatch.undo()
+    again = Detector(method="csi", settings={"train": {"steps": 60, "warmup_epochs": 6}}, **TINY)
+    a, b = det.method_.state_tensors(), again.fit(IMAGES).method_.state_tensors()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_steps_faster_than_timed_lengthen_the_run(monkeypatch, tmp_path: Path) -> None:
+    """Timed at 1 s, the first length is 14 steps; the real steps take 0.1 s, so the run
+    goes on past its first length (the scoring kept is not shrunk)."""
+    _fixed_timings(monkeypatch, trainer, {"step": 1.0, "score": 0.016})
+    _StepClock(monkeypatch, 0.1)
+    det = Detector(method="csi", time_budget=20, checkpoint_dir=tmp_path, settings=WARM6, **TINY)
+    # room = 20 - 0.024 - 5 - 0.8 = 14.176 s: 141 steps of 0.1 s after the 6
+    assert det.fit(IMAGES).config_.train.steps == 6 + 141
+    saved = json.loads((tmp_path / "last.json").read_text())
+    assert saved["config"]["steps"] == 147 and saved["step"] == 147
+
+
+def test_a_budget_spent_by_the_warm_up_ends_the_run_one_step_later(monkeypatch) -> None:
+    _fixed_timings(monkeypatch, trainer, {"step": 0.01, "score": 0.016})
+    _StepClock(monkeypatch, 5.0)
+    det = Detector(method="csi", time_budget=20, settings=WARM6, **TINY).fit(IMAGES)
+    assert det.config_.train.steps == 7
+
+
+def test_a_warm_up_too_short_to_time_keeps_the_first_length(monkeypatch) -> None:
+    """4 warm-up steps leave 2 to time, fewer than 3: the length timed beforehand stands."""
+    _fixed_timings(monkeypatch, trainer, {"step": 0.1, "score": 0.016})
+    _StepClock(monkeypatch, 5.0)
+    warm4 = {"train": {"warmup_epochs": 4}}
+    det = Detector(method="csi", time_budget=20, settings=warm4, **TINY).fit(IMAGES)
+    assert det.config_.train.steps == int((20 - 5.024 - 0.8) / 0.1)
+
+
 def test_rot_fits_by_the_clock_and_repeats(monkeypatch) -> None:
     timed = Detector(method="rot", time_budget="7s", **TINY).fit(IMAGES)
     steps = timed.config_.steps
@@ -158,7 +238,7 @@ def test_resuming_keeps_the_length_the_budget_chose(tmp_path: Path, monkeypatch)
     def no_timing(self, score_passes):
         raise AssertionError("a resumed budgeted run must not time itself again")
 
-    monkeypatch.setattr(trainer.TrainingRun, "budget_steps", no_timing)
+    monkeypatch.setattr(trainer.TrainingRun, "time_steps", no_timing)
     again = Detector(method="csi", time_budget="6s", checkpoint_dir=tmp_path, **TINY).fit(IMAGES)
     assert again.config_.train.steps == steps
 

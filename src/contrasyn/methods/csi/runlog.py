@@ -11,6 +11,12 @@ from contrasyn.textfiles import write_text
 def log_line(method: str, total: int, entry: dict) -> str:
     """One ``metrics.jsonl`` record as a line for a terminal or a log file."""
     losses = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k.startswith(("loss", "rec_")))
+    if "retimed_steps" in entry:
+        return (
+            f"{method} step {entry['step'] + 1}: {entry['step_seconds']:.3g} s a step (timed "
+            f"beforehand {entry['timed_step_seconds']:.3g} s): "
+            f"{entry['retimed_steps']} steps in all"
+        )
     if "warmup_round" in entry:
         return f"{method} warm-up round {entry['warmup_round'] + 1} {losses}"
     return (

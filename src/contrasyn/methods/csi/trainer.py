@@ -32,7 +32,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrasyn import distributed
-from contrasyn.budget import SAVE_SECONDS, Clock, format_seconds, steps_within, time_per_call
+from contrasyn.budget import (
+    MARGIN,
+    SAVE_SECONDS,
+    Clock,
+    format_seconds,
+    steps_within,
+    time_per_call,
+)
 from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from contrasyn.config import to_dict
 from contrasyn.device import autocast, resolve_device
@@ -54,6 +61,21 @@ from contrasyn.methods.csi.trained import build_model, saved_config
 from contrasyn.methods.csi_config import TrainConfig
 
 __all__ = ["Batch", "Trained", "TrainingError", "algorithm_1", "train", "train_networks"]
+
+
+# Re-timing at the end of the LR warm-up: the first steps left out (kernels and caches are
+# built there) and the fewest steps that must remain to time.
+RETIME_SKIP = 2
+RETIME_MIN = 3
+
+
+class Timed(NamedTuple):
+    """What timing a few steps before training found: the steps chosen, one step's seconds
+    and the seconds kept for scoring the bank and the held-out images afterwards."""
+
+    steps: int
+    step_seconds: float
+    scoring_seconds: float
 
 
 class Batch(NamedTuple):
@@ -154,7 +176,8 @@ def train_networks(
     interruption continues from the last saved epoch with the same RNG state.
 
     With ``cfg.time_budget`` (and ``steps`` unset) the length is chosen by the clock
-    (``TrainingRun.budget_steps``): ``clock`` is the fit's (started now when None), and
+    (``TrainingRun.time_steps``, checked against the real steps at the end of the LR
+    warm-up by ``TrainingRun.retime``): ``clock`` is the fit's (started now when None), and
     ``score_passes`` how many passes over the K shifts scoring an image takes (the bank and
     the held-out images are scored after training). The configuration returned holds the
     chosen ``steps``.
@@ -303,12 +326,17 @@ class TrainingRun:
         self.steps_per_epoch = max(len(images) // self.batch, 1)
         self.out = Path(out_dir) if out_dir is not None else None
         self.clock = None
+        # With a length chosen by the clock: what the timing beforehand found (one step, the
+        # scoring after training), checked against the real steps when the LR warm-up ends.
+        self.timed: Timed | None = None
         if cfg.time_budget is not None:
             self.clock = clock if clock is not None else Clock.started(cfg.time_budget)
             if cfg.steps is None:
-                self.cfg = cfg = dataclasses.replace(
-                    cfg, steps=self._resumed_steps() or self.budget_steps(score_passes)
-                )
+                steps = self._resumed_steps()
+                if steps is None:
+                    self.timed = self.time_steps(score_passes)
+                    steps = self.timed.steps
+                self.cfg = cfg = dataclasses.replace(cfg, steps=steps)
         self.total = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
         self.data_sha = data_fingerprint(images)
@@ -334,6 +362,8 @@ class TrainingRun:
             self.side.train()
         self.tick = time.perf_counter()
         self.latest: dict[str, float] = {}
+        self.retime_at = self._retime_step()
+        self.step_ends: list[float] = []  # perf_counter at the end of each step, to retime_at
 
     def precision(self):
         """The precision context of every forward pass (bf16 autocast or nothing)."""
@@ -352,7 +382,7 @@ class TrainingRun:
         same = saved.get("time_budget") == self.cfg.time_budget
         return saved.get("steps") if same and isinstance(saved.get("steps"), int) else None
 
-    def budget_steps(self, score_passes: int) -> int:
+    def time_steps(self, score_passes: int) -> Timed:
         """The steps that fit in what is left of the clock: one step of F (and, for the
         generative variants, its share of a round and of F's L_JOINT step, plus the warm-up
         rounds) timed here on throwaway copies of the networks, in this run's precision,
@@ -396,13 +426,56 @@ class TrainingRun:
                     probe.model(views)
 
             timings.append(time_per_call(score_batch, 1, 3) / len(x))
-        f_s, *gen_s, score_s = distributed.mean_over_ranks(torch.tensor(timings)).tolist()
+        f_s, *gen_s, score_s = distributed.mean_over_ranks(
+            torch.tensor(timings, device=self.device)
+        ).tolist()
         per_step = f_s + (gen_s[0] / cfg.gen_every if gen_s else 0.0)
-        scored = (len(self.images) + self.clock.after_images) * score_passes
-        reserve = scored * score_s + (gen_s[1] * cfg.gen_warmup if gen_s else 0.0) + SAVE_SECONDS
-        return steps_within(
+        scoring = (len(self.images) + self.clock.after_images) * score_passes * score_s
+        reserve = scoring + (gen_s[1] * cfg.gen_warmup if gen_s else 0.0) + SAVE_SECONDS
+        steps = steps_within(
             self.clock.left(), per_step, reserve, self.clock.seconds, what=f"training {cfg.method}"
         )
+        return Timed(steps, per_step, scoring)
+
+    def _retime_step(self) -> int | None:
+        """The step after which the length the timing chose is checked against the real
+        steps: the end of F's LR warm-up, whose learning rates do not depend on the length
+        (so ``train.steps`` still repeats the run exactly). None when the length was not
+        timed by this run, or when the warm-up is too short to time (``RETIME_SKIP`` steps
+        left out and at least ``RETIME_MIN`` timed) or ends the run."""
+        if self.timed is None:
+            return None
+        end = math.ceil(self.cfg.warmup_epochs * self.steps_per_epoch)
+        timed_steps = end - RETIME_SKIP
+        return end if timed_steps >= RETIME_MIN and end < self.total else None
+
+    def retime(self, done: int) -> None:
+        """Set the length again from the real steps so far (``done`` steps done; of those
+        this process ran, the first ``RETIME_SKIP`` left out): a few steps timed on a copy
+        before training run faster than a long run does (15-20% on a 2-core VM), and a fit
+        that ends past its budget breaks the user's promise. Faster steps than timed
+        lengthen the run. The scoring after training is scaled by the same slowdown (never
+        shrunk); the generative side's warm-up rounds are already spent. The mean over
+        ranks, so all choose the same length; at least one step more, which ends the run
+        with its checkpoint."""
+        timed, clock = self.timed, self.clock
+        ends = self.step_ends
+        measured = (ends[-1] - ends[RETIME_SKIP - 1]) / (len(ends) - RETIME_SKIP)
+        pair = torch.tensor([measured, clock.left()], device=self.device)  # NCCL: on the GPU
+        step_s, left = distributed.mean_over_ranks(pair).tolist()
+        slower = max(step_s / timed.step_seconds, 1.0)
+        reserve = timed.scoring_seconds * slower + SAVE_SECONDS
+        room = left - reserve - MARGIN * clock.seconds
+        self.total = done + max(math.floor(room / step_s), 1)
+        self.epochs = math.ceil(self.total / self.steps_per_epoch)
+        self.cfg = dataclasses.replace(self.cfg, steps=self.total)
+        self.bar.total = self.total
+        self.bar.refresh()
+        self._write(
+            {"step": done - 1, "retimed_steps": self.total, "timed_steps": timed.steps,
+             "step_seconds": round(step_s, 4), "timed_step_seconds": round(timed.step_seconds, 4),
+             "seconds": round(time.perf_counter() - self.tick, 3)}
+        )  # fmt: skip
 
     def _resume(self) -> int:
         """Restore the last checkpoint in ``out`` (if any); the epoch to start from."""
@@ -431,7 +504,8 @@ class TrainingRun:
         F's learning rate on CSI's warm-up + cosine schedule."""
         cfg, images, batch, spe = self.cfg, self.images, self.batch, self.steps_per_epoch
         lo, hi = self.shard
-        for epoch in range(self.start_epoch, self.epochs):
+        epoch = self.start_epoch
+        while epoch < self.epochs:  # ``retime`` may change the length on the way
             order = torch.randperm(
                 len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch)
             )
@@ -457,11 +531,16 @@ class TrainingRun:
                     where,
                     epoch + 1 if last else None,
                 )
+            epoch += 1
 
     def after_batch(self, b: Batch, record: dict) -> None:
         """Progress, the log every ``log_every`` steps (with the latest round's losses), and
         the checkpoint every ``checkpoint_every`` epochs and at the end."""
         self.bar.update(1)
+        if self.retime_at is not None and b.step < self.retime_at:
+            self.step_ends.append(time.perf_counter())
+            if b.step + 1 == self.retime_at and len(self.step_ends) >= RETIME_SKIP + RETIME_MIN:
+                self.retime(self.retime_at)  # (a run resumed late in the warm-up keeps its length)
         self.latest.update(record)  # a round's losses stay until the next round
         if b.step % self.cfg.log_every == 0 or b.step == self.total - 1:
             entry = {
