@@ -441,8 +441,9 @@ class TrainingRun:
         """The step after which the length the timing chose is checked against the real
         steps: the end of F's LR warm-up, whose learning rates do not depend on the length
         (so ``train.steps`` still repeats the run exactly). None when the length was not
-        timed by this run, or when the warm-up is too short to time (``RETIME_SKIP`` steps
-        left out and at least ``RETIME_MIN`` timed) or ends the run."""
+        timed by this run (given, or a resumed run's), or when the warm-up is too short to
+        time (``RETIME_SKIP`` steps left out and at least ``RETIME_MIN`` timed) or ends the
+        run."""
         if self.timed is None:
             return None
         end = math.ceil(self.cfg.warmup_epochs * self.steps_per_epoch)
@@ -450,8 +451,8 @@ class TrainingRun:
         return end if timed_steps >= RETIME_MIN and end < self.total else None
 
     def retime(self, done: int) -> None:
-        """Set the length again from the real steps so far (``done`` steps done; of those
-        this process ran, the first ``RETIME_SKIP`` left out): a few steps timed on a copy
+        """Set the length again from the real steps so far (``done`` of them, the first
+        ``RETIME_SKIP`` left out; a timed run starts at step 0): a few steps timed on a copy
         before training run faster than a long run does (15-20% on a 2-core VM), and a fit
         that ends past its budget breaks the user's promise. Faster steps than timed
         lengthen the run. The scoring after training is scaled by the same slowdown (never
@@ -539,8 +540,8 @@ class TrainingRun:
         self.bar.update(1)
         if self.retime_at is not None and b.step < self.retime_at:
             self.step_ends.append(time.perf_counter())
-            if b.step + 1 == self.retime_at and len(self.step_ends) >= RETIME_SKIP + RETIME_MIN:
-                self.retime(self.retime_at)  # (a run resumed late in the warm-up keeps its length)
+            if b.step + 1 == self.retime_at:
+                self.retime(self.retime_at)
         self.latest.update(record)  # a round's losses stay until the next round
         if b.step % self.cfg.log_every == 0 or b.step == self.total - 1:
             entry = {
