@@ -158,16 +158,19 @@ def test_the_length_is_set_again_from_the_real_steps(monkeypatch, tmp_path: Path
         assert torch.equal(a[name], b[name]), name
 
 
-def test_steps_faster_than_timed_lengthen_the_run(monkeypatch, tmp_path: Path) -> None:
-    """Timed at 1 s, the first length is 14 steps; the real steps take 0.1 s, so the run
-    goes on past its first length (the scoring kept is not shrunk)."""
-    _fixed_timings(monkeypatch, trainer, {"step": 1.0, "score": 0.016})
+def test_steps_faster_than_timed_keep_the_first_length(monkeypatch, tmp_path: Path) -> None:
+    """Timed at 0.5 s, the first length is 28 steps; the real steps take 0.1 s, which would
+    allow 147, but the check only shortens (a budget is a ceiling, and later steps may run
+    slower than the warm-up's)."""
+    _fixed_timings(monkeypatch, trainer, {"step": 0.5, "score": 0.016})
     _StepClock(monkeypatch, 0.1)
     det = Detector(method="csi", time_budget=20, checkpoint_dir=tmp_path, settings=WARM6, **TINY)
-    # room = 20 - 0.024 - 5 - 0.8 = 14.176 s: 141 steps of 0.1 s after the 6
-    assert det.fit(IMAGES).config_.train.steps == 6 + 141
+    first = int((20 - 5.024 - 0.8) / 0.5)
+    assert det.fit(IMAGES).config_.train.steps == first == 28
     saved = json.loads((tmp_path / "last.json").read_text())
-    assert saved["config"]["steps"] == 147 and saved["step"] == 147
+    assert saved["config"]["steps"] == 28 and saved["step"] == 28
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["retimed_steps"] for r in records if "retimed_steps" in r] == [28]
 
 
 def test_a_budget_spent_by_the_warm_up_ends_the_run_one_step_later(monkeypatch) -> None:
