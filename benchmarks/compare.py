@@ -12,6 +12,7 @@ are different cells. ``--common`` keeps only the cells every label has, so that 
 a folder that is still filling (some classes or seeds missing) compare with the others over
 the same cells. ``--deterministic LABEL`` pairs a deterministic method's one run per class (a
 kNN: its task and its score do not depend on the seed) with every seed of the others.
+``--metric val_auroc`` compares each row's own score on the validation split.
 
     python benchmarks/compare.py \
         --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
@@ -91,12 +92,28 @@ def common_cells(rows: list[dict]) -> list[dict]:
     return [r for r in rows if (r["dataset"], r["normal_class"], r["seed"]) in shared]
 
 
+def own_validation(row: dict) -> dict:
+    """``row`` with ``val_auroc``: the validation AUROC of the score its test ``auroc`` is
+    of (``val_auroc_feat+head+pix`` for the `cpu` preset's CSI family, ``val_auroc_rot`` for
+    Rot+Trans), so that methods with different scores compare on validation in one table."""
+    key = f"val_auroc_{row.get('score')}"
+    if key not in row:
+        raise SystemExit(
+            f"{row['folder']}: a {row['method']} row (class {row['normal_class']}, seed "
+            f"{row['seed']}) has no {key}"
+        )
+    return {**row, "val_auroc": row[key]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--add", action="append", required=True, metavar="FOLDER:SPEC")
     parser.add_argument("--pairs", default="", help="comma-separated A:B (per-class tables)")
     parser.add_argument(
-        "--metric", default="auroc", help="a results column: auroc (test), val_auroc_feat, ..."
+        "--metric",
+        default="auroc",
+        help="a results column: auroc (test), val_auroc_feat, ...; val_auroc: each row's own "
+        "score on validation (val_auroc_SCORE, SCORE the score its auroc is of)",
     )
     parser.add_argument(
         "--common", action="store_true", help="only the cells (class, seed) every label has"
@@ -112,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = spread_over_seeds(rows, fixed)
     if args.common:
         rows = common_cells(rows)
+    if args.metric == "val_auroc":
+        rows = [own_validation(r) for r in rows]
     folders = sorted({r["folder"] for r in rows})
     metric = args.metric
     cells = sorted({(r["normal_class"], r["seed"]) for r in rows})

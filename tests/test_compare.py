@@ -44,6 +44,27 @@ def test_common_compares_only_the_cells_every_label_has(tmp_path: Path) -> None:
     assert "| long | +0.0500" in text  # long - csi over the one shared cell
 
 
+def test_val_auroc_compares_each_row_s_own_score_on_validation(tmp_path: Path) -> None:
+    """Methods report different scores; ``--metric val_auroc`` reads each row's
+    ``val_auroc_<its score>``, and a row without it is refused by name."""
+    a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9})
+    b = _folder(tmp_path / "b", "rot", {(0, 0): 0.8})
+    for folder, score, value in ((a, "feat+head+pix", 0.91), (b, "rot", 0.95)):
+        row = json.loads((folder / "results.jsonl").read_text())
+        row |= {"score": score, f"val_auroc_{score}": value, "val_auroc_feat": 0.1}
+        (folder / "results.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "val.md"
+    compare.main(["--add", f"{a}:csi", "--add", f"{b}:rot", "--metric", "val_auroc",
+                  "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    assert "| csi | fp32 | 1 | 0.9100 (one seed: no interval) |" in text
+    assert "| rot | +0.0400 (one seed: no interval), 1/1 |" in text
+    (b / "results.jsonl").write_text(json.dumps({**row, "score": "knn"}) + "\n")
+    with pytest.raises(SystemExit, match="a rot row .class 0, seed 0. has no val_auroc_knn"):
+        compare.main(["--add", f"{a}:csi", "--add", f"{b}:rot", "--metric", "val_auroc",
+                      "--out", str(out)])  # fmt: skip
+
+
 def test_a_label_given_twice_for_one_cell_is_refused(tmp_path: Path) -> None:
     a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9})
     b = _folder(tmp_path / "b", "csi", {(0, 0): 0.95})
