@@ -457,10 +457,10 @@ class TrainingRun:
         that ends past its budget breaks the user's promise. It only shortens: steps faster
         than timed keep the first length (on the EPYC a run whose warm-up ran 2% faster than
         timed and lengthened itself ended 8 s past ten minutes, the later steps 6% slower).
-        The scoring after training is scaled by the same slowdown (never
-        shrunk); the generative side's warm-up rounds are already spent. The mean over
-        ranks, so all choose the same length; at least one step more, which ends the run
-        with its checkpoint."""
+        The scoring after training is scaled by the same slowdown (never shrunk); the
+        generative side's warm-up rounds are already spent. The mean over ranks, so all
+        choose the same length; at least one step more, which ends the run with its
+        checkpoint."""
         timed, clock = self.timed, self.clock
         ends = self.step_ends
         measured = (ends[-1] - ends[RETIME_SKIP - 1]) / (len(ends) - RETIME_SKIP)
