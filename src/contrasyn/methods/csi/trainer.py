@@ -37,6 +37,7 @@ from contrasyn.budget import (
     SAVE_SECONDS,
     Clock,
     format_seconds,
+    planned_step_seconds,
     steps_within,
     time_per_call,
 )
@@ -454,9 +455,8 @@ class TrainingRun:
         """Set the length again from the real steps so far (``done`` of them, the first
         ``RETIME_SKIP`` left out; a timed run starts at step 0): a few steps timed on a copy
         before training run faster than a long run does (15-20% on a 2-core VM), and a fit
-        that ends past its budget breaks the user's promise. It only shortens: steps faster
-        than timed keep the first length (on the EPYC a run whose warm-up ran 2% faster than
-        timed and lengthened itself ended 8 s past ten minutes, the later steps 6% slower).
+        that ends past its budget breaks the user's promise. Steps faster than timed
+        lengthen the run with a slack (``planned_step_seconds``), slower ones shorten it.
         The scoring after training is scaled by the same slowdown (never shrunk); the
         generative side's warm-up rounds are already spent. The mean over ranks, so all
         choose the same length; at least one step more, which ends the run with its
@@ -469,7 +469,8 @@ class TrainingRun:
         slower = max(step_s / timed.step_seconds, 1.0)
         reserve = timed.scoring_seconds * slower + SAVE_SECONDS
         room = left - reserve - MARGIN * clock.seconds
-        self.total = min(self.total, done + max(math.floor(room / step_s), 1))
+        planned = planned_step_seconds(step_s, timed.step_seconds)
+        self.total = done + max(math.floor(room / planned), 1)
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
         self.cfg = dataclasses.replace(self.cfg, steps=self.total)
         self.bar.total = self.total
