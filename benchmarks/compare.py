@@ -2,17 +2,20 @@
 
 Each ``--add FOLDER:SPEC`` takes the rows of some methods from a folder's ``results.jsonl``
 (SPEC: comma-separated ``METHOD`` or ``METHOD=LABEL``, to tell apart, say, ``csi`` at 12 and
-at 42 epochs); cells are matched by (dataset, normal class, seed). Writes one Markdown file:
-AUROC per class (mean +- std over seeds), mean AUROC with its 95% interval and precision,
-the matrix of paired differences, and for every ``--pairs A:B`` the per-class paired table
-(``contrasyn.evaluation.results``, from ``contrasyn.evaluation.statistics``: classes fixed,
-seeds as replicates, the same statistics as ``table.md``, the benchmark's printout and the
-report). A label whose rows were computed in two precisions (bf16 and fp32) is refused: they
-are different cells. ``--common`` keeps only the cells every label has, so that the means of
-a folder that is still filling (some classes or seeds missing) compare with the others over
-the same cells. ``--deterministic LABEL`` pairs a deterministic method's one run per class (a
-kNN: its task and its score do not depend on the seed) with every seed of the others.
-``--metric val_auroc`` compares each row's own score on the validation split.
+at 42 epochs; ``METHOD@SCORE`` takes a CSI-family row under another of the scores it
+computed, ``auroc_SCORE`` as its ``auroc``, say ``csi@feat+pix=default`` for cells run when
+the preset scored with ``feat+head+pix``); cells are matched by (dataset, normal class,
+seed). Writes one Markdown file: AUROC per class (mean +- std over seeds), mean AUROC with
+its 95% interval and precision, the matrix of paired differences, and for every ``--pairs
+A:B`` the per-class paired table (``contrasyn.evaluation.results``, from
+``contrasyn.evaluation.statistics``: classes fixed, seeds as replicates, the same statistics
+as ``table.md``, the benchmark's printout and the report). A label whose rows were computed
+in two precisions (bf16 and fp32) is refused: they are different cells. ``--common`` keeps
+only the cells every label has, so that the means of a folder that is still filling (some
+classes or seeds missing) compare with the others over the same cells. ``--deterministic
+LABEL`` pairs a deterministic method's one run per class (a kNN: its task and its score do
+not depend on the seed) with every seed of the others. ``--metric val_auroc`` compares each
+row's own score on the validation split.
 
     python benchmarks/compare.py \
         --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
@@ -44,18 +47,21 @@ def collect(adds: list[str]) -> list[dict]:
         folder, _, spec = add.rpartition(":")
         if not folder:
             raise SystemExit(f"--add {add!r}: expected FOLDER:METHOD[=LABEL],...")
-        labels = {}
+        picks = []  # (method, score or "", label)
         for part in filter(None, spec.split(",")):
-            method, _, label = part.partition("=")
-            labels[method] = label or method
+            name, _, label = part.partition("=")
+            method, _, score = name.partition("@")
+            picks.append((method, score, label or name))
         for r in read_rows(Path(folder)):
-            if r["method"] not in labels:
-                continue
-            key = (labels[r["method"]], r["dataset"], r["normal_class"], r["seed"])
-            if key in seen:
-                raise SystemExit(f"{folder}: a second {key} row (two folders give one label)")
-            seen.add(key)
-            rows.append({**r, "method": labels[r["method"]], "folder": folder})
+            for method, score, label in picks:
+                if r["method"] != method:
+                    continue
+                key = (label, r["dataset"], r["normal_class"], r["seed"])
+                if key in seen:
+                    raise SystemExit(f"{folder}: a second {key} row (two folders give one label)")
+                seen.add(key)
+                row = rescored(r, score, folder) if score else r
+                rows.append({**row, "method": label, "folder": folder})
     for label in dict.fromkeys(r["method"] for r in rows):
         found = {r.get("precision") for r in rows if r["method"] == label}
         if len(found) > 1:
@@ -64,6 +70,20 @@ def collect(adds: list[str]) -> list[dict]:
                 "they are different cells; give each precision its own label"
             )
     return rows
+
+
+def rescored(row: dict, score: str, folder: str) -> dict:
+    """``row`` under ``score``: its ``auroc_SCORE`` as ``auroc`` (and ``score`` set, so that
+    ``--metric val_auroc`` reads ``val_auroc_SCORE``); the columns of the score the row was
+    run with alone (``aupr``, ``fpr95``, ``auroc_per_class_mean``) are dropped."""
+    key = f"auroc_{score}"
+    if key not in row:
+        raise SystemExit(
+            f"{folder}: a {row['method']} row (class {row['normal_class']}, seed "
+            f"{row['seed']}) has no {key}"
+        )
+    own = ("aupr", "fpr95", "auroc_per_class_mean")
+    return {**{k: v for k, v in row.items() if k not in own}, "score": score, "auroc": row[key]}
 
 
 def spread_over_seeds(rows: list[dict], labels: list[str]) -> list[dict]:

@@ -242,3 +242,19 @@ def test_preset_default_scores_rank_every_class_above_chance(name: str) -> None:
     assert {c for _, c, _, _ in aurocs} == set(range(10))
     below = {k: v for k, v in aurocs.items() if v <= 0.5}
     assert not below, f"preset {name!r} defaults to score {score!r}, below chance on {below}"
+
+
+def test_the_cpu_score_is_the_validation_winner_of_the_ten_minute_cells() -> None:
+    """The ``cpu`` preset's score is, on the committed ten-minute cells of both datasets, the
+    combined score with the best mean validation AUROC, up to Fashion-MNIST's tie (0.0005):
+    ``feat+head+pix`` ties ``feat+pix`` there but loses on digits, where the shift head,
+    standardised on images F knows by heart, drowns the other parts."""
+    score = get_preset("cpu").score.score
+    for folder in ("fashion-mnist-default-cpu", "digits-cpu"):
+        rows = [r for r in read_rows(RESULTS / folder) if r["method"] == "csi"]
+        assert len(rows) >= 10, folder
+        means = {
+            s: float(np.mean([r[f"val_auroc_{s}"] for r in rows]))
+            for s in ("feat+head", "feat+pix", "feat+head+pix")
+        }
+        assert means[score] >= max(means.values()) - 0.0005, (folder, means)

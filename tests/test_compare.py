@@ -168,3 +168,25 @@ def test_record_precision_reads_the_machine_of_the_invocation_that_ran_each_row(
     with pytest.raises(SystemExit, match="no environment.json entry runs csi class 0 seed 1"):
         record_precision.record(folder, measured, None)
     assert record_precision.record(folder, measured, None, like=0) == 3
+
+
+def test_a_row_is_taken_under_another_score_it_computed(tmp_path: Path) -> None:
+    """``csi@feat+pix=default`` pairs the rows' ``auroc_feat+pix`` (and on validation their
+    ``val_auroc_feat+pix``) beside the same rows as run; a row without the score is refused."""
+    a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9, (0, 1): 0.8})
+    rows = [json.loads(line) for line in (a / "results.jsonl").read_text().splitlines()]
+    for row, other in zip(rows, (0.95, 0.84), strict=True):
+        row |= {"score": "feat+head+pix", "auroc_feat+pix": other, "aupr": 0.5,
+                "val_auroc_feat+head+pix": 0.7, "val_auroc_feat+pix": other - 0.1}  # fmt: skip
+    (a / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "x.md"
+    compare.main(["--add", f"{a}:csi=run,csi@feat+pix=default", "--out", str(out)])
+    text = out.read_text()
+    assert "| default | fp32 | 2 | 0.8950 [" in text and "| run | fp32 | 2 | 0.8500 [" in text
+    assert "| default | +0.0450 [" in text  # default - run, over both cells
+    compare.main(["--add", f"{a}:csi@feat+pix", "--metric", "val_auroc", "--out", str(out)])
+    assert "| csi@feat+pix | fp32 | 2 | 0.7950 [" in out.read_text()
+    rows[1].pop("auroc_feat+pix")
+    (a / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="a csi row .class 0, seed 1. has no auroc_feat\\+pix"):
+        compare.main(["--add", f"{a}:csi@feat+pix", "--out", str(out)])

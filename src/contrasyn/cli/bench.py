@@ -357,7 +357,7 @@ def add_commands(sub) -> None:
         "table and HTML report",
         description=[
             "A real end-to-end benchmark in about ten minutes on a laptop CPU: the default "
-            "method (csi scored with feat+head+pix, fitted by the clock: three minutes a task at "
+            "method (csi scored with feat+pix, fitted by the clock: three minutes a task at "
             "the demo preset) beside the five baselines on Fashion-MNIST with normal classes "
             "0 and 1 (the digits dataset when Fashion-MNIST is not installed), a stratified "
             "1000-image test subsample scored. Prints the AUROC table and writes the results "

@@ -228,8 +228,8 @@ def add_fit(sub) -> None:
     fit.add_argument(
         "--score",
         choices=SCORES,
-        help="the CSI family's anomaly score (default: the preset's; feat+head+pix for cpu "
-        "and demo, feat for paper and tiny); a baseline has one score",
+        help="the CSI family's anomaly score (default: the preset's; feat+pix for cpu and "
+        "demo, feat for paper and tiny); a baseline has one score",
     )
     rate = fit.add_mutually_exclusive_group()
     rate.add_argument(
