@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import contrasyn.methods.csi.resume as resume
 import contrasyn.methods.csi.trainer as trainer
 from contrasyn import distributed
 from contrasyn.errors import ConfigError, TrainingError
@@ -42,6 +43,7 @@ from contrasyn.methods.csi.losses import (
     reconstruction_loss,
 )
 from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
+from contrasyn.methods.csi.resume import data_fingerprint
 from contrasyn.methods.csi.trained import build_model
 from contrasyn.methods.csi.trainer import (
     Batch,
@@ -50,7 +52,6 @@ from contrasyn.methods.csi.trainer import (
     TrainingRun,
     build_augment,
     build_optimizer,
-    data_fingerprint,
     resolve_gen_channels,
     warm_up,
 )
@@ -743,9 +744,9 @@ def test_data_fingerprint_is_sha256_of_shape_dtype_and_bytes() -> None:
 
 
 def test_rank_seed(monkeypatch) -> None:
-    assert trainer._rank_seed(5) == 5
+    assert resume.rank_seed(5) == 5
     monkeypatch.setattr(distributed, "rank", lambda: 3)
-    assert trainer._rank_seed(5) == 5 + 3 * 1_000_003
+    assert resume.rank_seed(5) == 5 + 3 * 1_000_003
 
 
 class _Bar:
@@ -1103,7 +1104,7 @@ def _trained_state(cfg: TrainConfig):
 def test_state_tensors_hold_everything_to_resume(optimizer: str) -> None:
     model, opt, side = _trained_state(_cfg(optimizer=optimizer))
     cpu0, cpu1, cuda1 = torch.arange(3), torch.arange(4), torch.arange(5)
-    tensors = trainer._state_tensors(model, opt, side, [(cpu0, None), (cpu1, cuda1)])
+    tensors = resume.state_tensors(model, opt, side, [(cpu0, None), (cpu1, cuda1)])
     assert tensors["rng.cpu"] is cpu0 and tensors["rng.cpu.rank1"] is cpu1
     assert tensors["rng.cuda.rank1"] is cuda1 and "rng.cuda" not in tensors
     sgd = opt.optim if optimizer == "lars" else opt
@@ -1114,8 +1115,8 @@ def test_state_tensors_hold_everything_to_resume(optimizer: str) -> None:
         assert torch.equal(tensors[f"model.{k}"], v)
     assert {k for k in tensors if k.startswith("gen.")} == set(side.weight_tensors())
     assert {k for k in tensors if k.startswith("adam.")} == set(side.optimizer_tensors())
-    assert trainer._state_tensors(model, opt, None, [(cpu0, cuda1)])["rng.cuda"] is cuda1
-    assert not any(k.startswith(("gen.", "adam.")) for k in trainer._state_tensors(
+    assert resume.state_tensors(model, opt, None, [(cpu0, cuda1)])["rng.cuda"] is cuda1
+    assert not any(k.startswith(("gen.", "adam.")) for k in resume.state_tensors(
         model, opt, None, [(cpu0, None)]
     ))  # fmt: skip
 
@@ -1128,14 +1129,14 @@ def test_restore_puts_back_weights_momentum_adam_and_this_ranks_rng(monkeypatch)
     torch.manual_seed(456)
     rng1 = torch.get_rng_state()
     tensors = {
-        k: v.clone() for k, v in trainer._state_tensors(
+        k: v.clone() for k, v in resume.state_tensors(
             model, opt, side, [(rng0, None), (rng1, None)]
         ).items()
     }  # fmt: skip
     torch.manual_seed(99)
     fresh, fresh_side = build_model(cfg), GenerativeSide(cfg)
     fresh_opt = build_optimizer(fresh, cfg)
-    trainer._restore(fresh, fresh_opt, fresh_side, tensors, cfg.seed)
+    resume.restore(fresh, fresh_opt, fresh_side, tensors, cfg.seed)
     assert torch.equal(torch.get_rng_state(), rng0)
     for k, v in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
@@ -1153,10 +1154,10 @@ def test_restore_puts_back_weights_momentum_adam_and_this_ranks_rng(monkeypatch)
     )
     # rank 1 takes its own stream; a rank the run was not saved with starts a fresh one
     monkeypatch.setattr(distributed, "rank", lambda: 1)
-    trainer._restore(fresh, fresh_opt, None, tensors, cfg.seed)
+    resume.restore(fresh, fresh_opt, None, tensors, cfg.seed)
     assert torch.equal(torch.get_rng_state(), rng1)
     monkeypatch.setattr(distributed, "rank", lambda: 2)
-    trainer._restore(fresh, fresh_opt, None, tensors, 7)
+    resume.restore(fresh, fresh_opt, None, tensors, 7)
     state = torch.get_rng_state()
     torch.manual_seed(7 + 2 * 1_000_003)
     assert torch.equal(state, torch.get_rng_state())
@@ -1166,16 +1167,16 @@ def test_restore_sets_the_cuda_rng_only_where_there_is_cuda(monkeypatch) -> None
     cfg = _cfg(method="csi")
     model, opt, _ = _trained_state(dataclasses.replace(cfg, method="full"))
     cuda = torch.arange(6, dtype=torch.uint8)
-    tensors = trainer._state_tensors(model, opt, None, [(torch.get_rng_state(), cuda)])
+    tensors = resume.state_tensors(model, opt, None, [(torch.get_rng_state(), cuda)])
     set_states = []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s: set_states.append(s))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    trainer._restore(model, opt, None, tensors, 0)
+    resume.restore(model, opt, None, tensors, 0)
     assert set_states == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    trainer._restore(model, opt, None, {k: v for k, v in tensors.items() if k != "rng.cuda"}, 0)
+    resume.restore(model, opt, None, {k: v for k, v in tensors.items() if k != "rng.cuda"}, 0)
     assert set_states == []
-    trainer._restore(model, opt, None, tensors, 0)
+    resume.restore(model, opt, None, tensors, 0)
     (state,) = set_states
     assert torch.equal(state, cuda)
 

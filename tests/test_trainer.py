@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import contrasyn.methods.csi.resume as resume
 import contrasyn.methods.csi.trainer as trainer
+from contrasyn import distributed
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import to_dict
 from contrasyn.device import autocast, bf16_is_fast, effective_precision, resolve_device
@@ -380,10 +382,10 @@ def test_a_rank_added_on_resume_starts_its_own_random_stream(monkeypatch) -> Non
     tensors = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
     tensors["rng.cpu"] = torch.get_rng_state()
     with torch.random.fork_rng(devices=[]):
-        monkeypatch.setattr(trainer.distributed, "rank", lambda: 1)
-        trainer._restore(model, optimizer, None, tensors, seed=7)
-        assert torch.initial_seed() == 7 + 1_000_003 == trainer._rank_seed(7)
-        monkeypatch.setattr(trainer.distributed, "rank", lambda: 0)
+        monkeypatch.setattr(distributed, "rank", lambda: 1)
+        resume.restore(model, optimizer, None, tensors, seed=7)
+        assert torch.initial_seed() == 7 + 1_000_003 == resume.rank_seed(7)
+        monkeypatch.setattr(distributed, "rank", lambda: 0)
         torch.manual_seed(0)
-        trainer._restore(model, optimizer, None, tensors, seed=7)
+        resume.restore(model, optimizer, None, tensors, seed=7)
         assert torch.equal(torch.get_rng_state(), tensors["rng.cpu"])  # rank 0: its own stream

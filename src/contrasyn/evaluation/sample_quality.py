@@ -59,9 +59,9 @@ def run_quality(
     from contrasyn.data import load_dataset
     from contrasyn.evaluation.quality import feature_space, memorisation_ratio, sample_distance
     from contrasyn.methods.csi.adversarial import sample
+    from contrasyn.methods.csi.resume import data_fingerprint
     from contrasyn.methods.csi.score import Scorer
     from contrasyn.methods.csi.trained import load_generator, load_model
-    from contrasyn.methods.csi.trainer import data_fingerprint
 
     out = Path(out)
     feature_nets = {name: feature_space(name, inception) for name in spaces}

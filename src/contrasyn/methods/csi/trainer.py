@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -41,7 +39,7 @@ from contrasyn.budget import (
     steps_within,
     time_per_call,
 )
-from contrasyn.checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
+from contrasyn.checkpoint import save_checkpoint
 from contrasyn.config import to_dict
 from contrasyn.device import autocast, resolve_device
 from contrasyn.errors import ConfigError, TrainingError
@@ -56,9 +54,16 @@ from contrasyn.methods.csi.augment import (
 from contrasyn.methods.csi.losses import csi_loss
 from contrasyn.methods.csi.nets import CSINet
 from contrasyn.methods.csi.optim import LARS, warmup_cosine_lr
+from contrasyn.methods.csi.resume import (
+    data_fingerprint,
+    load_resumable,
+    rank_seed,
+    restore,
+    state_tensors,
+)
 from contrasyn.methods.csi.runlog import MetricsLog, log_line
 from contrasyn.methods.csi.steps import check_finite
-from contrasyn.methods.csi.trained import build_model, saved_config
+from contrasyn.methods.csi.trained import build_model
 from contrasyn.methods.csi_config import TrainConfig
 
 __all__ = ["Batch", "Trained", "TrainingError", "algorithm_1", "train", "train_networks"]
@@ -243,20 +248,6 @@ def resolve_gen_channels(cfg: TrainConfig, images: Tensor) -> TrainConfig:
     return dataclasses.replace(cfg, gen_channels=1 if grey else cfg.channels)
 
 
-def data_fingerprint(images: Tensor) -> str:
-    """sha256 of the training images, so a resumed run is known to continue on the same data."""
-    x = images.detach().cpu().contiguous()
-    digest = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}".encode())
-    digest.update(x.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _rank_seed(seed: int) -> int:
-    """Rank r > 0's seed for augmentations and latent draws, so ranks do not repeat each other
-    (rank 0 draws as one process does)."""
-    return seed + 1_000_003 * distributed.rank()
-
-
 class FStep:
     """One LARS step of F on L_CSI over the shifted instances of a batch, at a learning rate;
     the forward runs through ``forward`` (F itself, under DDP or compiled), in the run's
@@ -320,7 +311,7 @@ class TrainingRun:
         self.memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory)
         if distributed.rank():  # rank 0 (or one process) keeps drawing from the seed's stream
-            torch.manual_seed(_rank_seed(cfg.seed))
+            torch.manual_seed(rank_seed(cfg.seed))
 
         self.batch = min(cfg.batch_size, len(images))
         self.shard = distributed.shard(self.batch)  # this rank's slice of every global batch
@@ -483,25 +474,12 @@ class TrainingRun:
 
     def _resume(self) -> int:
         """Restore the last checkpoint in ``out`` (if any); the epoch to start from."""
-        out = self.out
-        if out is None or not (out / "last.safetensors").exists():
+        found = load_resumable(self.out, self.cfg, self.data_sha, self.device)
+        if found is None:
             return 0
-        if recover_interrupted_save(out / "last"):
-            warnings.warn(
-                f"{out / 'last.json'} was left by an interrupted save; rebuilt it", stacklevel=3
-            )
-        tensors, meta = load_checkpoint(out / "last", self.device)
-        # Read through TrainConfig, so a checkpoint from before a field existed (at its
-        # default now) still resumes.
-        if to_dict(saved_config(meta)) != to_dict(self.cfg):
-            raise ConfigError(f"{out}: a run with a different config is there; use another --out")
-        if meta.get("data_sha256") != self.data_sha:
-            raise ConfigError(
-                f"{out}: the run there was trained on other images; use the same images, "
-                "another output folder, or delete that folder to start over"
-            )
-        _restore(self.model, self.optimizer, self.side, tensors, self.cfg.seed)
-        return meta["epoch"]
+        tensors, epoch = found
+        restore(self.model, self.optimizer, self.side, tensors, self.cfg.seed)
+        return epoch
 
     def batches(self) -> Iterator[Batch]:
         """The real batches from the resumed epoch on, shuffled per epoch (seeded), each with
@@ -588,7 +566,7 @@ class TrainingRun:
             step = min(epoch * self.steps_per_epoch, self.total)
             meta = {"config": to_dict(self.cfg), "epoch": epoch, "step": step}
             meta["data_sha256"] = self.data_sha
-            tensors = _state_tensors(self.model, self.optimizer, side, rng)
+            tensors = state_tensors(self.model, self.optimizer, side, rng)
             save_checkpoint(self.out / "last", tensors, meta)
 
     def close(self) -> None:
@@ -602,58 +580,3 @@ class TrainingRun:
         if self.side is not None:
             self.side.eval()
         return Trained(self.model.eval(), self.side, self.cfg)
-
-
-def _sgd_state(optimizer) -> dict:
-    return optimizer.optim.state if isinstance(optimizer, LARS) else optimizer.state
-
-
-def _state_tensors(
-    model: nn.Module,
-    optimizer,
-    side: GenerativeSide | None,
-    rng: list[tuple[Tensor, Tensor | None]],
-) -> dict[str, Tensor]:
-    """Everything needed to resume exactly: weights, momentum and Adam state, and the RNG
-    states of every rank (``distributed.gather_rng_states``)."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if side is not None:
-        tensors.update(side.weight_tensors())
-        tensors.update(side.optimizer_tensors())
-    state = _sgd_state(optimizer)
-    for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
-        buf = state[p].get("momentum_buffer")
-        if buf is not None:
-            tensors[f"optim.momentum.{i}"] = buf
-    for r, (cpu, cuda) in enumerate(rng):
-        suffix = f".rank{r}" if r else ""
-        tensors[f"rng.cpu{suffix}"] = cpu
-        if cuda is not None:
-            tensors[f"rng.cuda{suffix}"] = cuda
-    return tensors
-
-
-def _restore(
-    model: nn.Module,
-    optimizer,
-    side: GenerativeSide | None,
-    tensors: dict[str, Tensor],
-    seed: int,
-) -> None:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if side is not None:
-        side.load_weight_tensors(tensors)
-        side.load_optimizer_tensors(tensors)
-    state = _sgd_state(optimizer)
-    for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
-        key = f"optim.momentum.{i}"
-        if key in tensors:
-            state[p]["momentum_buffer"] = tensors[key].to(p.device)
-    # A run resumed with more ranks than it was saved with: the new ranks start fresh streams.
-    suffix = f".rank{distributed.rank()}" if distributed.rank() else ""
-    if f"rng.cpu{suffix}" not in tensors:
-        torch.manual_seed(_rank_seed(seed))
-        return
-    torch.set_rng_state(tensors[f"rng.cpu{suffix}"].cpu())
-    if f"rng.cuda{suffix}" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"].cpu())
