@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from contrasyn.api.detector import training_indices
+from contrasyn.api.splits import training_indices
 from contrasyn.config import merge
 from contrasyn.data import load_dataset
 from contrasyn.device import autocast

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from _throughput import write_json  # benchmarks/, the script's folder
 
-from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
+from contrasyn.api.splits import training_indices
 from contrasyn.config import load_config
 from contrasyn.data import load_dataset
 from contrasyn.evaluation.bench import _inputs, benchmark_task

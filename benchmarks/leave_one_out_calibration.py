@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from contrasyn.api.calibration import calibrate, conformal_threshold
-from contrasyn.api.detector import Detector, holdout_count
+from contrasyn.api.detector import Detector
+from contrasyn.api.splits import holdout_count
 from contrasyn.methods.baselines.knn import PixelKNN
 
 NEW = 4000

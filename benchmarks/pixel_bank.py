@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from score_weights import standardised  # benchmarks/, the script's folder
 
-from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
+from contrasyn.api.splits import training_indices
 from contrasyn.data import load_dataset
 from contrasyn.evaluation.bench import benchmark_task, model_inputs
 from contrasyn.evaluation.statistics import compare, summarise

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
+from contrasyn.api.splits import training_indices
 from contrasyn.checkpoint import load_checkpoint
 from contrasyn.config import load_config
 from contrasyn.data import load_dataset

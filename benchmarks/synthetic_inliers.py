@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from contrasyn.api.calibration import conformal_threshold
-from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
+from contrasyn.api.splits import training_indices
 from contrasyn.config import load_config
 from contrasyn.data import load_dataset
 from contrasyn.evaluation.bench import benchmark_task, model_inputs

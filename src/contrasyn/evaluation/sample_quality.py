@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contrasyn.api.detector import training_indices
 from contrasyn.api.metrics import auroc
+from contrasyn.api.splits import training_indices
 from contrasyn.config import load_config
 from contrasyn.data.base import ImageDataset
 from contrasyn.errors import ConfigError
