@@ -312,3 +312,36 @@ def test_larger_images_with_the_imagenet_stem_fit_save_and_map(tmp_path: Path) -
     assert back.config_.train.stem == "imagenet"
     np.testing.assert_allclose(back.anomaly_score(x), det.anomaly_score(x), atol=1e-5)
     assert det.anomaly_map(x, patch=16, stride=16).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("bank", ["trained", "all"])
+def test_the_pixel_bank_holds_every_image_not_held_out_with_pixel_bank_all(
+    task, bank: str, tmp_path: Path
+) -> None:
+    """F trains on ``max_train`` of the images either way; with ``score.pixel_bank="all"``
+    the pixel bank also holds the ones the subsample left out (never the held-out ones), and
+    the model saves, loads and scores with it."""
+    from contrasyn.api.splits import training_indices
+    from contrasyn.methods.csi.score import pixels
+
+    settings = {"train": {"epochs": 1, "max_train": 40}, "score": {"pixel_bank": bank}}
+    det = Detector(method="csi", preset="tiny", progress=False, settings=settings)
+    det.fit(task)
+    images = task.train_images
+    hold, rest = training_indices(len(images), 0.1, 40, 0)
+    assert det.n_train_ == len(det.scorer_.bank_z_) == 40
+    trained = pixels(to_model_input(images[rest], 32, 3))
+    if bank == "trained":
+        assert torch.equal(det.scorer_.bank_x_, trained)
+    else:
+        spare = np.setdiff1d(np.arange(len(images)), np.concatenate([hold, rest]))
+        spare_px = pixels(to_model_input(images[spare], 32, 3))
+        assert len(spare) == 140 and torch.equal(
+            det.scorer_.bank_x_, torch.cat([trained, spare_px])
+        )
+    det.save(tmp_path / "m")
+    back = Detector.load(tmp_path / "m")
+    assert torch.equal(back.scorer_.bank_x_, det.scorer_.bank_x_)
+    np.testing.assert_allclose(
+        back.scores(task.test_images[:20])["pix"], det.scores(task.test_images[:20])["pix"]
+    )

@@ -235,3 +235,19 @@ def test_a_normal_export_shows_no_warning(fitted, tmp_path) -> None:
         warnings.simplefilter("always")  # shown even if raised before
         export_onnx(det, tmp_path / "quiet")
     assert [f"{w.category.__name__}: {w.message}" for w in seen] == []
+
+
+def test_a_pixel_bank_larger_than_f_s_bank_exports(task, images, tmp_path: Path) -> None:
+    """``score.pixel_bank="all"`` banks more pixel rows than F's bank has features: the ONNX
+    model scores ``pix`` (and the default ``feat+pix``) against all of them, as torch does."""
+    settings = {
+        "train": {"epochs": 1, "width": 4, "max_train": 60},
+        "score": {"pixel_bank": "all", "score": "feat+pix"},
+    }
+    det = Detector(method="csi", preset="tiny", progress=False, settings=settings).fit(task)
+    assert len(det.scorer_.bank_x_) > len(det.scorer_.bank_z_) == 60
+    onnx_det = OnnxDetector(export_onnx(det, tmp_path / "model"), threads=1)
+    expected = torch_deterministic_scores(det, images)
+    for name in ("pix", "feat+pix"):
+        got = onnx_det.scores(images)[name]
+        np.testing.assert_allclose(got, expected[name], rtol=1e-5, atol=_atol(onnx_det, name, 1e-4))

@@ -107,8 +107,11 @@ def test_embed_forwards_at_most_cpu_forward_rows_on_a_cpu(monkeypatch) -> None:
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[str, torch.Tensor]:
-    """Eq. 11, CSI's score and the feature score written out with explicit loops."""
+def _brute_force(
+    model, train_cfg, score_cfg, scorer, train_x, test_x, spare=None
+) -> dict[str, torch.Tensor]:
+    """Eq. 11, CSI's score and the feature score written out with explicit loops; ``spare``
+    images join the pixel bank only."""
 
     def draws(images):
         out = []
@@ -168,8 +171,15 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
     def shrunk(x):  # average pooling to at most 32 pixels a side (8x8 here: as it is)
         return x.flatten(1).double()
 
+    pixel_bank = shrunk(train_x if spare is None else torch.cat([train_x, spare]))
     own = torch.zeros(m, dtype=torch.float64)
-    own_pix = torch.zeros(m, dtype=torch.float64)
+    own_pix = torch.tensor(
+        [
+            -min(float((pixel_bank[i] - b).norm()) for j, b in enumerate(pixel_bank) if j != i)
+            for i in range(len(pixel_bank))
+        ],
+        dtype=torch.float64,
+    )
     for i in range(m):
         for k in range(K):
             own[i] += (
@@ -180,11 +190,8 @@ def _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x) -> dict[s
                 )
                 / K
             )
-        own_pix[i] = -min(
-            float((shrunk(train_x)[i] - shrunk(train_x)[j]).norm()) for j in range(m) if j != i
-        )
     pix = torch.tensor(
-        [-min(float((a - b).norm()) for b in shrunk(train_x)) for a in shrunk(test_x)],
+        [-min(float((a - b).norm()) for b in pixel_bank) for a in shrunk(test_x)],
         dtype=torch.float64,
     )
     head = loglik.double().mean(1)
@@ -265,6 +272,24 @@ def test_scorer_matches_brute_force(ensemble: int, net: str) -> None:
         assert torch.isfinite(got[name]).all()
         tol = _tolerance(name, scorer, 1e-4)
         torch.testing.assert_close(got[name].double(), expected[name], rtol=1e-4, atol=tol)
+
+
+def test_spare_images_join_the_pixel_bank_only() -> None:
+    """``Scorer.fit(..., spare)``: ``pix`` and its standardisation are over the training and
+    the spare images (brute force), everything F computes is the training images' alone."""
+    model, train_cfg, score_cfg, train_x, test_x = _setup(ensemble=1)
+    spare = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    plain = Scorer(train_cfg, score_cfg).fit(model, train_x)
+    scorer = Scorer(train_cfg, score_cfg).fit(model, train_x, spare)
+    assert scorer.bank_x_.shape == (11, 3 * 8 * 8) and scorer.bank_z_.shape[0] == 7
+    got, without = scorer.score_samples(model, test_x), plain.score_samples(model, test_x)
+    expected = _brute_force(model, train_cfg, score_cfg, scorer, train_x, test_x, spare)
+    for name in SCORES:
+        tol = _tolerance(name, scorer, 1e-4)
+        torch.testing.assert_close(got[name].double(), expected[name], rtol=1e-4, atol=tol)
+        if "pix" not in name:
+            torch.testing.assert_close(got[name], without[name])
+    assert not torch.allclose(got["pix"], without["pix"])  # a spare image is nearer to some
 
 
 def _tolerance(name: str, scorer: Scorer, tol: float) -> float:

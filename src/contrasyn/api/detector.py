@@ -61,7 +61,12 @@ from contrasyn.api.calibration import Calibration, calibrate, conformal_threshol
 from contrasyn.api.inputs import Images, image_folders, read_images
 from contrasyn.api.maps import to_uint8
 from contrasyn.api.readable import ReadableScores
-from contrasyn.api.splits import calibration_split, holdout_count, training_indices
+from contrasyn.api.splits import (
+    calibration_split,
+    holdout_count,
+    spare_indices,
+    training_indices,
+)
 from contrasyn.budget import Clock, parse_duration
 from contrasyn.config import check_holdout, check_rate, check_seed
 from contrasyn.device import resolve_device
@@ -280,7 +285,8 @@ class Detector(ReadableScores):
         run_dir = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         budget = method.time_budget
         clock = None if budget is None else Clock(budget, start, after_images=len(hold))
-        method.fit(train_x, run_dir, self.progress, self.verbose, clock)
+        spare = {"spare": images[spare_indices(n, hold, rest)]} if method.banks_spare else {}
+        method.fit(train_x, run_dir, self.progress, self.verbose, clock, **spare)
         if not distributed.is_main():
             return self  # under torchrun, ranks > 0 only train; rank 0 builds the bank
         self.method_ = method

@@ -272,8 +272,7 @@ class OnnxDetector:
             or bank["weight_shift"].shape != (k,)
             or ("standard" in bank and bank["standard"].shape != (6,))
             or (
-                "bank_x" in bank
-                and (bank["bank_x"].ndim != 2 or len(bank["bank_x"]) != len(bank_z))
+                "bank_x" in bank and (bank["bank_x"].ndim != 2 or len(bank["bank_x"]) < len(bank_z))
             )
         ):
             raise CheckpointError(f"{path}: the bank's shapes do not fit {k} shifts")

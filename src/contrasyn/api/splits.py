@@ -11,6 +11,7 @@ images.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from contrasyn.errors import DataError
 from contrasyn.methods.registry import Method
@@ -55,3 +56,13 @@ def calibration_split(
         )
     hold, rest = training_indices(n, holdout, method.max_train, seed)
     return hold, rest, False
+
+
+def spare_indices(n: int, hold, rest) -> torch.Tensor:
+    """The images of ``n`` neither held out (``hold``) nor trained on (``rest``): those the
+    training subsample (``max_train``) left out, sorted, for a method that banks them
+    (``Method.banks_spare``)."""
+    used = np.zeros(n, dtype=bool)
+    used[np.asarray(hold, dtype=np.int64)] = True
+    used[np.asarray(rest, dtype=np.int64)] = True
+    return torch.from_numpy(np.flatnonzero(~used))

@@ -46,6 +46,9 @@ def pixel_factor(size: int) -> int:
 
 # The bank searches (contrasyn.methods.csi.score.build_index).
 INDEXES = ("exact", "faiss")
+# What ``pix`` compares with (``ScoreConfig.pixel_bank``): the images F trained on, or every
+# image the fit was given that is not held out for the threshold.
+PIXEL_BANKS = ("trained", "all")
 # The training variants (docs/METHOD.md, "Variants and baselines"): CSI alone, CSI + GAN,
 # the paper's full method.
 # The adversarial losses of eq. 7 and 9: the paper's binary cross-entropy (non-saturating for
@@ -227,11 +230,16 @@ class ScoreConfig:
     nprobe: int = 32  # IVF cells visited per query ("faiss" only): recall against speed
     # The combined scores' weight on the standardised shift-head log-likelihood (1: equal).
     head_weight: float = 1.0
+    # The images ``pix`` compares with: "trained" (those F trained on, ``train.max_train`` of
+    # them) or "all" (every image the fit was given and did not hold out for the threshold:
+    # raw pixels cost little to bank; docs/METHOD.md, "The outlier scores").
+    pixel_bank: str = "trained"
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self.score, SCORES, "score.score")
         check_choice(self.index, INDEXES, "score.index")
+        check_choice(self.pixel_bank, PIXEL_BANKS, "score.pixel_bank")
         for names, ok, words in (
             (("nprobe", "batch_size", "chunk", "ensemble"), at_least(1), ">= 1"),
             (("crop_scale",), lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -260,7 +268,7 @@ LATER_FIELDS = {
         "backbone_freeze",
         "shift_symmetry",
     ),
-    "score": ("index", "nprobe", "head_weight"),
+    "score": ("index", "nprobe", "head_weight", "pixel_bank"),
 }
 
 

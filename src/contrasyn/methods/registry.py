@@ -310,6 +310,14 @@ class Method(ABC):
         return None
 
     @property
+    def banks_spare(self) -> bool:
+        """Whether ``fit`` takes ``spare``: the images a detector was given but drew out of
+        the training subsample (``max_train``) and did not hold out, for a method that banks
+        them where that costs little (the CSI family's pixel bank with ``score.pixel_bank``
+        "all"). False unless overridden."""
+        return False
+
+    @property
     def bank_rows(self) -> int | None:
         """How many training images the fitted state holds one row each of (a bank of their
         features or pixels), which a loaded model's ``n_train`` must equal; None: no bank."""
@@ -373,7 +381,8 @@ class Method(ABC):
         """Train on normal images; ``run_dir`` makes training checkpointed where supported.
         ``clock`` is the fit's time budget (None when ``time_budget`` is), started by the
         detector before the images were read: a budgeted method chooses its length from
-        what is left of it."""
+        what is left of it. A method whose ``banks_spare`` is true also takes ``spare=``,
+        more normal images to bank but not to train on."""
 
     @abstractmethod
     def score_samples(self, images: Tensor) -> dict[str, Tensor]:

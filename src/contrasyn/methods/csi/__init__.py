@@ -221,6 +221,10 @@ class CSIFamily(Method):
     def bank_rows(self) -> int:
         return len(self.scorer.bank_z_)
 
+    @property
+    def banks_spare(self) -> bool:
+        return self.config.score.pixel_bank == "all"
+
     def save_settings(self, run_dir: Path) -> None:
         """``config.json``, the run configuration (what resuming and ``contrasyn quality``
         read back)."""
@@ -237,7 +241,10 @@ class CSIFamily(Method):
         progress: bool = False,
         verbose: bool = False,
         clock: Clock | None = None,
+        spare: Tensor | None = None,
     ) -> CSIFamily:
+        """Train F (and the generative side) on ``images`` and bank them; ``spare`` images
+        join only the pixel bank (``score.pixel_bank`` "all")."""
         cfg = self._with_seed()
         cfg = dataclasses.replace(cfg, train=self._without_symmetries(cfg.train, images))
         model, side, train_cfg = train_networks(
@@ -245,7 +252,8 @@ class CSIFamily(Method):
         )
         self.config = dataclasses.replace(cfg, train=train_cfg)  # G's channels resolved
         self.model, self.side = model, side
-        self.scorer = Scorer(self.config.train, self.config.score).fit(model, images)
+        extra = spare if self.banks_spare else None
+        self.scorer = Scorer(self.config.train, self.config.score).fit(model, images, extra)
         return self
 
     def _without_symmetries(self, train: TrainConfig, images: Tensor) -> TrainConfig:

@@ -435,16 +435,17 @@ class Scorer:
                 total = d if total is None else total + d
         return total / self.cfg.ensemble
 
-    def fit(self, model: CSINet, images: Tensor) -> Scorer:
+    def fit(self, model: CSINet, images: Tensor, spare: Tensor | None = None) -> Scorer:
         """Bank of the training images' features, averaged over the R draws, the weights of
-        ``csi``, the shrunken pixels of ``pix`` and the standardisation of the combined
-        scores."""
+        ``csi``, the shrunken pixels of ``pix`` (of ``spare`` images too: more normal images
+        that F did not train on) and the standardisation of the combined scores."""
         bank = self._mean_features(model, images)
         self.bank_z_ = F.normalize(bank.z, dim=2)  # (M, K, d)
         self.bank_h_ = F.normalize(bank.h, dim=2)
         self.weight_sim_ = 1.0 / bank.z.norm(dim=2).mean(0)  # (K,)
         self.weight_shift_ = 1.0 / bank.logit.mean(0)  # (K,)
-        self.bank_x_ = pixels(images).to(self.bank_h_.device)
+        pixel_images = images if spare is None else torch.cat([images, spare.to(images)])
+        self.bank_x_ = pixels(pixel_images).to(self.bank_h_.device)
         self.standard_ = self._standardisation(bank.loglik.mean(1))
         self._build_indices()
         return self
@@ -455,15 +456,14 @@ class Scorer:
         against the others). A bank of one image has no neighbour: its ``feat`` and ``pix``
         get mean 0, std 1."""
         k, chunk = self.train_cfg.num_shifts, self.cfg.chunk
-        parts = []
+        parts, feat, pix = [], None, None
         if len(self.bank_h_) > 1:
             feat = torch.stack(
                 [max_inner_product_others(self.bank_h_[:, s], None, chunk) for s in range(k)],
                 dim=1,
             ).mean(1)
+        if len(self.bank_x_) > 1:
             pix = -nearest_distance(self.bank_x_, self.bank_x_, chunk, others=True)
-        else:
-            feat = pix = None
         for values in (feat, head, pix):
             if values is None:
                 parts += [torch.tensor(0.0), torch.tensor(1.0)]
