@@ -22,13 +22,14 @@ at 32 images, x10 warm-up over 2 epochs, cosine to 0).
   and raw-pixel kNN, each standardised on the training images (leave-one-out), summed. At
   the ten-minute fit it ties ``feat+head+pix`` (which adds the shift head's log-likelihood
   of the true rotation) on Fashion-MNIST's validation split, 0.0000 [-0.0005, +0.0005] over
-  10 classes x 3 seeds, and beats it on scikit-learn's digits (validation +0.0323 [+0.0247,
-  +0.0399] over 2 seeds, 7 of 10 classes ahead, the rest level): trained for ~2,000 steps on
-  ~115 images, F knows the rotation of each training image by heart, so the head's spread on
-  those images is far narrower than on new normal images, and the head's part drowns the
-  other two. ``feat+pix`` beat ``feat`` (+0.0066 on Fashion-MNIST's validation); weighting
-  the parts other than 1 : 1 moved the mean by at most 0.0005
-  (``benchmarks/score_weights.py``, ``benchmarks/score_choice.py``).
+  10 classes x 3 seeds, and is ahead of it on scikit-learn's digits (validation +0.0323
+  [+0.0247, +0.0399] over 2 seeds, 7 of 10 classes ahead, the rest level): trained for
+  ~2,000 steps on ~115 images, F knows the rotation of each training image by heart, so the
+  head's spread on those images is far narrower than on new normal images, and the head's
+  part drowns the other two. ``feat+pix`` beat ``feat`` by +0.0066 [+0.0055, +0.0077] on
+  Fashion-MNIST's validation (30 cells; ``score_choice.py --against feat``); weighting the
+  parts other than 1 : 1 moved the mean by at most 0.0005 (``benchmarks/score_weights.py``,
+  ``benchmarks/score_choice.py``).
 - Method ``csi``: over the 10 classes and 3 seeds ``full``'s validation AUROC is higher by
   only 0.0011 [-0.0008, +0.0030] at 3.5x the time, and ``csi`` given ``full``'s time beats it
   (+0.0044 on validation): the generative side does not pay at this size (``--method full``
