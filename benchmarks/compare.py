@@ -15,7 +15,10 @@ only the cells every label has, so that the means of a folder that is still fill
 classes or seeds missing) compare with the others over the same cells. ``--deterministic
 LABEL`` pairs a deterministic method's one run per class (a kNN: its task and its score do
 not depend on the seed) with every seed of the others. ``--metric val_auroc`` compares each
-row's own score on the validation split.
+row's own score on the validation split. ``--speed`` adds what each label's cells cost: the
+median fit seconds (``train_seconds``), the median test images scored a second
+(``n_test / score_seconds``) and the machines that ran them, so that a table of budgets reads
+as quality per minute.
 
     python benchmarks/compare.py \
         --add benchmarks/results/fashion-mnist-seeds-cpu:csi,full \
@@ -125,6 +128,36 @@ def own_validation(row: dict) -> dict:
     return {**row, "val_auroc": row[key]}
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def speed_table(rows: list[dict]) -> str:
+    """Per label: its runs, the median fit seconds, the median test images scored a second
+    and the machines its rows name. A row without the timing columns (an old row, a
+    deterministic method's copy) is left out of that label's medians, never read as zero."""
+    lines = [
+        "| label | runs | fit s (median) | test images/s (median) | machines |",
+        "|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(r["method"] for r in rows):
+        own = [r for r in rows if r["method"] == label]
+        fit = [float(r["train_seconds"]) for r in own if r.get("train_seconds") is not None]
+        rate = [
+            float(r["n_test"]) / float(r["score_seconds"])
+            for r in own
+            if r.get("n_test") and r.get("score_seconds")
+        ]
+        machines = sorted({str(r["machine"]) for r in own if r.get("machine")})
+        lines.append(
+            f"| {label} | {len(own)} | {f'{_median(fit):.1f}' if fit else '-'} | "
+            f"{f'{_median(rate):.0f}' if rate else '-'} | {'; '.join(machines) or '-'} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--add", action="append", required=True, metavar="FOLDER:SPEC")
@@ -141,9 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--deterministic", default="", help="comma-separated labels whose one seed stands for all"
     )
+    parser.add_argument(
+        "--speed", action="store_true", help="add each label's median fit s and test images/s"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     rows = collect(args.add)
+    timed = rows  # every run once, before a deterministic method's rows are copied per seed
     fixed = [label for label in args.deterministic.split(",") if label]
     if fixed:
         rows = spread_over_seeds(rows, fixed)
@@ -168,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
         "Paired differences (row minus column, over the cells both have: mean over classes "
         "[95% interval], classes won):\n\n" + paired_matrix(rows, metric),
     ]
+    if args.speed:
+        parts.append(
+            "What the runs cost (medians over every run of a label; images/s counts the test "
+            "images a second of scoring, n_test / score_seconds):\n\n" + speed_table(timed)
+        )
     for pair in filter(None, args.pairs.split(",")):
         a, b = pair.split(":")
         parts.append(f"{a} - {b}, per class:\n\n" + paired_class_table(rows, a, b, metric))

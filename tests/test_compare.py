@@ -190,3 +190,27 @@ def test_a_row_is_taken_under_another_score_it_computed(tmp_path: Path) -> None:
     (a / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(SystemExit, match="a csi row .class 0, seed 1. has no auroc_feat\\+pix"):
         compare.main(["--add", f"{a}:csi@feat+pix", "--out", str(out)])
+
+
+def test_speed_gives_each_label_s_median_fit_and_scoring_rate(tmp_path: Path) -> None:
+    """``--speed``: the medians of ``train_seconds`` and ``n_test / score_seconds`` per label,
+    each deterministic run counted once (not once per seed it is paired with), and a row
+    without timings left out of the medians rather than read as zero."""
+    a = _folder(tmp_path / "a", "csi", {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.7})
+    b = _folder(tmp_path / "b", "knn", {(0, 0): 0.6, (1, 0): 0.5})
+    timings = {"a": [(100.0, 10.0), (300.0, 20.0), (200.0, 40.0)], "b": [(1.0, 5.0), None]}
+    for folder in (a, b):
+        rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+        for row, t in zip(rows, timings[folder.name], strict=True):
+            row["machine"] = f"cpu-{folder.name}"
+            if t is not None:
+                row |= {"train_seconds": t[0], "score_seconds": t[1], "n_test": 1000}
+        (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "speed.md"
+    compare.main(["--add", f"{a}:csi", "--add", f"{b}:knn", "--deterministic", "knn",
+                  "--speed", "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    assert "| csi | 3 | 200.0 | 50 | cpu-a |" in text  # 1000/20 = 50 is the median rate
+    assert "| knn | 2 | 1.0 | 200 | cpu-b |" in text  # the untimed row is left out
+    compare.main(["--add", f"{a}:csi", "--out", str(out)])
+    assert "What the runs cost" not in out.read_text()
