@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from statistics import median
 
 from contrasyn.evaluation.results import (
     interval_table,
@@ -128,12 +129,6 @@ def own_validation(row: dict) -> dict:
     return {**row, "val_auroc": row[key]}
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def speed_table(rows: list[dict]) -> str:
     """Per label: its runs, the median fit seconds, the median test images scored a second
     and the machines its rows name. A row without the timing columns (an old row, a
@@ -152,8 +147,8 @@ def speed_table(rows: list[dict]) -> str:
         ]
         machines = sorted({str(r["machine"]) for r in own if r.get("machine")})
         lines.append(
-            f"| {label} | {len(own)} | {f'{_median(fit):.1f}' if fit else '-'} | "
-            f"{f'{_median(rate):.0f}' if rate else '-'} | {'; '.join(machines) or '-'} |"
+            f"| {label} | {len(own)} | {f'{median(fit):.1f}' if fit else '-'} | "
+            f"{f'{median(rate):.0f}' if rate else '-'} | {'; '.join(machines) or '-'} |"
         )
     return "\n".join(lines)
 
